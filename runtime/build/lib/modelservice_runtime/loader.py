@@ -1,0 +1,250 @@
+"""Loading one SavedModel version, running its signatures, and warming it up.
+
+This is the only module that imports TensorFlow at the top. **TensorFlow is not fork-safe,** so nothing
+imports this module in the Gunicorn master: the repository imports it lazily from the worker's loading
+thread (see ``gunicorn_conf.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.example import example_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from .errors import FailedPrecondition, Internal, InvalidArgument, ServingError, code_of_tf_error
+from .protocols.tensors import TensorSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+
+_threads_configured = threading.Lock()
+_threads_done = False
+
+
+def configure_threads(intra_op: int, inter_op: int) -> None:
+    """Size TF's thread pools once per process, before the first op runs."""
+    global _threads_done
+    with _threads_configured:
+        if _threads_done:
+            return
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        except RuntimeError:  # TF already initialised (tests load several models in one process)
+            log.debug("TensorFlow thread pools were already initialised")
+        _threads_done = True
+
+
+def read_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
+    """The ``serve`` MetaGraphDef of the SavedModel at ``path`` (binary or text proto)."""
+    saved = saved_model_pb2.SavedModel()
+    pb = os.path.join(path, "saved_model.pb")
+    pbtxt = os.path.join(path, "saved_model.pbtxt")
+    if os.path.exists(pb):
+        with open(pb, "rb") as handle:
+            saved.ParseFromString(handle.read())
+    elif os.path.exists(pbtxt):
+        with open(pbtxt) as handle:
+            text_format.Parse(handle.read(), saved)
+    else:
+        raise FailedPrecondition(f"No saved_model.pb or saved_model.pbtxt in {path}")
+    for meta_graph in saved.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise FailedPrecondition(f"SavedModel at {path} has no MetaGraphDef tagged 'serve'")
+
+
+def _spec(key: str, info: Any) -> TensorSpec:
+    shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
+    return TensorSpec(key=key, dtype=int(info.dtype), shape=shape)
+
+
+class LoadedModel:
+    """One loaded version of one model: its signatures and how to run them."""
+
+    def __init__(self, name: str, version: int, path: str) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.meta_graph = read_meta_graph(path)
+        self._loaded = tf.saved_model.load(path, tags=["serve"])
+        self._functions = dict(self._loaded.signatures)
+
+    # -- signatures
+
+    @property
+    def signature_defs(self) -> Mapping[str, Any]:
+        signature_defs: Mapping[str, Any] = self.meta_graph.signature_def
+        return signature_defs
+
+    def signature(self, name: str) -> Any:
+        """The SignatureDef for ``name`` ('' means serving_default), or TF Serving's 400."""
+        key = name or DEFAULT_SIGNATURE
+        if key not in self.signature_defs or key not in self._functions:
+            raise InvalidArgument(f'Serving signature name: "{key}" not found in signature def')
+        return self.signature_defs[key]
+
+    def input_specs(self, signature_name: str) -> dict[str, TensorSpec]:
+        sig = self.signature(signature_name)
+        return {key: _spec(key, info) for key, info in sig.inputs.items()}
+
+    def output_specs(self, signature_name: str) -> dict[str, TensorSpec]:
+        sig = self.signature(signature_name)
+        return {key: _spec(key, info) for key, info in sig.outputs.items()}
+
+    # -- running
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run a signature; TF's own errors come back as ServingErrors with TF's canonical code."""
+        key = signature_name or DEFAULT_SIGNATURE
+        self.signature(key)
+        function = self._functions[key]
+        specs = self.input_specs(key)
+        feed = {}
+        for name, array in inputs.items():
+            dtype = tf.dtypes.as_dtype(specs[name].dtype)
+            feed[name] = tf.constant(array, dtype=dtype)
+        try:
+            outputs = function(**feed)
+        except tf.errors.OpError as exc:
+            raise _op_error(exc) from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"signature '{key}' rejected the inputs: {exc}") from None
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run(signature_name, inputs)
+
+    def _method_signature(self, signature_name: str, method: str, what: str) -> str:
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self.signature_defs:
+            raise InvalidArgument(f"No signature was found with the name: {key}")
+        actual = self.signature_defs[key].method_name
+        if actual != method:
+            raise InvalidArgument(f"Expected {what} signature method_name to be {method}. Was: {actual}")
+        return key
+
+    def classify(self, signature_name: str, examples: list[bytes]) -> list[list[tuple[str, float]]]:
+        key = self._method_signature(signature_name, CLASSIFY_METHOD, "classification")
+        sig = self.signature_defs[key]
+        outputs = self.run(key, {next(iter(sig.inputs)): np.array(examples, dtype=object)})
+        classes, scores = outputs.get("classes"), outputs.get("scores")
+        if classes is None and scores is None:
+            raise InvalidArgument("Expected classification signature outputs 'classes' or 'scores'")
+        reference = scores if scores is not None else classes
+        assert reference is not None
+        if reference.ndim != 2 or reference.shape[0] != len(examples):
+            raise InvalidArgument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {list(reference.shape)}"
+            )
+        results = []
+        for i in range(len(examples)):
+            row = []
+            for c in range(reference.shape[1]):
+                label = classes[i][c].decode("utf-8", "replace") if classes is not None else ""
+                score = float(scores[i][c]) if scores is not None else 0.0
+                row.append((label, score))
+            results.append(row)
+        return results
+
+    def regress(self, signature_name: str, examples: list[bytes]) -> list[float]:
+        key = self._method_signature(signature_name, REGRESS_METHOD, "regression")
+        sig = self.signature_defs[key]
+        outputs = self.run(key, {next(iter(sig.inputs)): np.array(examples, dtype=object)})
+        if "outputs" not in outputs:
+            raise InvalidArgument("Expected regression signature output 'outputs'")
+        values = outputs["outputs"]
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1 or values.shape[0] != len(examples):
+            raise InvalidArgument(
+                f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
+                f"got {list(outputs['outputs'].shape)}"
+            )
+        return [float(v) for v in values]
+
+    # -- warmup
+
+    def warm_up(self) -> int:
+        """Replay ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog); return the count."""
+        path = os.path.join(self.path, WARMUP_FILE)
+        if not os.path.exists(path):
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            count += 1
+            if count > MAX_WARMUP_RECORDS:
+                raise InvalidArgument(
+                    f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+                )
+            entry = prediction_log_pb2.PredictionLog()
+            entry.ParseFromString(record)
+            kind = entry.WhichOneof("log_type")
+            if kind == "predict_log":
+                request = entry.predict_log.request
+                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                self.predict(request.model_spec.signature_name, inputs)
+            elif kind == "classify_log":
+                request = entry.classify_log.request
+                self.classify(request.model_spec.signature_name, serialized_examples(request.input))
+            elif kind == "regress_log":
+                request = entry.regress_log.request
+                self.regress(request.model_spec.signature_name, serialized_examples(request.input))
+            else:
+                raise InvalidArgument(f"Unsupported log_type for warmup: {kind}")
+        return count
+
+
+def serialized_examples(input_proto: Any) -> list[bytes]:
+    """tf.Examples of an ``Input`` proto, each merged with the context when there is one."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in input_proto.example_list.examples]
+    if kind == "example_list_with_context":
+        with_context = input_proto.example_list_with_context
+        context = with_context.context.SerializeToString()
+        # Concatenated serialized protos parse as a merge: the example's features win.
+        return [context + e.SerializeToString() for e in with_context.examples]
+    raise InvalidArgument("Input is empty")
+
+
+def new_example() -> Any:
+    return example_pb2.Example()
+
+
+def _op_error(exc: tf.errors.OpError) -> ServingError:
+    code = code_of_tf_error(exc)
+    error: ServingError
+    if code == "INVALID_ARGUMENT":
+        error = InvalidArgument(exc.message)
+    else:
+        error = Internal(exc.message)
+        error.code = code
+    return error
+
+
+def load_model(name: str, version: int, path: str, warmup: bool = True) -> LoadedModel:
+    started = time.monotonic()
+    model = LoadedModel(name, version, path)
+    warmed = model.warm_up() if warmup else 0
+    log.info(
+        "Loaded model %s version %d from %s in %.2fs (%d warmup requests)",
+        name, version, path, time.monotonic() - started, warmed,
+    )  # fmt: skip
+    return model

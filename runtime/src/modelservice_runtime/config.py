@@ -1,0 +1,240 @@
+"""Runtime configuration: TensorFlow Serving's flags and environment, plus a few of our own.
+
+**For drop-in compatibility,** the flag names are TF Serving's (``--model_name``, ``--model_base_path``,
+``--rest_api_port``, ``--model_config_file`` ...), ``--flag=value`` and ``--flag value`` both work, and the
+environment follows the ``tensorflow/serving`` image: ``MODEL_NAME`` and ``MODEL_BASE_PATH`` (default
+``/models``) give ``$MODEL_BASE_PATH/$MODEL_NAME``. The model config file is TF Serving's text-proto
+``model_config_list``, parsed with the real ``tensorflow_serving.config`` protos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration the server cannot start with; the message says which flag or file is wrong."""
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """TF Serving's ``ServableVersionPolicy``: latest N (default 1), all, or specific versions."""
+
+    kind: str = "latest"  # latest | all | specific
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, on_disk: Sequence[int]) -> set[int]:
+        """The versions to serve out of those found on disk."""
+        if self.kind == "all":
+            return set(on_disk)
+        if self.kind == "specific":
+            return set(self.versions) & set(on_disk)
+        return set(sorted(on_disk)[-self.num_versions :]) if self.num_versions > 0 else set()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    base_path: str
+    policy: VersionPolicy = VersionPolicy()
+    labels: Mapping[str, int] = field(default_factory=dict)
+
+
+def _cpu_count() -> int:
+    """Cores this process may use: CPU affinity, capped by a cgroup v2 CPU quota (container limits)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    models: tuple[ModelConfig, ...] = ()
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0.0
+    file_system_poll_wait_seconds: float = 1.0
+    rest_api_host: str = "0.0.0.0"
+    rest_api_port: int = 8501
+    rest_api_timeout_in_ms: int = 30000
+    workers: int = 1
+    threads: int = 8
+    worker_timeout_seconds: int = 60
+    graceful_timeout_seconds: int = 30
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    enable_model_warmup: bool = True
+    max_request_bytes: int = 64 * 1024 * 1024
+    log_format: str = "json"
+    log_level: str = "info"
+
+    def intra_op_threads(self) -> int:
+        """TF threads per worker so that workers x threads fit the cores (the flag wins when set)."""
+        if self.tensorflow_intra_op_parallelism > 0:
+            return self.tensorflow_intra_op_parallelism
+        return max(1, _cpu_count() // max(1, self.workers))
+
+    def inter_op_threads(self) -> int:
+        if self.tensorflow_inter_op_parallelism > 0:
+            return self.tensorflow_inter_op_parallelism
+        return max(1, min(2, self.intra_op_threads()))
+
+    def with_models(self, models: Sequence[ModelConfig]) -> RuntimeConfig:
+        return replace(self, models=tuple(models))
+
+
+def parse_model_config_text(text: str, source: str = "<model config>") -> tuple[ModelConfig, ...]:
+    """Parse TF Serving's ``ModelServerConfig`` text proto (``model_config_list { config { ... } }``)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    proto = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{source}: not a valid model_config_list text proto: {exc}") from None
+    if proto.WhichOneof("config") != "model_config_list":
+        raise ConfigError(f"{source}: expected a 'model_config_list' (custom_model_config is not supported)")
+    models = []
+    names = set()
+    for entry in proto.model_config_list.config:
+        if not entry.name:
+            raise ConfigError(f"{source}: every config needs a 'name'")
+        if entry.name in names:
+            raise ConfigError(f"{source}: model name '{entry.name}' appears twice")
+        if not entry.base_path:
+            raise ConfigError(f"{source}: model '{entry.name}' needs a 'base_path'")
+        if entry.model_platform not in ("", "tensorflow"):
+            raise ConfigError(
+                f"{source}: model '{entry.name}' has model_platform '{entry.model_platform}'; "
+                "only 'tensorflow' is served"
+            )
+        names.add(entry.name)
+        policy_kind = entry.model_version_policy.WhichOneof("policy_choice")
+        if policy_kind == "all":
+            policy = VersionPolicy(kind="all")
+        elif policy_kind == "specific":
+            versions = tuple(entry.model_version_policy.specific.versions)
+            if not versions:
+                raise ConfigError(f"{source}: model '{entry.name}' has an empty 'specific' policy")
+            policy = VersionPolicy(kind="specific", versions=versions)
+        elif policy_kind == "latest":
+            policy = VersionPolicy(num_versions=entry.model_version_policy.latest.num_versions or 1)
+        else:
+            policy = VersionPolicy()
+        models.append(
+            ModelConfig(
+                name=entry.name,
+                base_path=entry.base_path,
+                policy=policy,
+                labels=dict(entry.version_labels),
+            )
+        )
+    return tuple(models)
+
+
+def load_model_config_file(path: str) -> tuple[ModelConfig, ...]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"--model_config_file={path}: {exc.strerror}") from None
+    return parse_model_config_text(text, source=path)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelservice-runtime",
+        description="Serve TensorFlow SavedModels over TensorFlow Serving's REST API.",
+        allow_abbrev=False,
+    )
+    tfs = parser.add_argument_group("TensorFlow Serving flags")
+    tfs.add_argument("--model_name", help="served model name (env MODEL_NAME, default 'model')")
+    tfs.add_argument(
+        "--model_base_path",
+        help="directory with numbered version subdirectories (default $MODEL_BASE_PATH/$MODEL_NAME)",
+    )
+    tfs.add_argument("--model_config_file", default="", help="text-proto model_config_list file")
+    tfs.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+                     help="re-read the model config file this often; 0 reads it once")  # fmt: skip
+    tfs.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                     help="look for new model versions this often; 0 looks once")  # fmt: skip
+    tfs.add_argument("--rest_api_port", type=int, default=8501)
+    tfs.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                     help="deadline for one request; 0 disables it")  # fmt: skip
+    tfs.add_argument("--rest_api_num_threads", type=int, default=0, help="same as --threads")
+    tfs.add_argument("--port", type=int, default=8500, help="gRPC port: accepted for compatibility, unused")
+    tfs.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
+    tfs.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    tfs.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
+    ours = parser.add_argument_group("ModelService runtime flags")
+    ours.add_argument("--rest_api_host", default="0.0.0.0", help="address to bind")
+    ours.add_argument("--workers", type=int, default=int(os.environ.get("MS_WORKERS", "1")),
+                      help="Gunicorn worker processes, each with its own copy of the models")  # fmt: skip
+    ours.add_argument("--threads", type=int, default=int(os.environ.get("MS_THREADS", "8")),
+                      help="request threads per worker")  # fmt: skip
+    ours.add_argument("--worker_timeout_seconds", type=int, default=60)
+    ours.add_argument("--graceful_timeout_seconds", type=int, default=30)
+    ours.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024,
+                      help="larger request bodies get 413")  # fmt: skip
+    ours.add_argument("--log_format", choices=("json", "text"), default="json")
+    ours.add_argument("--log_level", default="info")
+    return parser
+
+
+def config_from_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> RuntimeConfig:
+    """Flags override the environment; a config file and --model_name are mutually exclusive."""
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    if args.model_config_file and (args.model_name or args.model_base_path):
+        raise ConfigError("--model_config_file cannot be combined with --model_name/--model_base_path")
+    if args.model_config_file:
+        models = load_model_config_file(args.model_config_file)
+    else:
+        name = args.model_name or env.get("MODEL_NAME") or "model"
+        base = args.model_base_path or os.path.join(env.get("MODEL_BASE_PATH", "/models"), name)
+        models = (ModelConfig(name=name, base_path=base),)
+    for flag in ("workers", "threads", "rest_api_port", "max_request_bytes"):
+        if getattr(args, flag) <= 0:
+            raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    return RuntimeConfig(
+        models=models,
+        model_config_file=args.model_config_file,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        rest_api_host=args.rest_api_host,
+        rest_api_port=args.rest_api_port,
+        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        workers=args.workers,
+        threads=args.rest_api_num_threads or args.threads,
+        worker_timeout_seconds=args.worker_timeout_seconds,
+        graceful_timeout_seconds=args.graceful_timeout_seconds,
+        tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+        enable_model_warmup=args.enable_model_warmup,
+        max_request_bytes=args.max_request_bytes,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )

@@ -1,0 +1,96 @@
+"""Errors that carry their own HTTP status.
+
+**For compatibility,** every error names the TensorFlow canonical code that TF Serving would have returned
+(``INVALID_ARGUMENT``, ``NOT_FOUND`` ...) and maps it to HTTP exactly as ``http_server.cc`` does
+(``ToHTTPStatusCode``). Handlers raise; one Flask error handler renders the body, so no route formats its
+own errors.
+"""
+
+from __future__ import annotations
+
+# TF canonical code -> HTTP status, as in tensorflow_serving/model_servers/http_server.cc.
+HTTP_STATUS_BY_CODE: dict[str, int] = {
+    "OK": 200,
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
+
+
+class ServingError(Exception):
+    """Base class: a message for the client plus the canonical code that decides the HTTP status."""
+
+    code = "UNKNOWN"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return HTTP_STATUS_BY_CODE.get(self.code, 500)
+
+
+class InvalidArgument(ServingError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(ServingError):
+    code = "NOT_FOUND"
+
+
+class FailedPrecondition(ServingError):
+    code = "FAILED_PRECONDITION"
+
+
+class Unavailable(ServingError):
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(ServingError):
+    code = "DEADLINE_EXCEEDED"
+
+
+class ResourceExhausted(ServingError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Unimplemented(ServingError):
+    code = "UNIMPLEMENTED"
+
+
+class Internal(ServingError):
+    code = "INTERNAL"
+
+
+class PayloadTooLarge(ServingError):
+    """No TF canonical code maps to 413; the body limit is ours, so is the status."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+    @property
+    def status(self) -> int:
+        return 413
+
+
+def code_of_tf_error(exc: BaseException) -> str:
+    """The canonical code name of a ``tf.errors.OpError`` (or INTERNAL for anything else)."""
+    error_code = getattr(exc, "error_code", None)
+    if isinstance(error_code, int):
+        names = list(HTTP_STATUS_BY_CODE)
+        if 0 <= error_code < len(names):
+            return names[error_code]
+    return "INTERNAL"

@@ -1,0 +1,101 @@
+"""Gunicorn settings for the runtime, in sections; each says why it is set.
+
+``modelservice-runtime`` (cli.py) applies ``settings(config)``; the hooks below are plain functions so
+that Gunicorn calls them in the right process (the master for ``on_starting`` and ``child_exit``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from .config import RuntimeConfig
+
+
+def settings(config: RuntimeConfig) -> dict[str, Any]:
+    return {
+        # -- Binding ----------------------------------------------------------------------------------
+        "bind": [f"{config.rest_api_host}:{config.rest_api_port}"],
+        # -- Workers ----------------------------------------------------------------------------------
+        # gthread: a request waiting on the model holds a thread, not a process, so one worker (one
+        # copy of the model in memory) serves `threads` requests at once; TF releases the GIL while it
+        # computes. Several workers only pay off when Python-side encoding is the bottleneck.
+        "worker_class": "gthread",
+        "workers": config.workers,
+        "threads": config.threads,
+        # TensorFlow is not fork-safe: the app, and with it TF, is created in each worker after the
+        # fork, never in the master.
+        "preload_app": False,
+        # -- Timeouts ---------------------------------------------------------------------------------
+        # The worker timeout is a heartbeat: the gthread main loop keeps beating while models load in
+        # a background thread, so a load longer than this does not get the worker killed.
+        "timeout": config.worker_timeout_seconds,
+        # On SIGTERM Gunicorn stops accepting and lets in-flight requests finish for this long.
+        "graceful_timeout": config.graceful_timeout_seconds,
+        # Keep connections open between requests of a client (load balancers and SDKs reuse them).
+        "keepalive": 75,
+        # -- Housekeeping -----------------------------------------------------------------------------
+        # Heartbeat files on tmpfs: a slow or read-only root filesystem must not stall the heartbeat.
+        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+        # We log each request ourselves, as JSON with its request id.
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": config.log_level,
+        "logconfig_dict": logging_dict(config),
+        "proc_name": "modelservice-runtime",
+        # -- Hooks ------------------------------------------------------------------------------------
+        "on_starting": on_starting,
+        "post_fork": post_fork,
+        "child_exit": child_exit,
+    }
+
+
+def logging_dict(config: RuntimeConfig) -> dict[str, Any]:
+    formatter = "json" if config.log_format == "json" else "text"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": "modelservice_runtime.logs.JsonFormatter"},
+            "text": {"()": "modelservice_runtime.logs.TextFormatter"},
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": formatter, "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": config.log_level.upper()},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": config.log_level.upper(), "propagate": False},
+            "tensorflow": {"level": "WARNING"},
+            "absl": {"level": "WARNING"},
+        },
+    }
+
+
+def prepare_multiprocess_metrics() -> str:
+    """Give the workers a fresh PROMETHEUS_MULTIPROC_DIR; call before any import of prometheus_client."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)  # stale files from a previous run count double
+        os.makedirs(directory, exist_ok=True)
+    else:
+        directory = tempfile.mkdtemp(prefix="modelservice-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory
+
+
+def on_starting(server: Any) -> None:
+    server.log.info("Started the master; metrics directory %s", os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # Models load in the worker, in a background thread started by create_app(); nothing heavy here.
+    server.log.info("Forked worker %s", worker.pid)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Drop the live gauges of a dead worker so that /metrics stops reporting its models' states.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

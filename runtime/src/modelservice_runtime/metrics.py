@@ -1,0 +1,76 @@
+"""Prometheus metrics, declared once, correct across Gunicorn workers.
+
+**For multi-process correctness,** Gunicorn's config sets ``PROMETHEUS_MULTIPROC_DIR`` in the master
+before any worker imports ``prometheus_client``; each worker then writes its samples to files there and
+``render()`` merges every worker's files, so ``/metrics`` answers the same whichever worker serves it.
+Without the variable (tests, the Flask dev server) the default in-process registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
+
+REQUESTS = Counter(
+    "modelservice_requests",
+    "Requests by model, version, API and HTTP status.",
+    ["model", "version", "api", "status"],
+)
+REQUEST_LATENCY = Histogram(
+    "modelservice_request_duration_seconds",
+    "Request latency from the first byte read to the response built, by model and API.",
+    ["model", "api"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_LOADS = Counter("modelservice_model_loads", "Model version loads by outcome.", ["model", "result"])
+MODEL_LOAD_DURATION = Histogram(
+    "modelservice_model_load_duration_seconds",
+    "Time to load and warm up one model version.",
+    ["model"],
+    buckets=LOAD_BUCKETS,
+)
+MODEL_VERSION_STATE = Gauge(
+    "modelservice_model_version_state",
+    "1 for the state each model version is in (START, LOADING, AVAILABLE, UNLOADING, END), per worker.",
+    ["model", "version", "state"],
+    multiprocess_mode="liveall",
+)
+
+
+def observe_request(model: str, version: str, api: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(model, version, api, str(status)).inc()
+    REQUEST_LATENCY.labels(model, api).observe(seconds)
+
+
+def observe_load(model: str, seconds: float, ok: bool) -> None:
+    MODEL_LOADS.labels(model, "success" if ok else "failure").inc()
+    if ok:
+        MODEL_LOAD_DURATION.labels(model).observe(seconds)
+
+
+def set_version_state(model: str, version: int, state: str) -> None:
+    for candidate in STATES:
+        MODEL_VERSION_STATE.labels(model, str(version), candidate).set(1 if candidate == state else 0)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type, merged across workers in multi-process mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
