@@ -1,0 +1,381 @@
+"""TF Serving's REST API through the Flask test client, against real SavedModels."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from flask.testing import FlaskClient
+
+pytestmark = pytest.mark.integration
+
+
+def post(client: FlaskClient, path: str, body: object) -> tuple[int, str]:
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    response = client.post(path, data=data, content_type="application/json")
+    return response.status_code, response.get_data(as_text=True)
+
+
+def error_of(text: str) -> str:
+    message: str = json.loads(text)["error"]
+    return message
+
+
+# ------------------------------------------------------------------------------------------------- status
+
+
+def test_model_status_lists_every_version_newest_first_in_tf_serving_layout(client: FlaskClient) -> None:
+    response = client.get("/v1/models/linear")
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == (
+        "{\n"
+        ' "model_version_status": [\n'
+        "  {\n"
+        '   "version": "2",\n'
+        '   "state": "AVAILABLE",\n'
+        '   "status": {\n'
+        '    "error_code": "OK",\n'
+        '    "error_message": ""\n'
+        "   }\n"
+        "  },\n"
+        "  {\n"
+        '   "version": "1",\n'
+        '   "state": "AVAILABLE",\n'
+        '   "status": {\n'
+        '    "error_code": "OK",\n'
+        '    "error_message": ""\n'
+        "   }\n"
+        "  }\n"
+        " ]\n"
+        "}\n"
+    )
+
+
+def test_model_status_of_one_version_and_of_a_label(client: FlaskClient) -> None:
+    one = json.loads(client.get("/v1/models/linear/versions/1").get_data())
+    assert [s["version"] for s in one["model_version_status"]] == ["1"]
+    canary = json.loads(client.get("/v1/models/linear/labels/canary").get_data())
+    assert [s["version"] for s in canary["model_version_status"]] == ["2"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/v1/models/nope", 404, "Could not find any versions of model nope"),
+        ("/v1/models/linear/versions/9", 404, "Could not find version 9 of model linear"),
+        ("/v1/models/linear/labels/nope", 400, "Unrecognized servable version label: nope"),
+        ("/v1/models/linear/versions/99999999999999999999", 400,
+         "Failed to convert version: 99999999999999999999 to numeric."),
+        ("/v1/nonsense", 400, "Malformed request: GET /v1/nonsense"),
+    ],
+)  # fmt: skip
+def test_model_status_errors_match_tf_serving(
+    client: FlaskClient, path: str, status: int, message: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    assert response.content_type == "application/json"
+    assert error_of(response.get_data(as_text=True)) == message
+
+
+def test_list_models_answers_kserve_v1_clients(client: FlaskClient) -> None:
+    body = json.loads(client.get("/v1/models").get_data())
+    assert body["models"] == ["examples", "linear", "multi", "strings", "warm"]
+
+
+def test_failed_load_is_reported_in_status_while_other_models_serve(model_root, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from modelservice_runtime.app import create_app
+    from modelservice_runtime.config import ModelConfig, RuntimeConfig
+
+    config = RuntimeConfig(
+        models=(
+            ModelConfig("broken", str(model_root / "broken")),
+            ModelConfig("linear", str(model_root / "linear")),
+        )
+    )
+    app = create_app(config, start_repository=False)
+    app.extensions["modelservice.repository"].poll_once()
+    client = app.test_client()
+    status = json.loads(client.get("/v1/models/broken").get_data())["model_version_status"][0]
+    assert status["state"] == "END"
+    assert status["status"]["error_code"] != "OK" and status["status"]["error_message"]
+    assert client.post("/v1/models/linear:predict", json={"instances": [[1, 1, 1, 1]]}).status_code == 200
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 503 and "broken" in ready.get_json()["error"]
+
+
+# ----------------------------------------------------------------------------------------------- metadata
+
+
+def test_metadata_concatenates_model_spec_and_signature_defs_like_tf_serving(client: FlaskClient) -> None:
+    text = client.get("/v1/models/linear/versions/1/metadata").get_data(as_text=True)
+    assert text.startswith(
+        '{\n"model_spec":{\n "name": "linear",\n "signature_name": "",\n "version": "1"\n}\n,\n'
+        '"metadata": {"signature_def": {\n "signature_def": {\n'
+    )
+    body = json.loads(text)
+    signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    tensor = signature["inputs"]["x"]
+    assert list(tensor) == ["dtype", "tensor_shape", "name"]  # oneof "name" after plain fields
+    assert tensor["dtype"] == "DT_FLOAT"
+    assert tensor["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}, {"size": "4", "name": ""}]
+    assert signature["method_name"] == "tensorflow/serving/predict"
+
+
+def test_metadata_by_label_reports_the_resolved_version(client: FlaskClient) -> None:
+    body = json.loads(client.get("/v1/models/linear/labels/stable/metadata").get_data())
+    assert body["model_spec"]["version"] == "1"
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+
+def test_row_predict_writes_tf_serving_bytes(client: FlaskClient) -> None:
+    status, text = post(client, "/v1/models/linear:predict", {"instances": [[1, 2, 3, 4], [0.5, 0, 0, 0]]})
+    assert status == 200
+    # Latest version (2) doubles its input; floats keep ".0", rows sit on one line each.
+    assert text == '{\n    "predictions": [[2.0, 4.0, 6.0, 8.0], [1.0, 0.0, 0.0, 0.0]\n    ]\n}'
+
+
+def test_versions_and_labels_route_to_their_version(client: FlaskClient) -> None:
+    body = {"instances": [[1, 1, 1, 1]]}
+    assert json.loads(post(client, "/v1/models/linear/versions/1:predict", body)[1])["predictions"] == [
+        [1.0] * 4
+    ]
+    assert json.loads(post(client, "/v1/models/linear/labels/canary:predict", body)[1])["predictions"] == [
+        [2.0] * 4
+    ]
+    status, text = post(client, "/v1/models/linear/versions/7:predict", body)
+    assert (status, error_of(text)) == (404, "Servable not found for request: Specific(linear, 7)")
+    status, text = post(client, "/v1/models/ghost:predict", body)
+    assert (status, error_of(text)) == (404, "Servable not found for request: Latest(ghost)")
+
+
+def test_columnar_predict_writes_pretty_nested_arrays(client: FlaskClient) -> None:
+    status, text = post(client, "/v1/models/linear/versions/1:predict", {"inputs": [[1, 2, 3, 4]]})
+    assert status == 200
+    assert text == (
+        '{\n    "outputs": [\n        [\n            1.0,\n            2.0,\n            3.0,\n'
+        "            4.0\n        ]\n    ]\n}"
+    )
+
+
+def test_named_multi_input_rows_give_one_object_per_prediction(client: FlaskClient) -> None:
+    status, text = post(
+        client,
+        "/v1/models/multi:predict",
+        {"instances": [{"a": [1.5, 2], "b": 3}, {"a": [0, 0.25], "b": -4}]},
+    )
+    assert status == 200
+    assert json.loads(text) == {
+        "predictions": [
+            {"double_b": 6, "sum": 3.5, "tag_bytes": {"b64": base64.b64encode(b"3").decode()}},
+            {"double_b": -8, "sum": 0.25, "tag_bytes": {"b64": base64.b64encode(b"-4").decode()}},
+        ]
+    }
+    assert (
+        '        {\n            "double_b": 6,\n            "sum": 3.5,\n            "tag_bytes": {\n' in text
+    )
+
+
+def test_named_multi_input_columnar_gives_an_object_of_outputs(client: FlaskClient) -> None:
+    status, text = post(client, "/v1/models/multi:predict", {"inputs": {"a": [[1, 2]], "b": [5]}})
+    assert status == 200
+    body = json.loads(text)
+    assert body["outputs"]["sum"] == [3.0] and body["outputs"]["double_b"] == [10]
+
+
+def test_signature_name_selects_another_signature(client: FlaskClient) -> None:
+    status, text = post(
+        client, "/v1/models/multi:predict", {"signature_name": "halve", "instances": [[1, 3]]}
+    )
+    assert (status, json.loads(text)) == (200, {"predictions": [[0.5, 1.5]]})
+
+
+def test_string_inputs_take_plain_and_b64_values(client: FlaskClient) -> None:
+    body = {"instances": ["abc", {"b64": base64.b64encode("héllo".encode()).decode()}]}
+    status, text = post(client, "/v1/models/strings:predict", body)
+    assert status == 200
+    assert json.loads(text)["predictions"] == [{"length": 3, "upper": "ABC"}, {"length": 6, "upper": "HéLLO"}]
+
+
+def test_nan_and_infinity_are_accepted_and_written_back(client: FlaskClient) -> None:
+    body = '{"signature_name": "halve", "instances": [[NaN, Infinity], [-Infinity, 2e-7]]}'
+    status, text = post(client, "/v1/models/multi:predict", body)
+    assert status == 200
+    assert text == '{\n    "predictions": [[NaN, Infinity], [-Infinity, 1e-07]\n    ]\n}'
+
+
+def test_multipart_upload_turns_each_file_into_one_instance(client: FlaskClient) -> None:
+    response = client.post(
+        "/v1/models/strings:predict",
+        data={"file": [(io.BytesIO(b"one"), "a.txt"), (io.BytesIO(b"three"), "b.txt")]},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200
+    assert [p["upper"] for p in response.get_json()["predictions"]] == ["ONE", "THREE"]
+
+
+def test_multipart_upload_to_a_numeric_model_explains_what_it_needs(client: FlaskClient) -> None:
+    response = client.post(
+        "/v1/models/linear:predict",
+        data={"file": (io.BytesIO(b"x"), "a.bin")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 400
+    assert "single string input" in response.get_json()["error"]
+    assert "x (float)" in response.get_json()["error"]
+
+
+def test_warmup_requests_run_before_the_version_is_available(client: FlaskClient) -> None:
+    status, text = post(client, "/v1/models/warm:predict", {"instances": [[1, 0, 0, 0]]})
+    assert (status, json.loads(text)["predictions"]) == (200, [[3.0, 0.0, 0.0, 0.0]])
+
+
+# ---------------------------------------------------------------------------------------- classify/regress
+
+
+def test_classify_returns_label_score_pairs_per_example(client: FlaskClient) -> None:
+    status, text = post(
+        client, "/v1/models/examples:classify", {"signature_name": "classify_x", "examples": [{"x": 0.0}]}
+    )
+    assert status == 200
+    assert text == '{\n    "results": [[["neg", 0.5], ["pos", 0.5]]\n    ]\n}'
+
+
+def test_regress_uses_context_features_for_every_example(client: FlaskClient) -> None:
+    body = {"signature_name": "regress_x", "context": {"x": 1.0}, "examples": [{}, {"x": 2.0}]}
+    status, text = post(client, "/v1/models/examples:regress", body)
+    assert (status, json.loads(text)) == (200, {"results": [3.0, 5.0]})
+
+
+def test_classify_on_a_regress_signature_is_a_400_naming_both_methods(client: FlaskClient) -> None:
+    status, text = post(
+        client, "/v1/models/examples:classify", {"signature_name": "regress_x", "examples": [{"x": 1.0}]}
+    )
+    assert status == 400
+    assert error_of(text) == (
+        "Expected classification signature method_name to be tensorflow/serving/classify. "
+        "Was: tensorflow/serving/regress"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"signature_name": "regress_x"}, "key 'examples' is expected and was not found"),
+        ({"examples": []}, "'examples' value is an empty array"),
+        ({"examples": [{"x": [[1.0]]}]}, "Feature: x has element with unexpected JSON type: Array"),
+        ({"examples": [{"x": [1.0, "a"]}]}, "Unexpected element type in feature: x expecting type: float"),
+        ({"examples": [3]}, "Example must be JSON object but got JSON Number"),
+    ],
+)
+def test_bad_examples_are_400_with_tf_serving_messages(
+    client: FlaskClient, body: object, message: str
+) -> None:
+    status, text = post(client, "/v1/models/examples:regress", body)
+    assert status == 400 and message in error_of(text)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ("", 400, "JSON Parse error: The document is empty"),
+        ("{not json", 400, "JSON Parse error:"),
+        ("[1, 2]", 400, "Is not object"),
+        ({"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, 400,
+         "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
+        ({"instances": []}, 400, "No values in 'instances' array"),
+        ({"instances": 5}, 400, "Excepting 'instances' to be an list/array"),
+        ({"nothing": 1}, 400, "Missing 'inputs' or 'instances' key"),
+        ({"signature_name": 7, "instances": [1]}, 400, "'signature_name' key must be a string value."),
+        ({"signature_name": "nope", "instances": [[1, 2, 3, 4]]}, 400,
+         'Serving signature name: "nope" not found in signature def'),
+        ({"instances": [["a", 2, 3, 4]]}, 400,
+         'Failed to process element: 0 of \'instances\' list. Error: INVALID_ARGUMENT: JSON Value: "a" '
+         "Type: String is not of expected type: float"),
+        ({"instances": [[1, 2, 3, 4], [1, 2]]}, 400, "Expecting tensor size: 4 but got: 2"),
+        ({"instances": [[1, 2, 3]]}, 400,
+         "input 'x' has shape [1,3] but the signature expects [-1,4]"),
+        ({"instances": [[True, 2, 3, 4]]}, 400, "Type: True is not of expected type: float"),
+        ({"instances": [[16777217, 2, 3, 4]]}, 400,
+         "Cannot convert JSON value: 16777217 to float without loss of precision."),
+        ({"inputs": [[[1, 2, 3, 4]]]}, 400, "has shape [1,1,4] but the signature expects [-1,4]"),
+    ],
+)  # fmt: skip
+def test_bad_predict_requests_get_a_4xx_json_error_not_a_500(
+    client: FlaskClient, body: object, status: int, message: str
+) -> None:
+    got_status, text = post(client, "/v1/models/linear:predict", body)
+    assert got_status == status
+    assert message in error_of(text)
+
+
+def test_multi_input_errors_name_the_input(client: FlaskClient) -> None:
+    status, text = post(client, "/v1/models/multi:predict", {"inputs": {"a": [[1, 2]]}})
+    assert (status, error_of(text)) == (400, "Missing named input: b in 'inputs' object.")
+    status, text = post(client, "/v1/models/multi:predict", {"instances": [{"a": [1, 2], "b": 1.5}]})
+    assert status == 400
+    assert "key: b" in error_of(text) and "is not of expected type: int64" in error_of(text)
+    status, text = post(client, "/v1/models/multi:predict", {"instances": [[1, 2]]})
+    assert status == 400 and "expecting list of objects as multiple input tensors" in error_of(text)
+
+
+def test_oversized_body_is_413(client: FlaskClient) -> None:
+    big = json.dumps({"instances": [[1.0, 2.0, 3.0, 4.0]] * 20000})
+    status, text = post(client, "/v1/models/linear:predict", big)
+    assert status == 413 and "--max_request_bytes" in error_of(text)
+
+
+def test_unknown_path_and_method_are_json_errors(client: FlaskClient) -> None:
+    assert client.get("/nowhere").status_code == 404
+    assert "error" in client.get("/nowhere").get_json()
+    response = client.put("/v1/models/linear:predict")
+    assert response.status_code == 405 and "error" in response.get_json()
+
+
+def test_request_id_is_passed_through_or_created(client: FlaskClient) -> None:
+    assert (
+        client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]
+        == "abc-123"
+    )
+    assert len(client.get("/v2/health/live").headers["X-Request-ID"]) == 32
+
+
+# ---------------------------------------------------------------------------------- health, metrics, docs
+
+
+def test_health_is_live_and_ready_once_every_model_is_available(client: FlaskClient) -> None:
+    assert client.get("/v2/health/live").get_json() == {"live": True}
+    assert client.get("/v2/health/ready").get_json() == {"ready": True}
+
+
+def test_metrics_count_requests_by_model_version_api_and_status(client: FlaskClient) -> None:
+    post(client, "/v1/models/linear/versions/1:predict", {"instances": [[1, 1, 1, 1]]})
+    post(client, "/v1/models/linear/versions/1:predict", {"instances": []})
+    for path in ("/metrics", "/monitoring/prometheus/metrics"):
+        text = client.get(path).get_data(as_text=True)
+        assert 'modelservice_requests_total{api="predict",model="linear",status="200",version="1"}' in text
+        assert 'modelservice_requests_total{api="predict",model="linear",status="400",version="1"}' in text
+        assert "modelservice_request_duration_seconds_bucket" in text
+        assert 'modelservice_model_loads_total{model="linear",result="success"}' in text
+
+
+def test_openapi_describes_every_registered_route(app, client: FlaskClient) -> None:  # type: ignore[no-untyped-def]
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    described = set(document["paths"])
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("static", "tfserving.dispatch"):
+            continue
+        assert rule.rule in described, f"{rule.rule} is not in /openapi.json"
+    for path in ("/v1/models/{model}:predict", "/v1/models/{model}/labels/{label}:classify",
+                 "/v1/models/{model}/versions/{version}/metadata", "/v1/models"):  # fmt: skip
+        assert path in described
+    page = client.get("/docs")
+    assert page.status_code == 200 and b"openapi.json" in page.data and b"cdn" not in page.data.lower()

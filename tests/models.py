@@ -1,0 +1,131 @@
+"""Small real SavedModels for the tests, built in seconds without downloads.
+
+Each builder writes ``<base>/<version>/`` and returns the version directory. Values are chosen so that the
+expected outputs are easy to compute by hand in the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def build_keras_linear(base: Path, version: int, scale: float) -> Path:
+    """Keras -> ``model.export()``: y = x @ W with W = scale * I (4 -> 4), input (None, 4) float32."""
+    import keras
+
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(4, use_bias=False)])
+    model.layers[0].set_weights([np.eye(4, dtype=np.float32) * scale])
+    path = base / str(version)
+    model.export(str(path), verbose=False)
+    return path
+
+
+def build_multi_io(base: Path, version: int = 1) -> Path:
+    """Named inputs ``a`` (None, 2) float32 and ``b`` (None,) int64; outputs ``sum``, ``double_b`` and
+    ``tag_bytes`` (a string tensor whose name ends in _bytes, so TF Serving base64-encodes it)."""
+    import tensorflow as tf
+
+    class MultiIO(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 2], tf.float32, name="a"),
+                tf.TensorSpec([None], tf.int64, name="b"),
+            ]
+        )
+        def serve(self, a: tf.Tensor, b: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {
+                "sum": tf.reduce_sum(a, axis=1),
+                "double_b": b * 2,
+                "tag_bytes": tf.strings.as_string(b),
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def halve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"half": x / 2.0}
+
+    module = MultiIO()
+    path = base / str(version)
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures={"serving_default": module.serve, "halve": module.halve},
+    )
+    return path
+
+
+def build_string_model(base: Path, version: int = 1) -> Path:
+    """String input ``text`` (None,): outputs ``length`` (int32) and ``upper`` (string)."""
+    import tensorflow as tf
+
+    class Strings(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"length": tf.strings.length(text), "upper": tf.strings.upper(text)}
+
+    module = Strings()
+    path = base / str(version)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def build_classify_regress(base: Path, version: int = 1) -> Path:
+    """A TF1-style SavedModel with classify, regress and predict signatures over tf.Examples.
+
+    Feature ``x`` (float, length 1). classify: classes ["neg", "pos"] with scores [1 - s, s] where
+    s = sigmoid(x); regress: outputs = 2x + 1.
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    path = base / str(version)
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = v1.placeholder(tf.string, [None], name="tf_example")
+        features = v1.io.parse_example(serialized, {"x": v1.io.FixedLenFeature([1], tf.float32)})
+        x = features["x"][:, 0]
+        s = tf.sigmoid(x)
+        scores = tf.stack([1.0 - s, s], axis=1)
+        batch = tf.shape(x)[0]
+        classes = tf.tile(tf.constant([["neg", "pos"]]), [batch, 1])
+        regression = tf.reshape(2.0 * x + 1.0, [-1, 1])
+        with v1.Session(graph=graph) as session:
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(
+                session,
+                ["serve"],
+                signature_def_map={
+                    "serving_default": v1.saved_model.classification_signature_def(
+                        serialized, classes, scores
+                    ),
+                    "classify_x": v1.saved_model.classification_signature_def(serialized, classes, scores),
+                    "regress_x": v1.saved_model.regression_signature_def(serialized, regression),
+                    "predict_x": v1.saved_model.predict_signature_def(
+                        {"examples": serialized}, {"scores": scores}
+                    ),
+                },
+            )
+            builder.save()
+    return path
+
+
+def add_warmup(version_dir: Path, inputs: dict[str, np.ndarray], count: int = 2) -> Path:
+    """Write ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog) for serving_default."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    extra = version_dir / "assets.extra"
+    os.makedirs(extra, exist_ok=True)
+    path = extra / "tf_serving_warmup_requests"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for _ in range(count):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name="warm", signature_name="serving_default")
+            )
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path

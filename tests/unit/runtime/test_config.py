@@ -1,0 +1,82 @@
+"""TF Serving's flags, environment and model config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelservice_runtime.config import ConfigError, VersionPolicy, config_from_args, parse_model_config_text
+
+
+def test_environment_gives_model_base_path_slash_model_name_like_the_tf_serving_image() -> None:
+    config = config_from_args([], environ={"MODEL_NAME": "iris", "MODEL_BASE_PATH": "/srv"})
+    assert [(m.name, m.base_path) for m in config.models] == [("iris", "/srv/iris")]
+    assert config.rest_api_port == 8501
+
+
+def test_flags_override_environment_in_both_flag_styles() -> None:
+    config = config_from_args(
+        ["--model_name=a", "--model_base_path", "/m/a", "--rest_api_port=9000", "--port=8500"],
+        environ={"MODEL_NAME": "ignored"},
+    )
+    assert (config.models[0].name, config.models[0].base_path, config.rest_api_port) == ("a", "/m/a", 9000)
+
+
+def test_model_config_file_is_parsed_with_the_serving_protos(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(
+        'model_config_list { config { name: "a" base_path: "/m/a" model_platform: "tensorflow" '
+        "model_version_policy { specific { versions: 1 versions: 3 } } "
+        'version_labels { key: "stable" value: 1 } } '
+        'config { name: "b" base_path: "/m/b" model_version_policy { latest { num_versions: 2 } } } '
+        'config { name: "c" base_path: "/m/c" model_version_policy { all {} } } }'
+    )
+    models = config_from_args([f"--model_config_file={path}"]).models
+    assert models[0].policy == VersionPolicy(kind="specific", versions=(1, 3))
+    assert dict(models[0].labels) == {"stable": 1}
+    assert models[1].policy == VersionPolicy(num_versions=2)
+    assert models[2].policy.kind == "all"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model_config_list { config { name: 'a' } }", "needs a 'base_path'"),
+        ("model_config_list { bogus: 1 }", "not a valid model_config_list"),
+        ("model_config_list { config { name: 'a' base_path: '/a' } config { name: 'a' base_path: '/b' } }",
+         "appears twice"),
+        ("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'pytorch' } }",
+         "only 'tensorflow' is served"),
+    ],
+)  # fmt: skip
+def test_bad_model_config_files_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_model_config_text(text)
+
+
+def test_config_file_and_model_name_are_mutually_exclusive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        config_from_args(["--model_config_file=/x", "--model_name=a"])
+
+
+@pytest.mark.parametrize(
+    ("policy", "on_disk", "served"),
+    [
+        (VersionPolicy(), [1, 2, 3], {3}),
+        (VersionPolicy(num_versions=2), [1, 5, 3], {3, 5}),
+        (VersionPolicy(kind="all"), [1, 2], {1, 2}),
+        (VersionPolicy(kind="specific", versions=(2, 9)), [1, 2, 3], {2}),
+        (VersionPolicy(), [], set()),
+    ],
+)
+def test_version_policy_selects_versions_like_tf_serving(
+    policy: VersionPolicy, on_disk: list[int], served: set[int]
+) -> None:
+    assert policy.select(on_disk) == served
+
+
+def test_tf_threads_divide_the_cores_between_workers() -> None:
+    config = config_from_args(["--workers=64"])
+    assert config.intra_op_threads() == 1
+    assert config_from_args(["--tensorflow_intra_op_parallelism=3"]).intra_op_threads() == 3

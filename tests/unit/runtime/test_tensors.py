@@ -1,0 +1,149 @@
+"""Decoding TF Serving's JSON tensors: the numpy fast path must agree with the exact walker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelservice_runtime.errors import InvalidArgument, Unimplemented
+from modelservice_runtime.protocols import tensors as t
+
+FLOAT4 = {"x": t.TensorSpec("x", t.DT_FLOAT, (-1, 4))}
+
+
+def decode(doc: dict[str, Any], specs: dict[str, t.TensorSpec], bools: bool = True) -> dict[str, np.ndarray]:
+    _, inputs, _ = t.decode_predict_request(doc, lambda _: specs, bools)
+    return inputs
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"),
+    [
+        (t.DT_FLOAT, [[1, 2.5], [3, -4]]),
+        (t.DT_DOUBLE, [[1e300, 2]]),
+        (t.DT_INT32, [[1, -2], [3, 2**31 - 1]]),
+        (t.DT_INT64, [2**62, -(2**63)]),
+        (t.DT_UINT8, [1, 2, 255]),
+        (t.DT_UINT64, [2**64 - 1]),
+        (t.DT_BOOL, [[True, False]]),
+        (t.DT_FLOAT, 3.5),
+    ],
+)
+def test_fast_path_and_exact_walker_agree(dtype: int, value: Any) -> None:
+    fast = t._fast_tensor(value, dtype, may_have_bools=dtype == t.DT_BOOL)
+    exact = t._exact_tensor(value, dtype)
+    assert fast is not None
+    assert fast.dtype == exact.dtype and fast.shape == exact.shape
+    np.testing.assert_array_equal(fast, exact)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "message"),
+    [
+        (t.DT_FLOAT, [1, "a"], 'JSON Value: "a" Type: String is not of expected type: float'),
+        (t.DT_FLOAT, [True], "JSON Value: true Type: True is not of expected type: float"),
+        (t.DT_INT32, [1.5], "JSON Value: 1.5 Type: Number is not of expected type: int32"),
+        (t.DT_INT32, [2**31], "is not of expected type: int32"),
+        (t.DT_UINT32, [-1], "is not of expected type: uint32"),
+        (t.DT_FLOAT, [2**24], "Cannot convert JSON value: 16777216 to float without loss of precision."),
+        (t.DT_FLOAT, [1e39], "to float without loss of precision."),
+        (t.DT_DOUBLE, [2**53], "to double without loss of precision."),
+        (t.DT_FLOAT, [[1, 2], [3]], "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+        (t.DT_FLOAT, [[1, 2], 3], "found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
+        (t.DT_FLOAT, [1, [2]], "Encountered list at unexpected level: 1 expected < 1"),
+        (t.DT_STRING, [{"b64": "!!"}], "Unable to base64 decode"),
+        (t.DT_STRING, [{"x": "y"}], "not formatted correctly for base64 data"),
+        (t.DT_FLOAT, [{"b64": "AA=="}], "Type: Object is not of expected type: float"),
+    ],
+)
+def test_bad_values_get_tf_serving_messages(dtype: int, value: Any, message: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        t._tensor(value, dtype, may_have_bools=True)
+    assert message in raised.value.message
+
+
+def test_unsupported_dtypes_are_unimplemented_501() -> None:
+    with pytest.raises(Unimplemented) as raised:
+        t._tensor([1.0], t.DT_BFLOAT16, may_have_bools=False)
+    assert raised.value.status == 501
+    assert "to type: bfloat16" in raised.value.message
+
+
+def test_bool_tokens_force_the_exact_path_so_true_is_not_read_as_one() -> None:
+    with pytest.raises(InvalidArgument):
+        decode({"instances": [[True, 1, 1, 1]]}, FLOAT4, bools=True)
+
+
+def test_row_format_stacks_instances_along_a_new_batch_dimension() -> None:
+    got = decode({"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}, FLOAT4)
+    assert got["x"].shape == (2, 4) and got["x"].dtype == np.float32
+
+
+def test_ragged_instances_report_the_first_mismatch() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        decode({"instances": [[1, 2, 3, 4], [1, 2, 3]]}, FLOAT4)
+    assert raised.value.message == (
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "Expecting tensor size: 4 but got: 3"
+    )
+
+
+def test_object_instances_need_exactly_the_signature_keys() -> None:
+    specs = {"a": t.TensorSpec("a", t.DT_FLOAT, (-1,)), "b": t.TensorSpec("b", t.DT_INT64, (-1,))}
+    got = decode({"instances": [{"a": 1.0, "b": 2}, {"a": 3.0, "b": 4}]}, specs)
+    np.testing.assert_array_equal(got["b"], [2, 4])
+    with pytest.raises(InvalidArgument) as raised:
+        decode({"instances": [{"a": 1.0}]}, specs)
+    assert "keys must be equal to: a,b" in raised.value.message
+    with pytest.raises(InvalidArgument) as raised:
+        decode({"instances": [{"a": 1.0, "b": 2, "c": 3}]}, specs)
+    assert "does not have named input: c" in raised.value.message
+
+
+def test_columnar_inputs_may_be_scalars_and_ignore_extra_keys() -> None:
+    specs = {"a": t.TensorSpec("a", t.DT_FLOAT, ()), "b": t.TensorSpec("b", t.DT_STRING, (-1,))}
+    got = decode({"inputs": {"a": 2, "b": ["x", {"b64": "eQ=="}], "unused": 1}}, specs)
+    assert got["a"].shape == () and list(got["b"]) == [b"x", b"y"]
+
+
+def test_b64_string_instance_is_a_value_not_a_named_input() -> None:
+    specs = {"img": t.TensorSpec("img", t.DT_STRING, (-1,))}
+    got = decode({"instances": [{"b64": "AAE="}]}, specs)
+    assert got["img"].tolist() == [b"\x00\x01"]
+
+
+def test_small_int_types_wrap_like_tf_serving_int_val() -> None:
+    got = t._tensor([300, -1], t.DT_UINT8, may_have_bools=False)
+    assert got.tolist() == [44, 255]
+
+
+def test_shape_check_names_the_input_and_what_the_signature_wants() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        t.check_against_signature({"x": np.zeros((2, 3), np.float32)}, FLOAT4)
+    assert (
+        raised.value.message == "input 'x' has shape [2,3] but the signature expects [-1,4] (-1 is any size)"
+    )
+    t.check_against_signature({"x": np.zeros((0, 4), np.float32)}, FLOAT4)
+    t.check_against_signature({"x": np.zeros((5, 4, 2))}, {"x": t.TensorSpec("x", t.DT_FLOAT, None)})
+
+
+def test_row_response_rejects_scalar_and_mismatched_batch_outputs() -> None:
+    with pytest.raises(InvalidArgument, match="has no shape information"):
+        t.encode_predict_response({"y": np.float32(1)}, t.Format.ROW)
+    with pytest.raises(InvalidArgument, match="has inconsistent batch size: 3 expecting: 2"):
+        t.encode_predict_response({"a": np.zeros(2), "b": np.zeros(3)}, t.Format.ROW)
+
+
+def test_columnar_scalar_output_is_a_bare_value() -> None:
+    assert t.encode_predict_response({"y": np.float32(1.5)}, t.Format.COLUMNAR) == '{\n    "outputs": 1.5\n}'
+
+
+def test_string_outputs_are_utf8_and_bytes_outputs_are_b64() -> None:
+    text = t.encode_predict_response(
+        {"name": np.array([b"caf\xc3\xa9"], dtype=object), "raw_bytes": np.array([b"\xff"], dtype=object)},
+        t.Format.ROW,
+    )
+    assert '"name": "café"' in text
+    assert '"raw_bytes": {\n                "b64": "/w=="\n            }' in text
