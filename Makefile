@@ -1,0 +1,37 @@
+# ModelService: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: venv demo test lint unit integration examples bench clean
+
+venv:
+	@scripts/bootstrap.sh
+
+## demo: build the iris example, serve it with the runtime under Gunicorn, print real predictions
+demo: venv
+	@scripts/demo.sh
+
+## test: lint, type-check, then unit tests (fast) and integration tests (real models, real Gunicorn)
+test: lint unit integration
+
+lint: venv
+	.venv/bin/ruff check runtime tests examples
+	.venv/bin/ruff format --check runtime tests examples
+	.venv/bin/mypy runtime/src
+	.venv/bin/hadolint Dockerfile.runtime
+
+unit: venv
+	$(PYTEST) tests/unit -q
+
+integration: venv
+	$(PYTEST) tests/integration -q
+
+## examples: build the example models into examples/models/out
+examples: venv
+	$(PY) examples/models/iris.py --out examples/models/out
+	$(PY) examples/models/digits.py --out examples/models/out
+
+clean:
+	rm -rf .venv examples/models/out .pytest_cache .mypy_cache .ruff_cache
