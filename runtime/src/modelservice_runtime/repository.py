@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from . import metrics
 from .config import ModelConfig
-from .errors import InvalidArgument, NotFound, ServingError, code_of_tf_error
+from .errors import InvalidArgument, NotFound, ServingError, Unavailable, code_of_tf_error
 
 log = logging.getLogger(__name__)
 
@@ -258,11 +258,26 @@ class ModelRepository:
                 version = self._label_version(model, label)
             if version is None:
                 if not model.loaded:
-                    raise NotFound(f"Servable not found for request: Latest({name})")
+                    self._raise_missing(model, f"Latest({name})", None)
                 return model.loaded[max(model.loaded)]
             if version not in model.loaded:
-                raise NotFound(f"Servable not found for request: Specific({name}, {version})")
+                self._raise_missing(model, f"Specific({name}, {version})", version)
             return model.loaded[version]
+
+    @staticmethod
+    def _raise_missing(model: _Model, request: str, version: int | None) -> NoReturn:
+        """NOT_FOUND as TF Serving says it, but 503 while the wanted version is still loading: the
+        client should retry, not give up (TF Serving's words are kept as the message prefix)."""
+        loading = sorted(
+            v
+            for v, s in model.statuses.items()
+            if s.state in (State.START, State.LOADING) and (version is None or v == version)
+        )
+        if loading:
+            raise Unavailable(
+                f"Servable not found for request: {request}; version {loading[-1]} is still loading"
+            )
+        raise NotFound(f"Servable not found for request: {request}")
 
     def statuses(
         self, name: str, version: int | None = None, label: str | None = None
@@ -282,6 +297,12 @@ class ModelRepository:
             if model is None or not model.statuses:
                 raise NotFound(f"Could not find any versions of model {name}")
             return [VersionStatus(**vars(s)) for _, s in sorted(model.statuses.items(), reverse=True)]
+
+    def statuses_or_empty(self, name: str) -> list[VersionStatus]:
+        try:
+            return self.statuses(name)
+        except NotFound:
+            return []
 
     def is_ready(self) -> bool:
         """Ready when every configured model has at least one AVAILABLE version."""
