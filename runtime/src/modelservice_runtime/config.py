@@ -145,6 +145,28 @@ def parse_model_config_text(text: str, source: str = "<model config>") -> tuple[
     return tuple(models)
 
 
+def parse_version_policy(text: str) -> VersionPolicy:
+    """``--model_version_policy``: ``latest:N``, ``all`` or ``specific:V1,V2`` (ours; TF Serving only has
+    the config file for this)."""
+    kind, _, argument = text.strip().partition(":")
+    try:
+        if kind == "all" and not argument:
+            return VersionPolicy(kind="all")
+        if kind == "latest":
+            count = int(argument or "1")
+            if count >= 1:
+                return VersionPolicy(num_versions=count)
+        if kind == "specific":
+            versions = tuple(sorted({int(v) for v in argument.split(",") if v.strip()}))
+            if versions and min(versions) >= 0:
+                return VersionPolicy(kind="specific", versions=versions)
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"--model_version_policy={text!r}: expected latest:N (N >= 1), all, or specific:V1,V2,..."
+    )
+
+
 def load_model_config_file(path: str) -> tuple[ModelConfig, ...]:
     try:
         text = Path(path).read_text()
@@ -174,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model_base_path",
         help="directory with numbered version subdirectories (default $MODEL_BASE_PATH/$MODEL_NAME)",
     )
+    tfs.add_argument("--model_version_policy", default="latest:1",
+                     help="latest:N | all | specific:V1,V2 (for --model_name; the config file has its own)")  # fmt: skip
     tfs.add_argument("--model_config_file", default="", help="text-proto model_config_list file")
     tfs.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
                      help="re-read the model config file this often; 0 reads it once")  # fmt: skip
@@ -215,7 +239,9 @@ def config_from_args(
     else:
         name = args.model_name or env.get("MODEL_NAME") or "model"
         base = args.model_base_path or os.path.join(env.get("MODEL_BASE_PATH", "/models"), name)
-        models = (ModelConfig(name=name, base_path=base),)
+        models = (
+            ModelConfig(name=name, base_path=base, policy=parse_version_policy(args.model_version_policy)),
+        )
     for flag in ("workers", "threads", "rest_api_port", "max_request_bytes"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")

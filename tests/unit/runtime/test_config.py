@@ -80,3 +80,23 @@ def test_tf_threads_divide_the_cores_between_workers() -> None:
     config = config_from_args(["--workers=64"])
     assert config.intra_op_threads() == 1
     assert config_from_args(["--tensorflow_intra_op_parallelism=3"]).intra_op_threads() == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [
+        ("latest:2", VersionPolicy(num_versions=2)),
+        ("all", VersionPolicy(kind="all")),
+        ("specific:3,1", VersionPolicy(kind="specific", versions=(1, 3))),
+    ],
+)
+def test_model_version_policy_flag_covers_what_the_config_file_can_say(
+    text: str, policy: VersionPolicy
+) -> None:
+    assert config_from_args([f"--model_version_policy={text}"]).models[0].policy == policy
+
+
+@pytest.mark.parametrize("text", ["latest:0", "newest", "specific:", "specific:a"])
+def test_bad_model_version_policy_flag_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="--model_version_policy"):
+        config_from_args([f"--model_version_policy={text}"])
