@@ -1,0 +1,309 @@
+"""The ModelService API as frozen dataclasses; ``parse_spec`` is the only reader of the raw dict.
+
+Defaults live here and in the CRD, nowhere else. Anything the CRD cannot reject (it cannot know what this
+operator version supports) raises ``InvalidSpec`` naming the field, which the operator reports as
+``Ready=False, reason=InvalidSpec`` instead of retrying.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 600
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+SUPPORTED_SCHEMES = ("pvc", "file")
+RESERVED_SCHEMES = ("s3", "gs", "http", "https")
+STRATEGIES = ("rolling", "canary", "blueGreen")
+
+
+class InvalidSpec(ValueError):
+    """A spec the operator cannot act on; ``field`` is its path, e.g. ``spec.model.storageUri``."""
+
+    def __init__(self, field_path: str, message: str) -> None:
+        super().__init__(f"{field_path}: {message}")
+        self.field = field_path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    kind: str = "latest"  # latest | all | specific
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+    def runtime_flag(self) -> str:
+        """The runtime's --model_version_policy value."""
+        if self.kind == "all":
+            return "all"
+        if self.kind == "specific":
+            return "specific:" + ",".join(str(v) for v in self.specific)
+        return f"latest:{self.latest}"
+
+
+@dataclass(frozen=True)
+class Storage:
+    scheme: str
+    claim: str = ""  # pvc only
+    path: str = ""  # path inside the claim (pvc) or the image (file)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    storage_uri: str
+    storage: Storage
+    version: str = ""
+    policy: VersionPolicy = VersionPolicy()
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    image: str = ""
+    workers: int = 1
+    threads: int = 16
+    env: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    count: int
+    resource_name: str = DEFAULT_GPU_RESOURCE
+    product: str = ""
+
+
+@dataclass(frozen=True)
+class SchedulingSpec:
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    topology_spread_constraints: tuple[Mapping[str, Any], ...] = ()
+    runtime_class_name: str = ""
+    priority_class_name: str = ""
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    min_replicas: int
+    max_replicas: int
+    metrics: tuple[Mapping[str, Any], ...] = ()
+    behavior: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    strategy: str = "rolling"
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = 0
+
+
+@dataclass(frozen=True)
+class ModelServiceSpec:
+    name: str  # metadata.name
+    namespace: str
+    model: ModelSpec
+    uid: str = ""  # metadata.uid: children get an ownerReference when it is known
+    runtime: RuntimeSpec = RuntimeSpec()
+    replicas: int = 1
+    resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    gpu: GpuSpec | None = None
+    scheduling: SchedulingSpec = SchedulingSpec()
+    autoscaling: AutoscalingSpec | None = None
+    startup_timeout_seconds: int = DEFAULT_STARTUP_TIMEOUT_SECONDS
+    rollout: RolloutSpec = RolloutSpec()
+
+    @property
+    def gpus(self) -> int:
+        return self.gpu.count if self.gpu else 0
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidSpec(path, f"must be an object, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any, path: str, default: int, minimum: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec(path, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidSpec(path, f"must be at least {minimum}, got {value}")
+    return value
+
+
+_PVC = re.compile(r"^pvc://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(/.*)?$")
+
+
+def parse_storage(uri: str) -> Storage:
+    path = "spec.model.storageUri"
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not rest:
+        raise InvalidSpec(path, f"{uri!r} is not a URI of the form <scheme>://<location>")
+    if scheme in RESERVED_SCHEMES:
+        raise InvalidSpec(
+            path,
+            f"{scheme}:// storage is not supported by this operator version; use pvc://<claim>/<path> "
+            "or file:///<path in the image>",
+        )
+    if scheme not in SUPPORTED_SCHEMES:
+        raise InvalidSpec(path, f"unknown scheme {scheme!r}; use pvc:// or file://")
+    if scheme == "pvc":
+        match = _PVC.match(uri)
+        if not match:
+            raise InvalidSpec(path, f"{uri!r} must be pvc://<claim name>/<path inside the claim>")
+        return Storage("pvc", claim=match.group(1), path=(match.group(3) or "/").strip("/"))
+    if not rest.startswith("/"):
+        raise InvalidSpec(path, f"{uri!r} must be an absolute path: file:///<path>")
+    return Storage("file", path=rest)
+
+
+def _policy(model: Mapping[str, Any]) -> VersionPolicy:
+    raw = _mapping(model.get("versionPolicy"), "spec.model.versionPolicy")
+    if not raw:
+        return VersionPolicy()
+    if len(raw) != 1:
+        raise InvalidSpec("spec.model.versionPolicy", "set exactly one of latest, all, specific")
+    if "all" in raw:
+        return VersionPolicy(kind="all")
+    if "specific" in raw:
+        versions = raw["specific"]
+        if not isinstance(versions, list) or not versions or not all(isinstance(v, int) for v in versions):
+            raise InvalidSpec("spec.model.versionPolicy.specific", "must be a non-empty list of versions")
+        return VersionPolicy(kind="specific", specific=tuple(sorted(set(versions))))
+    if "latest" in raw:
+        return VersionPolicy(latest=_int(raw["latest"], "spec.model.versionPolicy.latest", 1, minimum=1))
+    raise InvalidSpec("spec.model.versionPolicy", f"unknown policy {next(iter(raw))!r}")
+
+
+def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
+    """A ModelService object (metadata + spec) -> ModelServiceSpec, or InvalidSpec."""
+    metadata = _mapping(body.get("metadata"), "metadata")
+    spec = _mapping(body.get("spec"), "spec")
+    name = str(metadata.get("name", ""))
+    namespace = str(metadata.get("namespace", "default"))
+
+    model_raw = _mapping(spec.get("model"), "spec.model")
+    uri = model_raw.get("storageUri")
+    if not isinstance(uri, str) or not uri:
+        raise InvalidSpec("spec.model.storageUri", "is required")
+    version = str(model_raw.get("version", "") or "")
+    if version and not version.isdigit():
+        raise InvalidSpec("spec.model.version", f"must be a version number, got {version!r}")
+    policy = _policy(model_raw)
+    if version and model_raw.get("versionPolicy"):
+        raise InvalidSpec("spec.model.version", "cannot be combined with spec.model.versionPolicy")
+    if version:
+        policy = VersionPolicy(kind="specific", specific=(int(version),))
+    model = ModelSpec(
+        name=str(model_raw.get("name") or name),
+        storage_uri=uri,
+        storage=parse_storage(uri),
+        version=version,
+        policy=policy,
+    )
+
+    runtime_raw = _mapping(spec.get("runtime"), "spec.runtime")
+    env = runtime_raw.get("env") or []
+    if not isinstance(env, list):
+        raise InvalidSpec("spec.runtime.env", "must be a list of {name, value} objects")
+    runtime = RuntimeSpec(
+        image=str(runtime_raw.get("image") or ""),
+        workers=_int(runtime_raw.get("workers"), "spec.runtime.workers", 1, minimum=1),
+        threads=_int(runtime_raw.get("threads"), "spec.runtime.threads", 16, minimum=1),
+        env=tuple(_mapping(e, f"spec.runtime.env[{i}]") for i, e in enumerate(env)),
+    )
+
+    gpu = None
+    gpu_raw = spec.get("gpu")
+    if gpu_raw is not None:
+        gpu_raw = _mapping(gpu_raw, "spec.gpu")
+        gpu = GpuSpec(
+            count=_int(gpu_raw.get("count"), "spec.gpu.count", 1, minimum=1),
+            resource_name=str(gpu_raw.get("resourceName") or DEFAULT_GPU_RESOURCE),
+            product=str(gpu_raw.get("product") or ""),
+        )
+
+    resources_raw = _mapping(spec.get("resources"), "spec.resources")
+    resources = {
+        key: dict(_mapping(resources_raw.get(key), f"spec.resources.{key}"))
+        for key in ("requests", "limits")
+        if resources_raw.get(key)
+    }
+    if gpu:
+        for key, values in resources.items():
+            if gpu.resource_name in values and str(values[gpu.resource_name]) != str(gpu.count):
+                raise InvalidSpec(
+                    "spec.gpu.count",
+                    f"is {gpu.count} but spec.resources.{key}[{gpu.resource_name}] is "
+                    f"{values[gpu.resource_name]}",
+                )
+
+    sched_raw = _mapping(spec.get("scheduling"), "spec.scheduling")
+    scheduling = SchedulingSpec(
+        node_selector={str(k): str(v) for k, v in _mapping(sched_raw.get("nodeSelector"), "spec.scheduling.nodeSelector").items()},
+        tolerations=tuple(sched_raw.get("tolerations") or ()),
+        affinity=_mapping(sched_raw.get("affinity"), "spec.scheduling.affinity"),
+        topology_spread_constraints=tuple(sched_raw.get("topologySpreadConstraints") or ()),
+        runtime_class_name=str(sched_raw.get("runtimeClassName") or ""),
+        priority_class_name=str(sched_raw.get("priorityClassName") or ""),
+    )  # fmt: skip
+
+    autoscaling = None
+    auto_raw = spec.get("autoscaling")
+    if auto_raw is not None:
+        auto_raw = _mapping(auto_raw, "spec.autoscaling")
+        minimum = _int(auto_raw.get("minReplicas"), "spec.autoscaling.minReplicas", 1, minimum=1)
+        maximum = _int(auto_raw.get("maxReplicas"), "spec.autoscaling.maxReplicas", minimum, minimum=1)
+        if minimum > maximum:
+            raise InvalidSpec(
+                "spec.autoscaling.minReplicas",
+                f"({minimum}) must be less than or equal to spec.autoscaling.maxReplicas ({maximum})",
+            )
+        autoscaling = AutoscalingSpec(
+            min_replicas=minimum,
+            max_replicas=maximum,
+            metrics=tuple(auto_raw.get("metrics") or ()),
+            behavior=_mapping(auto_raw.get("behavior"), "spec.autoscaling.behavior"),
+        )
+
+    rollout_raw = _mapping(spec.get("rollout"), "spec.rollout")
+    strategy = str(rollout_raw.get("strategy") or "rolling")
+    if strategy not in STRATEGIES:
+        raise InvalidSpec("spec.rollout.strategy", f"must be one of {', '.join(STRATEGIES)}")
+    if strategy != "rolling":
+        raise InvalidSpec(
+            "spec.rollout.strategy", f"{strategy} is not supported by this operator version yet; use rolling"
+        )
+    rollout = RolloutSpec(
+        strategy=strategy,
+        max_surge=rollout_raw.get("maxSurge", "25%"),
+        max_unavailable=rollout_raw.get("maxUnavailable", 0),
+    )
+
+    probes = _mapping(spec.get("probes"), "spec.probes")
+    return ModelServiceSpec(
+        name=name,
+        namespace=namespace,
+        uid=str(metadata.get("uid") or ""),
+        model=model,
+        runtime=runtime,
+        replicas=_int(spec.get("replicas"), "spec.replicas", 1),
+        resources=resources,
+        gpu=gpu,
+        scheduling=scheduling,
+        autoscaling=autoscaling,
+        startup_timeout_seconds=_int(
+            probes.get("startupTimeoutSeconds"),
+            "spec.probes.startupTimeoutSeconds",
+            DEFAULT_STARTUP_TIMEOUT_SECONDS,
+            minimum=10,
+        ),
+        rollout=rollout,
+    )

@@ -1,0 +1,118 @@
+"""``modelservice-operator``: run the operator, render children without a cluster, print the CRD.
+
+modelservice-operator run --all-namespaces            # or --namespace team-a --namespace team-b
+modelservice-operator render -f examples/iris.yaml    # like `helm template`: no cluster needed
+modelservice-operator crd | kubectl apply -f -
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from . import KIND
+from .api import InvalidSpec, parse_spec
+from .render import RenderOptions, render_children
+
+REPO_CRD = Path(__file__).resolve().parents[3] / "crds" / "modelservice.yaml"
+
+
+def crd_text() -> str:
+    """The CRD: packaged into the image, or read from the checkout in a development install."""
+    override = os.environ.get("MODELSERVICE_CRD_PATH")
+    if override:
+        return Path(override).read_text()
+    packaged = resources.files("modelservice_operator").joinpath("crds/modelservice.yaml")
+    if packaged.is_file():
+        return packaged.read_text()
+    return REPO_CRD.read_text()
+
+
+def render_file(path: str, options: RenderOptions) -> str:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    documents = []
+    for doc in yaml.safe_load_all(text):
+        if not doc or doc.get("kind") != KIND:
+            continue
+        doc.setdefault("metadata", {}).setdefault("namespace", "default")
+        try:
+            spec = parse_spec(doc)
+        except InvalidSpec as exc:
+            raise SystemExit(f"{path}: {doc['metadata'].get('name')}: {exc}") from None
+        documents.extend(render_children(spec, options))
+    return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelservice-operator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)"
+    )
+    run.add_argument("--liveness-port", type=int, default=8080, help="serve /healthz here; 0 disables it")
+    run.add_argument(
+        "--metrics-port", type=int, default=9090, help="serve Prometheus /metrics here; 0 disables it"
+    )
+    run.add_argument("--peering", default="", help="Kopf peering name for HA (needs crds/kopf-peering.yaml)")
+    run.add_argument(
+        "--runtime-image", default=os.environ.get("MODELSERVICE_RUNTIME_IMAGE", RenderOptions.default_image)
+    )
+    run.add_argument("--verbose", action="store_true")
+    render = commands.add_parser("render", help="print the children of the ModelServices in a file")
+    render.add_argument("-f", "--filename", required=True, help="YAML file with ModelService objects, or -")
+    render.add_argument("--runtime-image", default=RenderOptions.default_image)
+    commands.add_parser("crd", help="print the ModelService CRD")
+    return parser  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
+    os.environ["MODELSERVICE_RUNTIME_IMAGE"] = args.runtime_image
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    memo = kopf.Memo(options=RenderOptions(default_image=args.runtime_image))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=not args.peering,
+            peering_name=args.peering or None,
+            liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+            memo=memo,
+        )
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "crd":
+        sys.stdout.write(crd_text())
+        return 0
+    if args.command == "render":
+        sys.stdout.write(render_file(args.filename, RenderOptions(default_image=args.runtime_image)))
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

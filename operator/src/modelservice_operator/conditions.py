@@ -1,0 +1,67 @@
+"""Condition types, reasons and messages in one place, and ``set_condition``.
+
+Conditions follow the Kubernetes API conventions: type/status/reason/message/lastTransitionTime/
+observedGeneration; ``lastTransitionTime`` only moves when the status changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+TYPES = (READY, PROGRESSING, DEGRADED)
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+# Reasons (CamelCase, machine-readable).
+RECONCILING = "Reconciling"
+INVALID_SPEC = "InvalidSpec"
+APPLY_REJECTED = "ApplyRejected"
+AVAILABLE = "Available"
+SCALED_TO_ZERO = "ScaledToZero"
+ROLLING_OUT = "RollingOut"
+ROLLOUT_COMPLETE = "RolloutComplete"
+PODS_NOT_READY = "PodsNotReady"
+UNSCHEDULABLE = "Unschedulable"
+IMAGE_PULL = "ImagePullBackOff"
+CRASH_LOOP = "CrashLoopBackOff"
+CONTAINER_CONFIG = "CreateContainerConfigError"
+PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
+AS_EXPECTED = "AsExpected"
+
+# Reasons after which retrying the same generation cannot help.
+PERMANENT_REASONS = (INVALID_SPEC, APPLY_REJECTED)
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """A new list with ``type_`` set; ``lastTransitionTime`` kept when the status is unchanged."""
+    result = [dict(c) for c in conditions if c.get("type") != type_]
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    transition = previous.get("lastTransitionTime") if previous and previous.get("status") == status else None
+    result.append(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": transition or now,
+            "observedGeneration": generation,
+        }
+    )
+    order = {t: i for i, t in enumerate(TYPES)}
+    return sorted(result, key=lambda c: order.get(str(c.get("type")), len(order)))
+
+
+def get_condition(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions or () if c.get("type") == type_), None)

@@ -1,0 +1,67 @@
+"""Child names and labels.
+
+Names of children must be DNS-1035 labels (Services) of at most 63 characters, while a ModelService name
+may be a 253-character subdomain: long names are cut and given a hash suffix, so two long names that share
+a prefix still get different children. Label values have the same 63-character limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from . import GROUP
+
+MAX_NAME = 63
+NAME_LABEL = f"{GROUP}/name"
+REVISION_LABEL = f"{GROUP}/revision"
+COMPONENT = "predictor"
+
+
+def short_hash(value: str, length: int = 8) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:length]
+
+
+def fit(name: str, limit: int = MAX_NAME) -> str:
+    """``name`` if it fits, else a prefix plus a hash of the whole name; always a valid DNS label."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9].rstrip('-.')}-{short_hash(name)}"
+
+
+def child_name(ms_name: str, suffix: str = "") -> str:
+    """``<name>`` or ``<name>-<suffix>``, fitted to 63 characters (the suffix always survives)."""
+    if not suffix:
+        return fit(ms_name.replace(".", "-"))
+    base = fit(ms_name.replace(".", "-"), MAX_NAME - len(suffix) - 1)
+    return f"{base}-{suffix}"
+
+
+def label_value(value: str) -> str:
+    return fit(value)
+
+
+def selector_labels(ms_name: str) -> dict[str, str]:
+    """The immutable selector of every child: never includes the revision."""
+    return {NAME_LABEL: label_value(ms_name), "app.kubernetes.io/component": COMPONENT}
+
+
+def common_labels(ms_name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelservice",
+        "app.kubernetes.io/instance": label_value(ms_name),
+        "app.kubernetes.io/part-of": "modelservice",
+        "app.kubernetes.io/managed-by": "modelservice-operator",
+        **selector_labels(ms_name),
+    }
+
+
+def revision_of(pod_inputs: Mapping[str, Any]) -> str:
+    """The revision: a hash of everything that shapes the pods, stable across dict ordering."""
+    return short_hash(json.dumps(pod_inputs, sort_keys=True, default=str), 10)
+
+
+def selector_string(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))

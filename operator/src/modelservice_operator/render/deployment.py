@@ -1,0 +1,156 @@
+"""The runtime Deployment: GPU scheduling, probes, a restricted security context, model storage."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..api import GPU_PRODUCT_LABEL, ModelServiceSpec
+from ..naming import REVISION_LABEL, child_name, common_labels, revision_of, selector_labels
+from .common import RUNTIME_PORT, metadata
+from .probes import render_probes
+
+MODEL_MOUNT = "/mnt/models"
+RUNTIME_UID = 10001
+
+
+def model_base_path(spec: ModelServiceSpec) -> str:
+    storage = spec.model.storage
+    if storage.scheme == "pvc":
+        return f"{MODEL_MOUNT}/{storage.path}".rstrip("/")
+    return storage.path
+
+
+def _resources(spec: ModelServiceSpec) -> dict[str, Any]:
+    resources: dict[str, Any] = {key: dict(values) for key, values in spec.resources.items()}
+    if spec.gpu:
+        # Extended resources are limits (requests default to them); an explicit value already agreed.
+        resources.setdefault("limits", {})[spec.gpu.resource_name] = spec.gpu.count
+    return resources
+
+
+def _scheduling(spec: ModelServiceSpec) -> dict[str, Any]:
+    pod: dict[str, Any] = {}
+    node_selector: dict[str, str] = {}
+    tolerations = [dict(t) for t in spec.scheduling.tolerations]
+    if spec.gpu:
+        if spec.gpu.product:
+            node_selector[GPU_PRODUCT_LABEL] = spec.gpu.product
+        if not any(t.get("key") == spec.gpu.resource_name for t in tolerations):
+            tolerations.append({"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
+    node_selector.update(spec.scheduling.node_selector)  # plain pod fields win over the gpu sugar
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if spec.scheduling.affinity:
+        pod["affinity"] = copy.deepcopy(dict(spec.scheduling.affinity))
+    if spec.scheduling.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = [dict(c) for c in spec.scheduling.topology_spread_constraints]
+    if spec.scheduling.runtime_class_name:
+        pod["runtimeClassName"] = spec.scheduling.runtime_class_name
+    if spec.scheduling.priority_class_name:
+        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    return pod
+
+
+def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str, Any]:
+    args = [
+        f"--model_name={spec.model.name}",
+        f"--model_base_path={model_base_path(spec)}",
+        f"--model_version_policy={spec.model.policy.runtime_flag()}",
+        f"--rest_api_port={RUNTIME_PORT}",
+        f"--workers={spec.runtime.workers}",
+        f"--threads={spec.runtime.threads}",
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": "/tmp"}]
+    if spec.model.storage.scheme == "pvc":
+        mounts.append({"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": "runtime",
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "args": args,
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        **render_probes(spec),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+    if spec.runtime.env:
+        container["env"] = [dict(e) for e in spec.runtime.env]
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str, Any]:
+    """The pod template; its hash is the revision, added as a label afterwards."""
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    if spec.model.storage.scheme == "pvc":
+        volumes.append(
+            {
+                "name": "model-store",
+                "persistentVolumeClaim": {"claimName": spec.model.storage.claim, "readOnly": True},
+            }
+        )
+    template: dict[str, Any] = {
+        "metadata": {
+            "labels": common_labels(spec.name),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(RUNTIME_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUNTIME_UID,
+                "runAsGroup": RUNTIME_UID,
+                "fsGroup": RUNTIME_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 45,
+            "containers": [_container(spec, image, pull_policy)],
+            "volumes": volumes,
+            **_scheduling(spec),
+        },
+    }
+    return template
+
+
+def render_deployment(
+    spec: ModelServiceSpec, default_image: str, pull_policy: str = "IfNotPresent"
+) -> dict[str, Any]:
+    image = spec.runtime.image or default_image
+    template = render_pod_template(spec, image, pull_policy)
+    revision = revision_of(template)
+    template["metadata"]["labels"][REVISION_LABEL] = revision
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(spec, child_name(spec.name), {REVISION_LABEL: revision}),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(spec.name)},
+            "revisionHistoryLimit": 3,
+            # A rollout that has not made progress within the model-load budget is reported as failed.
+            "progressDeadlineSeconds": spec.startup_timeout_seconds + 60,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": spec.rollout.max_surge,
+                    "maxUnavailable": spec.rollout.max_unavailable,
+                },
+            },
+            "template": template,
+        },
+    }
