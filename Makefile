@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv demo test lint unit integration examples bench clean
+.PHONY: venv demo test lint unit integration examples golden clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -13,13 +13,15 @@ venv:
 demo: venv
 	@scripts/demo.sh
 
-## test: lint, type-check, then unit tests (fast) and integration tests (real models, real Gunicorn)
+## test: lint, type-check, then unit tests (fast) and integration tests (real models, real Gunicorn,
+##       the real operator against KMock)
 test: lint unit integration
 
 lint: venv
-	.venv/bin/ruff check runtime tests examples
-	.venv/bin/ruff format --check runtime tests examples
-	.venv/bin/mypy runtime/src
+	.venv/bin/ruff check runtime operator tests examples
+	.venv/bin/ruff format --check runtime operator tests examples
+	.venv/bin/mypy runtime/src operator/src
+	.venv/bin/lint-imports
 	.venv/bin/hadolint Dockerfile.runtime
 
 unit: venv
@@ -27,6 +29,10 @@ unit: venv
 
 integration: venv
 	$(PYTEST) tests/integration -q
+
+## golden: refresh the rendered-manifest golden files after an intended renderer change (review the diff)
+golden: venv
+	$(PYTEST) tests/unit/operator/test_render.py -q --update-golden
 
 ## examples: build the example models into examples/models/out
 examples: venv

@@ -1,0 +1,64 @@
+"""parse_spec: defaults, and what the CRD cannot reject becomes InvalidSpec naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelservice_operator.api import InvalidSpec, VersionPolicy, parse_spec
+from modelservice_operator.naming import child_name
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"model": {"storageUri": "pvc://models/iris"}}
+    base.update(spec)
+    return {"metadata": {"name": "iris", "namespace": "ml", "generation": 1}, "spec": base}
+
+
+def test_defaults_fill_what_the_user_left_out() -> None:
+    spec = parse_spec(body())
+    assert spec.model.name == "iris"
+    assert (spec.model.storage.claim, spec.model.storage.path) == ("models", "iris")
+    assert spec.model.policy == VersionPolicy()
+    assert (spec.replicas, spec.runtime.workers, spec.startup_timeout_seconds) == (1, 1, 600)
+    assert spec.rollout.strategy == "rolling" and spec.gpu is None
+
+
+def test_a_pinned_version_becomes_a_specific_policy() -> None:
+    spec = parse_spec(body(model={"storageUri": "file:///models/iris", "version": "3"}))
+    assert spec.model.policy.runtime_flag() == "specific:3"
+    assert spec.model.storage.path == "/models/iris"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"model": {"storageUri": "s3://bucket/iris"}}, "spec.model.storageUri", "not supported by this operator"),
+        ({"model": {"storageUri": "ftp://x/y"}}, "spec.model.storageUri", "unknown scheme"),
+        ({"model": {"storageUri": "pvc://Bad_Claim/x"}}, "spec.model.storageUri", "pvc://<claim name>"),
+        ({"model": {"storageUri": "file://relative"}}, "spec.model.storageUri", "absolute path"),
+        ({"model": {"storageUri": "pvc://m/x", "version": "v2"}}, "spec.model.version", "version number"),
+        ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas", "less than or equal"),
+        ({"gpu": {"count": 2}, "resources": {"limits": {"nvidia.com/gpu": 1}}}, "spec.gpu.count", "is 2 but"),
+        ({"rollout": {"strategy": "canary"}}, "spec.rollout.strategy", "not supported by this operator version"),
+        ({"replicas": -1}, "spec.replicas", "at least 0"),
+        ({"runtime": {"env": "A=1"}}, "spec.runtime.env", "must be a list"),
+    ],
+)  # fmt: skip
+def test_specs_the_operator_cannot_act_on_name_the_field(
+    spec: dict[str, Any], field: str, words: str
+) -> None:
+    raw = body()
+    raw["spec"].update(spec)
+    with pytest.raises(InvalidSpec) as raised:
+        parse_spec(raw)
+    assert raised.value.field == field
+    assert words in raised.value.message
+
+
+def test_child_names_fit_63_characters_and_stay_distinct() -> None:
+    a, b = child_name("x" * 80 + "a"), child_name("x" * 80 + "b")
+    assert len(a) <= 63 and len(b) <= 63 and a != b
+    assert child_name("iris", "canary") == "iris-canary"
+    assert child_name("y" * 80, "canary").endswith("-canary") and len(child_name("y" * 80, "canary")) <= 63

@@ -1,0 +1,149 @@
+"""Renderers against golden files and against the Kubernetes 1.34 OpenAPI schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from modelservice_operator.api import parse_spec
+from modelservice_operator.render import RenderOptions, render_children
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+GOLDEN = Path(__file__).parent / "golden"
+CRD = yaml.safe_load((ROOT / "crds" / "modelservice.yaml").read_text())
+K8S_VERSION = "1.34"
+
+
+def load(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    doc["metadata"].setdefault("namespace", "default")
+    doc["metadata"]["uid"] = "00000000-0000-0000-0000-000000000001"
+    return doc
+
+
+def test_every_example_is_covered() -> None:
+    assert {p.stem for p in EXAMPLES} >= {"iris-cpu", "digits-gpu", "iris-autoscaling"}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_rendered_children_match_golden_files(example: Path, update_golden: bool) -> None:
+    rendered = yaml.safe_dump_all(
+        render_children(parse_spec(load(example)), RenderOptions()), sort_keys=False
+    )
+    golden = GOLDEN / f"{example.stem}.yaml"
+    if update_golden:
+        golden.write_text(rendered)
+    assert golden.exists(), f"missing {golden}: run pytest --update-golden"
+    assert rendered == golden.read_text(), (
+        f"{golden} differs: review the change, then run pytest --update-golden"
+    )
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_rendered_children_are_valid_kubernetes_objects(example: Path) -> None:
+    for child in render_children(parse_spec(load(example)), RenderOptions()):
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+
+
+def test_the_crd_is_a_valid_apiextensions_object() -> None:
+    kubernetes_validate.validate(CRD, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_satisfy_the_crd_schema(example: Path) -> None:
+    schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.validate(yaml.safe_load(example.read_text()), schema)
+
+
+def _walk(schema: dict[str, Any], path: str) -> list[str]:
+    missing = [] if schema.get("description") or path.endswith("metadata") else [path]
+    for name, child in (schema.get("properties") or {}).items():
+        missing += _walk(child, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict) and schema["items"].get("properties"):
+        missing += _walk(schema["items"], f"{path}[]")
+    return missing
+
+
+def test_every_crd_field_has_a_description_for_kubectl_explain() -> None:
+    schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _walk(schema, "modelservice") == []
+
+
+def test_children_get_a_controller_owner_reference() -> None:
+    for child in render_children(parse_spec(load(EXAMPLES[0])), RenderOptions()):
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert owner["kind"] == "ModelService" and owner["controller"] is True
+
+
+def test_gpu_sugar_sets_limit_node_selector_and_toleration() -> None:
+    spec = parse_spec(load(ROOT / "examples" / "digits-gpu.yaml"))
+    pod = render_children(spec)[0]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_plain_scheduling_fields_win_over_the_gpu_sugar() -> None:
+    body = load(ROOT / "examples" / "digits-gpu.yaml")
+    body["spec"]["scheduling"] = {
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "shared", "effect": "NoSchedule"}
+        ],
+        "runtimeClassName": "nvidia",
+    }
+    pod = render_children(parse_spec(body))[0]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    assert pod["tolerations"] == body["spec"]["scheduling"]["tolerations"]
+    assert pod["runtimeClassName"] == "nvidia"
+
+
+def test_security_context_is_restricted() -> None:
+    pod = render_children(parse_spec(load(EXAMPLES[0])))[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]["securityContext"]
+    assert container == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]
+
+
+def test_revision_changes_with_the_pod_template_only() -> None:
+    body = load(ROOT / "examples" / "iris-cpu.yaml")
+    first = render_children(parse_spec(body))[0]
+    body["spec"]["replicas"] = 5
+    scaled = render_children(parse_spec(body))[0]
+    body["spec"]["model"]["versionPolicy"] = {"latest": 2}
+    changed = render_children(parse_spec(body))[0]
+    label = "serving.modelservice.io/revision"
+    assert first["metadata"]["labels"][label] == scaled["metadata"]["labels"][label]
+    assert first["metadata"]["labels"][label] != changed["metadata"]["labels"][label]
+    assert label not in first["spec"]["selector"]["matchLabels"]  # selectors never change
+
+
+def test_hpa_targets_the_modelservice_scale_subresource_and_pdb_needs_two_replicas() -> None:
+    children = {
+        c["kind"]: c for c in render_children(parse_spec(load(ROOT / "examples" / "iris-autoscaling.yaml")))
+    }
+    assert children["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.modelservice.io/v1alpha1", "kind": "ModelService", "name": "iris-autoscaled"}  # fmt: skip
+    assert "PodDisruptionBudget" in children
+    single = {c["kind"] for c in render_children(parse_spec(load(ROOT / "examples" / "digits-gpu.yaml")))}
+    assert single == {"Deployment", "Service"}
+
+
+def test_long_names_are_cut_to_valid_dns_labels_with_a_hash() -> None:
+    body = load(ROOT / "examples" / "iris-cpu.yaml")
+    body["metadata"]["name"] = "a" * 100
+    for child in render_children(parse_spec(body)):
+        assert len(child["metadata"]["name"]) <= 63
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)

@@ -1,0 +1,128 @@
+"""Status and conditions as tables: (observed children, previous status) -> status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelservice_operator import conditions as c
+from modelservice_operator.api import parse_spec
+from modelservice_operator.status import Observed, compute_status, invalid_status, without_times
+
+NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+SPEC = parse_spec(
+    {
+        "metadata": {"name": "iris", "namespace": "ml"},
+        "spec": {"model": {"storageUri": "pvc://m/iris"}, "replicas": 2},
+    }
+)
+
+
+def deployment(replicas: int = 2, ready: int = 2, updated: int = 2, available: int = 2, total: int | None = None,
+               generation: int = 3, observed_generation: int = 3, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    return {
+        "metadata": {"name": "iris", "generation": generation, "labels": {"serving.modelservice.io/revision": "abc"}},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed_generation, "replicas": replicas if total is None else total,
+            "readyReplicas": ready, "updatedReplicas": updated, "availableReplicas": available,
+            "conditions": conditions or [],
+        },
+    }  # fmt: skip
+
+
+def pod(
+    name: str = "iris-1", *, unschedulable: str = "", waiting: str = "", message: str = ""
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"conditions": [], "containerStatuses": []}
+    if unschedulable:
+        status["conditions"].append(
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}
+        )
+    if waiting:
+        status["containerStatuses"].append(
+            {"name": "runtime", "state": {"waiting": {"reason": waiting, "message": message}}}
+        )
+    return {"metadata": {"name": name}, "status": status}
+
+
+def conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {cond["type"]: (cond["status"], cond["reason"]) for cond in status["conditions"]}
+
+
+GPU_MESSAGE = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemption: 0/4 nodes are available"
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected"),
+    [
+        pytest.param(Observed(), {"Ready": ("Unknown", c.RECONCILING), "Progressing": ("Unknown", c.RECONCILING),
+                                  "Degraded": ("Unknown", c.RECONCILING)}, id="first-visit-is-unknown"),
+        pytest.param(Observed(deployment()), {"Ready": ("True", c.AVAILABLE), "Progressing": ("False", c.ROLLOUT_COMPLETE),
+                                              "Degraded": ("False", c.AS_EXPECTED)}, id="all-ready"),
+        pytest.param(Observed(deployment(ready=0, available=0)), {"Ready": ("False", c.ROLLING_OUT),
+                     "Progressing": ("True", c.ROLLING_OUT), "Degraded": ("False", c.AS_EXPECTED)}, id="model-loading"),
+        pytest.param(Observed(deployment(ready=1, available=1, updated=1, total=3), [pod()]),
+                     {"Ready": ("False", c.ROLLING_OUT), "Progressing": ("True", c.ROLLING_OUT)}, id="rolling-update"),
+        pytest.param(Observed(deployment(observed_generation=2)), {"Progressing": ("True", c.ROLLING_OUT)},
+                     id="deployment-controller-has-not-seen-the-change"),
+        pytest.param(Observed(deployment(ready=0, available=0), [pod(unschedulable=GPU_MESSAGE)]),
+                     {"Ready": ("False", c.UNSCHEDULABLE), "Degraded": ("True", c.UNSCHEDULABLE)}, id="no-gpu-node"),
+        pytest.param(Observed(deployment(ready=0, available=0), [pod(waiting="ImagePullBackOff", message="not found")]),
+                     {"Ready": ("False", c.IMAGE_PULL), "Degraded": ("True", c.IMAGE_PULL)}, id="image-pull"),
+        pytest.param(Observed(deployment(ready=0, available=0), [pod(waiting="CrashLoopBackOff", message="back-off")]),
+                     {"Ready": ("False", c.CRASH_LOOP)}, id="crash-loop"),
+        pytest.param(Observed(deployment(ready=0, available=0, conditions=[{"type": "Progressing", "status": "False",
+                     "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet iris-1 has timed out progressing."}])),
+                     {"Degraded": ("True", c.PROGRESS_DEADLINE)}, id="probes-never-pass"),
+        pytest.param(Observed(deployment(replicas=0, ready=0, updated=0, available=0)), {"Ready": ("True", c.SCALED_TO_ZERO)},
+                     id="scaled-to-zero"),
+    ],
+)  # fmt: skip
+def test_conditions_follow_what_is_observed(observed: Observed, expected: dict[str, tuple[str, str]]) -> None:
+    spec = SPEC if observed.deployment is None or observed.deployment["spec"]["replicas"] else parse_spec(
+        {"metadata": {"name": "iris", "namespace": "ml"}, "spec": {"model": {"storageUri": "pvc://m/iris"}, "replicas": 0}})  # fmt: skip
+    status = compute_status(spec, 3, observed, {}, NOW)
+    got = conds(status)
+    for type_, value in expected.items():
+        assert got[type_] == value, f"{type_}: {got[type_]} != {value}"
+    assert all(cond["observedGeneration"] == 3 for cond in status["conditions"])
+
+
+def test_unschedulable_condition_carries_the_schedulers_message() -> None:
+    status = compute_status(
+        SPEC, 1, Observed(deployment(ready=0, available=0), [pod(unschedulable=GPU_MESSAGE)]), {}, NOW
+    )
+    ready = next(cond for cond in status["conditions"] if cond["type"] == "Ready")
+    assert GPU_MESSAGE in ready["message"]
+
+
+def test_status_has_the_scale_subresource_fields_and_the_url() -> None:
+    status = compute_status(SPEC, 3, Observed(deployment(ready=1)), {}, NOW)
+    assert status["observedGeneration"] == 3
+    assert (status["replicas"], status["readyReplicas"], status["replicaSummary"]) == (2, 1, "1/2")
+    assert status["selector"] == "app.kubernetes.io/component=predictor,serving.modelservice.io/name=iris"
+    assert status["url"] == "http://iris.ml.svc:8501"
+    assert status["revision"] == "abc" and status["modelVersion"] == "latest 1"
+
+
+def test_last_transition_time_moves_only_when_the_status_changes() -> None:
+    first = compute_status(SPEC, 3, Observed(deployment()), {}, NOW)
+    same = compute_status(SPEC, 3, Observed(deployment()), first, LATER)
+    assert [cond["lastTransitionTime"] for cond in same["conditions"]] == [NOW] * 3
+    assert without_times(first) == without_times(same)
+    broken = compute_status(
+        SPEC, 3, Observed(deployment(ready=0, available=0), [pod(waiting="CrashLoopBackOff")]), same, LATER
+    )
+    times = {cond["type"]: cond["lastTransitionTime"] for cond in broken["conditions"]}
+    assert times == {"Ready": LATER, "Progressing": LATER, "Degraded": LATER}
+
+
+def test_invalid_spec_status_says_why_and_that_nothing_will_change() -> None:
+    status = invalid_status(
+        {}, 4, c.INVALID_SPEC, "spec.model.storageUri: s3:// is not supported", NOW, Observed()
+    )
+    assert conds(status) == {"Ready": ("False", c.INVALID_SPEC), "Progressing": ("False", c.INVALID_SPEC),
+                             "Degraded": ("True", c.INVALID_SPEC)}  # fmt: skip
+    assert status["observedGeneration"] == 4
