@@ -4,7 +4,8 @@ SHELL := bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv demo test lint unit integration examples golden clean
+.PHONY: venv demo test lint unit integration e2e examples golden clean \
+	cluster-build cluster-up cluster-down cluster-status cluster-kubeconfig
 
 venv:
 	@scripts/bootstrap.sh
@@ -13,9 +14,9 @@ venv:
 demo: venv
 	@scripts/demo.sh
 
-## test: lint, type-check, then unit tests (fast) and integration tests (real models, real Gunicorn,
-##       the real operator against KMock)
-test: lint unit integration
+## test: lint, type-check, then unit tests (fast), integration tests (real models, real Gunicorn, the
+##       real operator against KMock) and e2e tests (the real local control plane; built on first use)
+test: lint unit integration e2e
 
 lint: venv
 	.venv/bin/ruff check runtime operator tests examples
@@ -29,6 +30,25 @@ unit: venv
 
 integration: venv
 	$(PYTEST) tests/integration -q
+
+e2e: venv
+	$(PYTEST) tests/e2e -q
+
+## cluster-*: the local control plane (etcd, apiserver, controller-manager, scheduler, kwok, metrics-server)
+cluster-build:
+	@bash tests/cluster/build.sh
+
+cluster-up: venv
+	@$(PY) -m tests.cluster.harness up
+
+cluster-down:
+	@$(PY) -m tests.cluster.harness down
+
+cluster-status:
+	@$(PY) -m tests.cluster.harness status
+
+cluster-kubeconfig:
+	@$(PY) -m tests.cluster.harness kubeconfig
 
 ## golden: refresh the rendered-manifest golden files after an intended renderer change (review the diff)
 golden: venv

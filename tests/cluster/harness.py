@@ -1,0 +1,489 @@
+"""A real local Kubernetes control plane for tests and the demo: no Docker, no kind.
+
+    python -m tests.cluster.harness up          # build (cached) and start everything; idempotent
+    python -m tests.cluster.harness status
+    python -m tests.cluster.harness kubeconfig  # prints the admin kubeconfig's path
+    python -m tests.cluster.harness down        # stops every process it started
+
+It runs etcd, kube-apiserver (RBAC on), kube-controller-manager (all controllers), kube-scheduler, kwok
+(fake nodes whose pods turn Running and Ready) and metrics-server (fed by kwok's emulated kubelet
+resource metrics, so the HPA controller sees pod CPU, settable per pod with the annotation
+``kwok.x-k8s.io/usage-cpu``). Binaries come from build.sh's cache; state, logs and PKI live in
+``${MODELSERVICE_CACHE:-~/.cache/modelservice}/cluster/state``, outside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("MODELSERVICE_CACHE", Path.home() / ".cache" / "modelservice")) / "cluster"
+BIN = CACHE / "bin"
+STATE = Path(os.environ.get("MODELSERVICE_CLUSTER_STATE", CACHE / "state"))
+PKI, LOGS, PIDS = STATE / "pki", STATE / "logs", STATE / "pids"
+BASE_PORT = int(os.environ.get("MODELSERVICE_CLUSTER_BASE_PORT", "26400"))
+PORTS = {
+    "etcd": BASE_PORT + 1,
+    "etcd-peer": BASE_PORT + 2,
+    "kube-apiserver": BASE_PORT + 43,
+    "kube-controller-manager": BASE_PORT + 57,
+    "kube-scheduler": BASE_PORT + 59,
+    "kwok": BASE_PORT + 47,
+    "metrics-server": BASE_PORT + 44,
+}
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "metrics-server")
+GPU_NODES = ("gpu-node-1", "gpu-node-2")
+CPU_NODES = ("cpu-node-1",)
+GPU_PRODUCT = "NVIDIA-A100-SXM4-80GB"
+
+
+def versions() -> dict[str, str]:
+    lines = (line.strip() for line in (HERE / "versions.env").read_text().splitlines())
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def binary(name: str) -> Path:
+    v = versions()
+    version = {
+        "etcd": v["ETCD_VERSION"], "kwok": v["KWOK_VERSION"], "metrics-server": v["METRICS_SERVER_VERSION"],
+        "helm": v["HELM_VERSION"],
+    }.get(name, v["K8S_VERSION"])  # fmt: skip
+    return BIN / f"{name}-{version}"
+
+
+def kwok_stages() -> Path:
+    return CACHE / f"kwok-stages-{versions()['KWOK_VERSION']}"
+
+
+def log(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- PKI
+
+
+def _write_pki() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    PKI.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    later = now + datetime.timedelta(days=365)
+
+    def save_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, name: str) -> None:
+        (PKI / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    def issue(name: str, cn: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, *,
+              orgs: Sequence[str] = (), server: bool = False, client: bool = False, is_ca: bool = False,
+              dns: Sequence[str] = (), ips: Sequence[str] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:  # fmt: skip
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+            + [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        )
+        issuer_cert, issuer_key = ca if ca else (None, key)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer_cert.subject if issuer_cert else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(later)
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        )
+        usages = []
+        if server:
+            usages.append(x509.oid.ExtendedKeyUsageOID.SERVER_AUTH)
+        if client:
+            usages.append(x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
+        if usages:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        if is_ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                              data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                              encipher_only=False, decipher_only=False), critical=True)  # fmt: skip
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(issuer_key, hashes.SHA256())
+        (PKI / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        save_key(key, name)
+        return cert, key
+
+    ca = issue("ca", "modelservice-local-ca", None, is_ca=True)
+    front_ca = issue("front-proxy-ca", "modelservice-front-proxy-ca", None, is_ca=True)
+    local = {"dns": ("localhost",), "ips": ("127.0.0.1",)}
+    issue("apiserver", "kube-apiserver", ca, server=True, ips=("127.0.0.1", "10.96.0.1"),
+          dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+               "kubernetes.default.svc.cluster.local"))  # fmt: skip
+    issue("admin", "kubernetes-admin", ca, orgs=("system:masters",), client=True)
+    issue("controller-manager", "system:kube-controller-manager", ca, client=True)
+    issue("scheduler", "system:kube-scheduler", ca, client=True)
+    issue("kwok", "kwok-controller", ca, orgs=("system:masters",), client=True)
+    # The operator's own identity, so the audit log can attribute its writes (e2e steady-state test).
+    issue("operator", "modelservice-operator", ca, orgs=("system:masters",), client=True)
+    issue("kwok-serving", "kwok", ca, server=True, **local)  # type: ignore[arg-type]
+    issue("metrics-server", "metrics-server", ca, server=True, client=True, **local)  # type: ignore[arg-type]
+    issue("front-proxy-client", "front-proxy-client", front_ca, client=True)
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    save_key(sa, "sa")
+    (PKI / "sa.pub").write_bytes(
+        sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def _kubeconfig(name: str, user_cert: str) -> Path:
+    path = STATE / f"{name}.kubeconfig"
+    server = f"https://127.0.0.1:{PORTS['kube-apiserver']}"
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: modelservice-local
+  cluster:
+    server: {server}
+    certificate-authority: {PKI / "ca.crt"}
+users:
+- name: {name}
+  user:
+    client-certificate: {PKI / f"{user_cert}.crt"}
+    client-key: {PKI / f"{user_cert}.key"}
+contexts:
+- name: modelservice-local
+  context: {{cluster: modelservice-local, user: {name}, namespace: default}}
+current-context: modelservice-local
+"""
+    )
+    return path
+
+
+def admin_kubeconfig() -> Path:
+    return STATE / "admin.kubeconfig"
+
+
+def operator_kubeconfig() -> Path:
+    return STATE / "operator.kubeconfig"
+
+
+# ------------------------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    args: list[str]
+    health: str  # URL; https ones are checked with the admin client certificate
+
+
+def _components() -> list[Component]:
+    p = PORTS
+    pki = PKI
+
+    def common_auth(kc):
+        return [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+        ]
+
+    return [
+        Component("etcd", [
+            str(binary("etcd")), "--name=local", f"--data-dir={STATE / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{p['etcd']}", f"--advertise-client-urls=http://127.0.0.1:{p['etcd']}",
+            f"--listen-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+            f"--initial-cluster=local=http://127.0.0.1:{p['etcd-peer']}", "--quota-backend-bytes=4294967296",
+            "--unsafe-no-fsync",  # a throwaway test cluster: durability is not worth the latency
+        ], f"http://127.0.0.1:{p['etcd']}/health"),
+        Component("kube-apiserver", [
+            str(binary("kube-apiserver")), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['kube-apiserver']}",
+            "--authorization-mode=RBAC", f"--client-ca-file={pki / 'ca.crt'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client", "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group", "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+            "--audit-log-path=" + str(LOGS / "audit.log"), f"--audit-policy-file={STATE / 'audit-policy.yaml'}",
+        ], f"https://127.0.0.1:{p['kube-apiserver']}/readyz"),
+        Component("kube-controller-manager", [
+            str(binary("kube-controller-manager")), *common_auth(STATE / "controller-manager.kubeconfig"),
+            "--bind-address=127.0.0.1", f"--secure-port={p['kube-controller-manager']}", "--controllers=*",
+            "--use-service-account-credentials=true", f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}", f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}", "--leader-elect=false",
+            # Faster autoscaling than production defaults, so e2e tests see scale up and down in seconds.
+            "--horizontal-pod-autoscaler-sync-period=5s", "--horizontal-pod-autoscaler-downscale-stabilization=10s",
+            "--horizontal-pod-autoscaler-cpu-initialization-period=10s",
+            "--horizontal-pod-autoscaler-initial-readiness-delay=5s",
+        ], f"https://127.0.0.1:{p['kube-controller-manager']}/healthz"),
+        Component("kube-scheduler", [
+            str(binary("kube-scheduler")), *common_auth(STATE / "scheduler.kubeconfig"),
+            "--bind-address=127.0.0.1", f"--secure-port={p['kube-scheduler']}", "--leader-elect=false",
+        ], f"https://127.0.0.1:{p['kube-scheduler']}/healthz"),
+        Component("kwok", [
+            str(binary("kwok")), f"--kubeconfig={STATE / 'kwok.kubeconfig'}", f"--config={HERE / 'kwok.yaml'}",
+            *(f"--config={stage}" for stage in sorted(kwok_stages().glob("*.yaml"))),
+            "--manage-nodes-with-label-selector=type=kwok", "--node-ip=127.0.0.1", f"--node-port={p['kwok']}",
+            f"--server-address=127.0.0.1:{p['kwok']}", f"--tls-cert-file={pki / 'kwok-serving.crt'}",
+            f"--tls-private-key-file={pki / 'kwok-serving.key'}",
+        ], f"https://127.0.0.1:{p['kwok']}/healthz"),
+        Component("metrics-server", [
+            str(binary("metrics-server")), *common_auth(STATE / "metrics-server.kubeconfig"),
+            "--bind-address=127.0.0.1", f"--secure-port={p['metrics-server']}",
+            f"--tls-cert-file={pki / 'metrics-server.crt'}", f"--tls-private-key-file={pki / 'metrics-server.key'}",
+            "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port",
+            "--kubelet-insecure-tls", "--metric-resolution=15s",
+        ], f"https://127.0.0.1:{p['metrics-server']}/livez"),
+    ]  # fmt: skip
+
+
+def _pid(name: str) -> int | None:
+    try:
+        pid = int((PIDS / name).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def _healthy(url: str) -> bool:
+    context = ssl.create_default_context(cafile=str(PKI / "ca.crt")) if url.startswith("https") else None
+    if context is not None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # kwok and metrics-server present their own certs; liveness only
+        context.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start(component: Component) -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    PIDS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / f"{component.name}.log", "ab") as out:
+        process = subprocess.Popen(component.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, cwd=STATE)  # fmt: skip
+    (PIDS / component.name).write_text(str(process.pid))
+
+
+def _wait(component: Component, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _pid(component.name) is None:
+            tail = (LOGS / f"{component.name}.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{component.name} exited during start-up; last log lines:\n{tail}")
+        if _healthy(component.health):
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"{component.name} not healthy after {timeout}s; see {LOGS / (component.name + '.log')}")
+
+
+def kubectl(
+    *args: str, input_text: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binary("kubectl")), f"--kubeconfig={admin_kubeconfig()}", *args],
+        input=input_text, text=True, capture_output=True, check=check,
+    )  # fmt: skip
+
+
+def _node(name: str, gpu: bool) -> dict[str, object]:
+    labels = {
+        "type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": "p4d.24xlarge" if gpu else "m5.8xlarge",
+    }  # fmt: skip
+    allocatable = {"cpu": "96" if gpu else "32", "memory": "1152Gi" if gpu else "128Gi", "pods": "110"}
+    taints = []
+    if gpu:
+        labels.update({
+            "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": GPU_PRODUCT, "nvidia.com/gpu.count": "8",
+            "nvidia.com/gpu.memory": "81920", "nvidia.com/gpu.family": "ampere", "nvidia.com/cuda.driver.major": "550",
+            "feature.node.kubernetes.io/pci-10de.present": "true",
+        })  # fmt: skip
+        allocatable["nvidia.com/gpu"] = "8"
+        taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {
+                "node.alpha.kubernetes.io/ttl": "0",
+                "kwok.x-k8s.io/node": "fake",
+                "metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{name}/metrics/resource",
+            },
+        },
+        "spec": {"taints": taints},
+        "status": {"allocatable": allocatable, "capacity": allocatable},
+    }
+
+
+def _nodes() -> str:
+    nodes = [_node(n, True) for n in GPU_NODES] + [_node(n, False) for n in CPU_NODES]
+    return "\n---\n".join(json.dumps(n) for n in nodes)
+
+
+def _metrics_api() -> str:
+    port = PORTS["metrics-server"]
+    objects: list[dict[str, object]] = [
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "metrics-server", "namespace": "kube-system", "labels": {"k8s-app": "metrics-server"}},
+         # ExternalName: the aggregator proxies to localhost:<port>, where the metrics-server process listens.
+         "spec": {"type": "ExternalName", "externalName": "localhost"}},
+        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+         "metadata": {"name": "v1beta1.metrics.k8s.io", "labels": {"k8s-app": "metrics-server"}},
+         "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
+                  "insecureSkipTLSVerify": True,
+                  "service": {"name": "metrics-server", "namespace": "kube-system", "port": port}}},
+    ]  # fmt: skip
+    return "\n---\n".join(json.dumps(o) for o in objects)
+
+
+def _write_configs() -> None:
+    _kubeconfig("admin", "admin")
+    _kubeconfig("controller-manager", "controller-manager")
+    _kubeconfig("scheduler", "scheduler")
+    _kubeconfig("kwok", "kwok")
+    _kubeconfig("metrics-server", "admin")
+    _kubeconfig("operator", "operator")
+    # Audit only writes: the e2e steady-state test counts them.
+    (STATE / "audit-policy.yaml").write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
+        "- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n- level: None\n"
+    )
+
+
+def status() -> dict[str, bool]:
+    result = {}
+    for component in _components():
+        result[component.name] = _pid(component.name) is not None and _healthy(component.health)
+    return result
+
+
+def up() -> Path:
+    missing = [c for c in (*COMPONENTS, "kubectl") if not binary(c).exists()]
+    if not (kwok_stages() / "pod-ready.yaml").exists():
+        missing.append("kwok stages")
+    if missing:
+        log(f"Building {', '.join(missing)} (cached in {BIN}; the first build takes a while)")
+        subprocess.run(["bash", str(HERE / "build.sh")], check=True)
+    if all(status().values()):
+        log(f"Already up; kubeconfig {admin_kubeconfig()}")
+        return admin_kubeconfig()
+    down(quiet=True)
+    shutil.rmtree(STATE, ignore_errors=True)
+    for directory in (PKI, LOGS, PIDS):
+        directory.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log("Writing PKI and kubeconfigs")
+    _write_pki()
+    _write_configs()
+    for component in _components():
+        if component.name == "kwok":
+            log(
+                f"Creating fake nodes: {', '.join(GPU_NODES)} (8 x {GPU_PRODUCT} each), {', '.join(CPU_NODES)}"
+            )
+            kubectl("apply", "-f", "-", input_text=_nodes())
+        if component.name == "metrics-server":
+            log("Waiting for the fake nodes to turn Ready")
+            kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=90s")
+            # metrics-server misses addresses that appear after it has listed the nodes: start it after.
+            kubectl(
+                "wait",
+                "--for=jsonpath={.status.addresses[0].type}=InternalIP",
+                "node",
+                "--all",
+                "--timeout=60s",
+            )
+            kubectl("apply", "-f", "-", input_text=_metrics_api())
+        log(f"Starting {component.name}")
+        _start(component)
+        _wait(component)
+    log("Waiting for the metrics API (metrics-server's first scrapes of kwok)")
+    kubectl("wait", "--for=condition=Available", "apiservice/v1beta1.metrics.k8s.io", "--timeout=120s")
+    log(f"Up in {time.monotonic() - started:.0f}s; kubeconfig {admin_kubeconfig()}")
+    return admin_kubeconfig()
+
+
+def down(quiet: bool = False) -> None:
+    for name in reversed(COMPONENTS):
+        pid = _pid(name)
+        if pid is None:
+            continue
+        if not quiet:
+            log(f"Stopping {name} (pid {pid})")
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            continue
+        deadline = time.monotonic() + 15
+        while _pid(name) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid(name) is not None:
+            os.killpg(pid, signal.SIGKILL)
+        (PIDS / name).unlink(missing_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build"))
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        subprocess.run(["bash", str(HERE / "build.sh")], check=True)
+    elif args.command == "up":
+        up()
+    elif args.command == "down":
+        down()
+        log("Down: no component process left")
+    elif args.command == "status":
+        states = status()
+        for name, healthy in states.items():
+            print(f"{name:26} {'healthy' if healthy else 'down'}")
+        return 0 if all(states.values()) else 1
+    else:
+        print(admin_kubeconfig())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
