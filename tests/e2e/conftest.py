@@ -1,0 +1,165 @@
+"""Fixtures for end-to-end tests against the real local control plane (tests/cluster).
+
+The cluster is session-scoped and reused when it is already up (``make cluster-up`` beforehand makes
+repeated runs fast); every test gets a fresh namespace with a bound ``models`` PersistentVolumeClaim;
+the operator runs as a real ``modelservice-operator run`` subprocess with its own identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import harness
+
+ROOT = Path(__file__).resolve().parents[2]
+RESYNC_SECONDS = "3"
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path, namespace: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+
+    def run(
+        self, *args: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        command = [str(harness.binary("kubectl")), f"--kubeconfig={self.kubeconfig}"]
+        if self.namespace:
+            command.append(f"--namespace={self.namespace}")
+        result = subprocess.run(
+            [*command, *args], input=input_text, text=True, capture_output=True, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def apply(self, manifest: str | Path) -> subprocess.CompletedProcess[str]:
+        if isinstance(manifest, Path):
+            return self.run("apply", "-f", str(manifest))
+        return self.run("apply", "-f", "-", input_text=manifest)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 90, interval: float = 1.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy; the last failure explains a timeout."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except (AssertionError, KeyError, IndexError, StopIteration, json.JSONDecodeError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last result {last!r}")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Path:
+    kubeconfig = harness.up()
+    admin = Kubectl(kubeconfig)
+    admin.apply(ROOT / "crds" / "modelservice.yaml")
+    admin.apply(ROOT / "crds" / "kopf-peering.yaml")
+    admin.run(
+        "wait", "--for=condition=Established", "crd/modelservices.serving.modelservice.io", "--timeout=60s"
+    )
+    return kubeconfig
+
+
+class OperatorProcess:
+    """``modelservice-operator run`` as a subprocess with the operator's own kubeconfig."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(
+            os.environ,
+            KUBECONFIG=str(harness.operator_kubeconfig()),
+            MODELSERVICE_RESYNC_SECONDS=RESYNC_SECONDS,
+        )
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "modelservice_operator", "run", "--all-namespaces",
+                 "--liveness-port=0", "--metrics-port=0", "--runtime-image=modelservice/runtime:e2e"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies under the operator."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def namespace(cluster: Path) -> Iterator[str]:
+    """A fresh namespace with a ``models`` PVC bound to its own PersistentVolume."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    admin = Kubectl(cluster)
+    admin.run("create", "namespace", name)
+    admin.apply(
+        f"""
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: models-{name}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadOnlyMany]
+  storageClassName: ""
+  hostPath: {{path: /srv/models}}
+  claimRef: {{namespace: {name}, name: models}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: models, namespace: {name}}}
+spec:
+  accessModes: [ReadOnlyMany]
+  storageClassName: ""
+  volumeName: models-{name}
+  resources: {{requests: {{storage: 1Gi}}}}
+"""
+    )
+    admin.run(
+        "wait", "--for=jsonpath={.status.phase}=Bound", "pvc/models", f"--namespace={name}", "--timeout=60s"
+    )
+    yield name
+    admin.run("delete", "namespace", name, "--wait=false", check=False)
+    admin.run("delete", "pv", f"models-{name}", "--wait=false", check=False)
+
+
+@pytest.fixture()
+def kubectl(cluster: Path, namespace: str) -> Kubectl:
+    return Kubectl(cluster, namespace)

@@ -1,0 +1,261 @@
+"""The operator and kubectl against the real local control plane (etcd, apiserver, controllers,
+scheduler, kwok GPU nodes, metrics-server)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import harness
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+MS_LABEL = "serving.modelservice.io/name"
+
+
+def condition(ms: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in ms.get("status", {}).get("conditions", []) if c["type"] == type_)
+
+
+def ready(kubectl: Kubectl, name: str, timeout: float = 120) -> dict[str, Any]:
+    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", f"--timeout={int(timeout)}s")
+    ms: dict[str, Any] = kubectl.json("get", "ms", name)
+    return ms
+
+
+def example(name: str, **changes: Any) -> str:
+    doc = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    for path, value in changes.items():
+        target = doc
+        keys = path.split("__")
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    return yaml.safe_dump(doc)
+
+
+def pods_of(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl.json("get", "pods", "-l", f"{MS_LABEL}={name}")["items"]
+    return items
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_becomes_ready_on_the_right_nodes(
+    path: Path, kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    kubectl.apply(path)
+    doc = yaml.safe_load(path.read_text())
+    name, spec = doc["metadata"]["name"], doc["spec"]
+    ms = ready(kubectl, name)
+    assert condition(ms, "Ready")["reason"] == "Available"
+    pods = pods_of(kubectl, name)
+    assert len(pods) == spec.get("replicas", 1)
+    for pod in pods:
+        container = pod["spec"]["containers"][0]
+        if "gpu" in spec:
+            assert pod["spec"]["nodeName"] in harness.GPU_NODES
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == str(spec["gpu"]["count"])
+        else:
+            assert pod["spec"]["nodeName"] in harness.CPU_NODES
+    slices = kubectl.json("get", "endpointslices", "-l", f"kubernetes.io/service-name={name}")["items"]
+    ready_endpoints = [e for s in slices for e in s.get("endpoints") or [] if e["conditions"].get("ready")]
+    assert len(ready_endpoints) == len(pods)
+    kinds = {"hpa": "autoscaling" in spec, "pdb": spec.get("replicas", 1) > 1}
+    for kind, expected in kinds.items():
+        found = kubectl.run("get", kind, name, check=False).returncode == 0
+        assert found == expected, f"{kind} {'missing' if expected else 'unexpected'}"
+
+
+def test_kubectl_scale_works_through_the_scale_subresource(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    kubectl.apply(ROOT / "examples" / "iris-cpu.yaml")
+    ready(kubectl, "iris")
+    kubectl.run("scale", "ms/iris", "--replicas=3")
+    eventually(lambda: kubectl.json("get", "deploy", "iris")["spec"]["replicas"] == 3, what="Deployment at 3")
+    eventually(
+        lambda: kubectl.json("get", "ms", "iris")["status"]["readyReplicas"] == 3, what="3 ready replicas"
+    )
+    path = f"/apis/serving.modelservice.io/v1alpha1/namespaces/{kubectl.namespace}/modelservices/iris/scale"
+    scale = json.loads(kubectl.run("get", "--raw", path).stdout)
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert "serving.modelservice.io/name=iris" in scale["status"]["selector"]
+
+
+def test_hpa_scales_up_on_high_pod_cpu_and_back_down(kubectl: Kubectl, operator: OperatorProcess) -> None:
+    kubectl.apply(ROOT / "examples" / "iris-autoscaling.yaml")
+    ready(kubectl, "iris-autoscaled")
+
+    def set_cpu(usage: str) -> None:
+        for pod in pods_of(kubectl, "iris-autoscaled"):
+            kubectl.run(
+                "annotate", "--overwrite", "pod", pod["metadata"]["name"], f"kwok.x-k8s.io/usage-cpu={usage}"
+            )
+
+    def scaled_up() -> bool:
+        set_cpu("1800m")  # 180% of the 1-CPU request, target 70%: the HPA wants more pods
+        return int(kubectl.json("get", "ms", "iris-autoscaled")["spec"]["replicas"]) > 2
+
+    eventually(scaled_up, timeout=180, interval=3, what="the HPA to scale the ModelService up")
+    eventually(
+        lambda: kubectl.json("get", "deploy", "iris-autoscaled")["spec"]["replicas"] > 2,
+        what="Deployment follows",
+    )
+
+    def scaled_down() -> bool:
+        set_cpu("10m")
+        return int(kubectl.json("get", "ms", "iris-autoscaled")["spec"]["replicas"]) == 2
+
+    eventually(scaled_down, timeout=240, interval=3, what="the HPA to scale back down to minReplicas")
+    eventually(
+        lambda: kubectl.json("get", "deploy", "iris-autoscaled")["spec"]["replicas"] == 2,
+        what="Deployment follows",
+    )
+
+
+def test_changing_model_version_or_image_rolls_out_a_new_revision(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    kubectl.apply(ROOT / "examples" / "digits-gpu.yaml")
+    first = ready(kubectl, "digits")["status"]["revision"]
+    kubectl.apply(example("digits-gpu", spec__model__version="2"))
+    second = eventually(
+        lambda: (
+            (ms := kubectl.json("get", "ms", "digits"))["status"].get("revision") != first
+            and condition(ms, "Ready")["status"] == "True"
+            and ms["status"]["revision"]
+        ),
+        what="version 2 rolled out",
+    )
+    args = kubectl.json("get", "deploy", "digits")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--model_version_policy=specific:2" in args
+    kubectl.apply(
+        example("digits-gpu", spec__model__version="2", spec__runtime__image="modelservice/runtime:next")
+    )
+    third = eventually(
+        lambda: (
+            (ms := kubectl.json("get", "ms", "digits"))["status"].get("revision") not in (first, second)
+            and condition(ms, "Ready")["status"] == "True"
+            and ms["status"]["revision"]
+        ),
+        what="new image rolled out",
+    )
+    revisions = {
+        p["metadata"]["labels"]["serving.modelservice.io/revision"] for p in pods_of(kubectl, "digits")
+    }
+    eventually(lambda: {p["metadata"]["labels"]["serving.modelservice.io/revision"]
+                        for p in pods_of(kubectl, "digits")} == {third}, what="only new pods left")  # fmt: skip
+    assert revisions
+
+
+INVALID = [
+    ("autoscaling-bounds", {"spec__autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas"),
+    ("storage-scheme", {"spec__model__storageUri": "ftp://models/iris"}, "spec.model.storageUri"),
+    ("gpu-vs-limits", {"spec__gpu": {"count": 2}, "spec__resources": {"limits": {"nvidia.com/gpu": 1}}}, "spec.gpu.count"),
+    ("replicas-outside-autoscaling", {"spec__replicas": 9, "spec__autoscaling": {"minReplicas": 1, "maxReplicas": 3}}, "spec.replicas"),
+    ("version-and-policy", {"spec__model__version": "2", "spec__model__versionPolicy": {"latest": 2}}, "spec.model.version"),
+    ("bad-strategy", {"spec__rollout": {"strategy": "yolo"}}, "spec.rollout.strategy"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "changes", "field"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_specs_are_rejected_by_the_api_server_naming_the_field(
+    kubectl: Kubectl, case: str, changes: dict[str, Any], field: str
+) -> None:
+    result = kubectl.run("apply", "-f", "-", input_text=example("iris-cpu", **changes), check=False)
+    assert result.returncode != 0, f"{case} was accepted"
+    assert field in result.stderr, result.stderr
+
+
+def test_unsatisfiable_gpu_request_reports_the_schedulers_message(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    kubectl.apply(example("digits-gpu", spec__gpu={"count": 16}))
+    ms = eventually(
+        lambda: (
+            (m := kubectl.json("get", "ms", "digits"))
+            and condition(m, "Ready")["reason"] == "Unschedulable"
+            and "nvidia.com/gpu" in condition(m, "Ready")["message"]
+            and m
+        ),
+        what="Ready=False/Unschedulable",
+    )
+    message = condition(ms, "Ready")["message"]
+    assert condition(ms, "Ready")["status"] == "False"
+    assert "Insufficient nvidia.com/gpu" in message and "nodes are available" in message
+
+
+def test_deleting_a_modelservice_garbage_collects_every_child(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    kubectl.apply(ROOT / "examples" / "iris-autoscaling.yaml")
+    ready(kubectl, "iris-autoscaled")
+    kubectl.run("delete", "ms", "iris-autoscaled", "--wait=true", "--timeout=60s")
+
+    def children() -> list[str]:
+        out = kubectl.run(
+            "get", "deploy,rs,pods,svc,hpa,pdb", "-l", f"{MS_LABEL}=iris-autoscaled", "-o", "name"
+        ).stdout
+        return out.split()
+
+    eventually(lambda: children() == [], timeout=90, what="garbage collection of every child")
+
+
+def test_operator_killed_mid_reconcile_converges_without_duplicates_or_orphans(
+    kubectl: Kubectl, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    operator.stop()
+    try:
+        second = OperatorProcess(tmp_path / "second.log")
+        second.start()
+        kubectl.apply(ROOT / "examples" / "iris-autoscaling.yaml")
+        # Kill it as soon as it has started writing children, before it could finish.
+        eventually(lambda: kubectl.run("get", "deploy", "iris-autoscaled", check=False).returncode == 0,
+                   interval=0.1, what="the first child")  # fmt: skip
+        second.kill()
+        third = OperatorProcess(tmp_path / "third.log")
+        third.start()
+        try:
+            ms = ready(kubectl, "iris-autoscaled")
+        finally:
+            third.stop()
+    finally:
+        operator.start()
+    uid = ms["metadata"]["uid"]
+    for kind in ("deploy", "svc", "hpa", "pdb"):
+        items = kubectl.json("get", kind, "-l", f"{MS_LABEL}=iris-autoscaled")["items"]
+        assert len(items) == 1, f"{len(items)} {kind}"
+        owners = items[0]["metadata"]["ownerReferences"]
+        assert [o["uid"] for o in owners if o.get("controller")] == [uid]
+
+
+def _operator_writes(namespace: str) -> list[dict[str, Any]]:
+    entries = []
+    with open(harness.LOGS / "audit.log") as audit:
+        for line in audit:
+            entry = json.loads(line)
+            if (
+                entry.get("user", {}).get("username") == "modelservice-operator"
+                and entry.get("objectRef", {}).get("namespace") == namespace
+            ):
+                entries.append(entry)
+    return entries
+
+
+def test_steady_state_makes_no_writes_for_a_minute(kubectl: Kubectl, operator: OperatorProcess) -> None:
+    kubectl.apply(ROOT / "examples" / "iris-autoscaling.yaml")
+    ready(kubectl, "iris-autoscaled")
+    time.sleep(10)  # let the last status refresh and events land
+    before = len(_operator_writes(kubectl.namespace or ""))
+    time.sleep(60)  # twenty resync periods of the timer
+    after = _operator_writes(kubectl.namespace or "")
+    extra = [
+        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}" for e in after[before:]
+    ]
+    assert extra == [], f"the operator wrote in steady state: {extra}"
