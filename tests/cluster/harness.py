@@ -256,6 +256,9 @@ def _components() -> list[Component]:
             str(binary("kwok")), f"--kubeconfig={STATE / 'kwok.kubeconfig'}", f"--config={HERE / 'kwok.yaml'}",
             *(f"--config={stage}" for stage in sorted(kwok_stages().glob("*.yaml"))),
             "--manage-nodes-with-label-selector=type=kwok", "--node-ip=127.0.0.1", f"--node-port={p['kwok']}",
+            # Renew node Leases (the heartbeat-with-lease stage): without them the node lifecycle
+            # controller marks every node NotReady about once a minute, and their pods with them.
+            "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{p['kwok']}", f"--tls-cert-file={pki / 'kwok-serving.crt'}",
             f"--tls-private-key-file={pki / 'kwok-serving.key'}",
         ], f"https://127.0.0.1:{p['kwok']}/healthz"),
@@ -387,7 +390,7 @@ def _write_configs() -> None:
     # Audit only writes: the e2e steady-state test counts them.
     (STATE / "audit-policy.yaml").write_text(
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
-        "- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n- level: None\n"
+        "- level: Request\n  verbs: [create, update, patch, delete, deletecollection]\n- level: None\n"
     )
 
 

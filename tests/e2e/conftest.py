@@ -84,19 +84,21 @@ def cluster() -> Path:
 class OperatorProcess:
     """``modelservice-operator run`` as a subprocess with the operator's own kubeconfig."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(
+        self, log_path: Path, kubeconfig: Path | None = None, namespaces: list[str] | None = None
+    ) -> None:
         self.log_path = log_path
+        self.kubeconfig = kubeconfig
+        self.namespaces = namespaces or []
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(
-            os.environ,
-            KUBECONFIG=str(harness.operator_kubeconfig()),
-            MODELSERVICE_RESYNC_SECONDS=RESYNC_SECONDS,
-        )
+        kubeconfig = self.kubeconfig or harness.operator_kubeconfig()
+        env = dict(os.environ, KUBECONFIG=str(kubeconfig), MODELSERVICE_RESYNC_SECONDS=RESYNC_SECONDS)
+        scope = [f"--namespace={n}" for n in self.namespaces] or ["--all-namespaces"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "modelservice_operator", "run", "--all-namespaces",
+                [sys.executable, "-m", "modelservice_operator", "run", *scope,
                  "--liveness-port=0", "--metrics-port=0", "--runtime-image=modelservice/runtime:e2e"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip

@@ -256,6 +256,8 @@ def test_steady_state_makes_no_writes_for_a_minute(kubectl: Kubectl, operator: O
     time.sleep(60)  # twenty resync periods of the timer
     after = _operator_writes(kubectl.namespace or "")
     extra = [
-        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}" for e in after[before:]
+        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}: "
+        f"{json.dumps(e.get('requestObject'))[:1500]}"
+        for e in after[before:]
     ]
     assert extra == [], f"the operator wrote in steady state: {extra}"
