@@ -1,0 +1,98 @@
+"""The Helm chart against the local control plane: lint, server-side dry run, a real install, and the
+operator running with nothing but the chart's ServiceAccount credentials."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import harness
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess
+
+pytestmark = pytest.mark.e2e
+CHART = ROOT / "charts" / "modelservice-operator"
+KUBE_VERSION = "1.34.4"
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(harness.binary("helm")), f"--kubeconfig={harness.admin_kubeconfig()}", *args],
+        text=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_chart_passes_helm_lint_strict(cluster: Path) -> None:
+    helm("lint", "--strict", str(CHART), f"--kube-version={KUBE_VERSION}")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], ["--set", "watch.clusterWide=false", "--set", "peering.enabled=true", "--set", "replicaCount=2"]],
+    ids=["cluster-wide", "namespaced-ha"],
+)
+def test_rendered_chart_is_accepted_by_the_api_server(kubectl: Kubectl, values: list[str]) -> None:
+    rendered = helm(
+        "template",
+        "ms",
+        str(CHART),
+        f"--namespace={kubectl.namespace}",
+        f"--kube-version={KUBE_VERSION}",
+        *values,
+    )
+    kubectl.run("apply", "--dry-run=server", "-f", "-", input_text=rendered.stdout)
+
+
+@pytest.fixture()
+def installed(kubectl: Kubectl) -> Iterator[str]:
+    release = f"mso-{uuid.uuid4().hex[:6]}"
+    helm("install", release, str(CHART), f"--namespace={kubectl.namespace}", "--set", "watch.clusterWide=false",
+         "--wait", "--timeout=120s")  # fmt: skip
+    yield release
+    helm("uninstall", release, f"--namespace={kubectl.namespace}", check=False)
+
+
+def test_helm_install_runs_and_the_operator_works_with_only_the_charts_rbac(
+    kubectl: Kubectl, installed: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    namespace = kubectl.namespace or ""
+    deployment = kubectl.json("get", "deploy", f"{installed}-modelservice-operator")
+    assert deployment["status"]["availableReplicas"] == 1
+    # The chart's ServiceAccount token, not cluster admin.
+    token = kubectl.run(
+        "create", "token", f"{installed}-modelservice-operator", "--duration=1h"
+    ).stdout.strip()
+    ca = base64.b64encode((harness.PKI / "ca.crt").read_bytes()).decode()
+    kubeconfig = tmp_path / "sa.kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: sa\n"
+        f"clusters: [{{name: local, cluster: {{server: 'https://127.0.0.1:{harness.PORTS['kube-apiserver']}', "
+        f"certificate-authority-data: {ca}}}}}]\n"
+        f"users: [{{name: sa, user: {{token: '{token}'}}}}]\n"
+        "contexts: [{name: sa, context: {cluster: local, user: sa}}]\n"
+    )
+    operator.stop()  # the cluster-admin operator must not do the work for us
+    scoped = OperatorProcess(tmp_path / "scoped.log", kubeconfig=kubeconfig, namespaces=[namespace])
+    try:
+        scoped.start()
+        kubectl.apply(ROOT / "examples" / "iris-autoscaling.yaml")
+        result = kubectl.run(
+            "wait", "--for=condition=Ready", "ms/iris-autoscaled", "--timeout=120s", check=False
+        )
+        assert result.returncode == 0, (
+            f"not Ready with the chart's RBAC:\n{scoped.log_path.read_text()[-4000:]}"
+        )
+        for kind in ("deploy", "svc", "hpa", "pdb"):
+            kubectl.run("get", kind, "iris-autoscaled")
+        log = scoped.log_path.read_text()
+        assert "403" not in log and "Forbidden" not in log, log[-4000:]
+    finally:
+        scoped.stop()
+        operator.start()
