@@ -4,15 +4,20 @@ SHELL := bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv demo test lint unit integration e2e examples golden clean \
+.PHONY: venv demo demo-runtime test lint unit integration e2e examples golden clean \
 	cluster-build cluster-up cluster-down cluster-status cluster-kubeconfig
 
 venv:
 	@scripts/bootstrap.sh
 
-## demo: build the iris example, serve it with the runtime under Gunicorn, print real predictions
+## demo: local control plane + CRD + operator + a GPU ModelService Ready, then the same model served by
+##       the runtime and a real prediction
 demo: venv
 	@scripts/demo.sh
+
+## demo-runtime: only the runtime: train the iris example, serve it under Gunicorn, call it with curl
+demo-runtime: venv
+	@scripts/demo-runtime.sh
 
 ## test: lint, type-check, then unit tests (fast), integration tests (real models, real Gunicorn, the
 ##       real operator against KMock) and e2e tests (the real local control plane; built on first use)
@@ -23,7 +28,7 @@ lint: venv
 	.venv/bin/ruff format --check runtime operator tests examples
 	.venv/bin/mypy runtime/src operator/src
 	.venv/bin/lint-imports
-	.venv/bin/hadolint Dockerfile.runtime
+	.venv/bin/hadolint Dockerfile.runtime Dockerfile.operator
 
 unit: venv
 	$(PYTEST) tests/unit -q
