@@ -91,5 +91,6 @@ for f in $sample; do curl_args+=(-F "file=@$f"); done
 curl -sS "${curl_args[@]}" "http://127.0.0.1:$PORT/v1/models/digits:predict" | $PY -c '
 import json, sys
 for i, p in enumerate(json.load(sys.stdin)["predictions"]):
-    print(f"    image {i}: digit {p[\"digit\"]} (p={max(p[\"probabilities\"]):.3f})")'
+    digit, probability = p["digit"], max(p["probabilities"])
+    print(f"    image {i}: digit {digit} (p={probability:.3f})")'
 say "Done. The cluster keeps running for you: export KUBECONFIG=$KUBECONFIG; stop it with make cluster-down"
