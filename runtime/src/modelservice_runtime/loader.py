@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -85,6 +84,9 @@ class LoadedModel:
         self.meta_graph = read_meta_graph(path)
         self._loaded = tf.saved_model.load(path, tags=["serve"])
         self._functions = dict(self._loaded.signatures)
+        # Specs are read on every request (decode, shape check, feed): build them once per signature.
+        self._input_specs: dict[str, dict[str, TensorSpec]] = {}
+        self._output_specs: dict[str, dict[str, TensorSpec]] = {}
 
     # -- signatures
 
@@ -101,21 +103,26 @@ class LoadedModel:
         return self.signature_defs[key]
 
     def input_specs(self, signature_name: str) -> dict[str, TensorSpec]:
-        sig = self.signature(signature_name)
-        return {key: _spec(key, info) for key, info in sig.inputs.items()}
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self._input_specs:
+            sig = self.signature(key)
+            self._input_specs[key] = {name: _spec(name, info) for name, info in sig.inputs.items()}
+        return self._input_specs[key]
 
     def output_specs(self, signature_name: str) -> dict[str, TensorSpec]:
-        sig = self.signature(signature_name)
-        return {key: _spec(key, info) for key, info in sig.outputs.items()}
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self._output_specs:
+            sig = self.signature(key)
+            self._output_specs[key] = {name: _spec(name, info) for name, info in sig.outputs.items()}
+        return self._output_specs[key]
 
     # -- running
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a signature; TF's own errors come back as ServingErrors with TF's canonical code."""
         key = signature_name or DEFAULT_SIGNATURE
-        self.signature(key)
+        specs = self.input_specs(key)  # raises TF Serving's 400 for an unknown signature
         function = self._functions[key]
-        specs = self.input_specs(key)
         feed = {}
         for name, array in inputs.items():
             dtype = tf.dtypes.as_dtype(specs[name].dtype)
@@ -222,10 +229,6 @@ def serialized_examples(input_proto: Any) -> list[bytes]:
         # Concatenated serialized protos parse as a merge: the example's features win.
         return [context + e.SerializeToString() for e in with_context.examples]
     raise InvalidArgument("Input is empty")
-
-
-def new_example() -> Any:
-    return example_pb2.Example()
 
 
 def _op_error(exc: tf.errors.OpError) -> ServingError:
