@@ -8,6 +8,13 @@ own errors.
 
 from __future__ import annotations
 
+# tensorflow/core/protobuf/error_codes.proto: the canonical codes, index = enum number.
+CANONICAL_CODES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)  # fmt: skip
+
 # TF canonical code -> HTTP status, as in tensorflow_serving/model_servers/http_server.cc.
 HTTP_STATUS_BY_CODE: dict[str, int] = {
     "OK": 200,
@@ -89,8 +96,11 @@ class PayloadTooLarge(ServingError):
 def code_of_tf_error(exc: BaseException) -> str:
     """The canonical code name of a ``tf.errors.OpError`` (or INTERNAL for anything else)."""
     error_code = getattr(exc, "error_code", None)
-    if isinstance(error_code, int):
-        names = list(HTTP_STATUS_BY_CODE)
-        if 0 <= error_code < len(names):
-            return names[error_code]
+    if isinstance(error_code, int) and 0 <= error_code < len(CANONICAL_CODES):
+        return CANONICAL_CODES[error_code]
     return "INTERNAL"
+
+
+def code_number(code: str) -> int:
+    """The enum number of a canonical code name (UNKNOWN for a name we do not know)."""
+    return CANONICAL_CODES.index(code) if code in CANONICAL_CODES else CANONICAL_CODES.index("UNKNOWN")

@@ -298,12 +298,6 @@ class ModelRepository:
                 raise NotFound(f"Could not find any versions of model {name}")
             return [VersionStatus(**vars(s)) for _, s in sorted(model.statuses.items(), reverse=True)]
 
-    def statuses_or_empty(self, name: str) -> list[VersionStatus]:
-        try:
-            return self.statuses(name)
-        except NotFound:
-            return []
-
     def is_ready(self) -> bool:
         """Ready when every configured model has at least one AVAILABLE version."""
         with self._lock:

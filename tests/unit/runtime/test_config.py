@@ -100,3 +100,11 @@ def test_model_version_policy_flag_covers_what_the_config_file_can_say(
 def test_bad_model_version_policy_flag_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError, match="--model_version_policy"):
         config_from_args([f"--model_version_policy={text}"])
+
+
+def test_canonical_codes_follow_tensorflows_enum_numbers() -> None:
+    from modelservice_runtime.errors import CANONICAL_CODES, HTTP_STATUS_BY_CODE, code_number
+
+    assert set(CANONICAL_CODES) == set(HTTP_STATUS_BY_CODE)
+    assert (code_number("OK"), code_number("NOT_FOUND"), code_number("UNAUTHENTICATED")) == (0, 5, 16)
+    assert code_number("NO_SUCH_CODE") == 2

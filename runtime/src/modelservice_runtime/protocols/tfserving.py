@@ -17,7 +17,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from ..dataplane import DataPlane
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, code_number
 from ..repository import VersionStatus
 from . import tensors
 from .protojson import proto_to_json
@@ -273,16 +273,9 @@ def status_json(statuses: list[VersionStatus]) -> str:
         entry = response.model_version_status.add()
         entry.version = status.version
         entry.state = status.state.value
-        entry.status.error_code = _error_code_number(status.error_code)
+        entry.status.error_code = code_number(status.error_code)
         entry.status.error_message = status.error_message
     return proto_to_json(response)
-
-
-def _error_code_number(code: str) -> int:
-    from ..errors import HTTP_STATUS_BY_CODE
-
-    # HTTP_STATUS_BY_CODE lists the canonical codes in their enum order (OK = 0 ... UNAUTHENTICATED = 16).
-    return list(HTTP_STATUS_BY_CODE).index(code) if code in HTTP_STATUS_BY_CODE else 2
 
 
 def _status(name: str, version: int | None, label: str | None) -> Response:
