@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--runtime-image", default=os.environ.get("MODELSERVICE_RUNTIME_IMAGE", RenderOptions.default_image)
     )
+    run.add_argument(
+        "--runtime-pull-policy",
+        default=os.environ.get("MODELSERVICE_RUNTIME_PULL_POLICY", RenderOptions.image_pull_policy),
+        choices=("Always", "IfNotPresent", "Never"),
+        help="imagePullPolicy of the runtime containers",
+    )
+    run.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig path (default: in-cluster, else $KUBECONFIG)"
+    )
+    run.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
     run.add_argument("--verbose", action="store_true")
     render = commands.add_parser("render", help="print the children of the ModelServices in a file")
     render.add_argument("-f", "--filename", required=True, help="YAML file with ModelService objects, or -")
@@ -86,10 +96,18 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
-    os.environ["MODELSERVICE_RUNTIME_IMAGE"] = args.runtime_image
+    if not args.verbose:
+        # Kopf logs every watch event's handler at INFO; ours log what they changed.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    from .kube.credentials import Credentials
+
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    memo = kopf.Memo(options=RenderOptions(default_image=args.runtime_image))
+    memo = kopf.Memo(
+        options=RenderOptions(default_image=args.runtime_image, image_pull_policy=args.runtime_pull_policy),
+        credentials=Credentials.load(args.kubeconfig, args.context),
+        namespaces=list(args.namespace),
+    )
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

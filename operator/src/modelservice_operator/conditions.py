@@ -31,9 +31,21 @@ CRASH_LOOP = "CrashLoopBackOff"
 CONTAINER_CONFIG = "CreateContainerConfigError"
 PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
 AS_EXPECTED = "AsExpected"
+# Clients cannot reach the ready pods through the Service yet, or at all.
+ENDPOINTS_PENDING = "EndpointsPending"
+SERVICE_NOT_SELECTING = "ServiceNotSelectingPods"
+# The API server could not be used: each one clears by itself once its cause is fixed.
+FORBIDDEN = "Forbidden"
+UNAUTHORIZED = "Unauthorized"
+API_UNAVAILABLE = "APIUnavailable"
+THROTTLED = "Throttled"
+CHILD_CONFLICT = "ChildConflict"
 
-# Reasons after which retrying the same generation cannot help.
-PERMANENT_REASONS = (INVALID_SPEC, APPLY_REJECTED)
+# Reasons whose Events are warnings.
+WARNING_REASONS = frozenset({
+    INVALID_SPEC, APPLY_REJECTED, UNSCHEDULABLE, IMAGE_PULL, CRASH_LOOP, CONTAINER_CONFIG, PROGRESS_DEADLINE,
+    SERVICE_NOT_SELECTING, FORBIDDEN, UNAUTHORIZED, API_UNAVAILABLE, THROTTLED, CHILD_CONFLICT,
+})  # fmt: skip
 
 
 def set_condition(

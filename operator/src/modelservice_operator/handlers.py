@@ -1,26 +1,49 @@
-"""Kopf wiring only: settings, the reconcile entry points, and the resync timer.
+"""Kopf wiring only: settings, login, one watch per kind feeding the controller, and its workers.
 
-One idempotent reconcile runs on create, update and resume, and again from a timer that re-reads
-reality (level-based, as Kopf's docs recommend) so drift is corrected and status stays fresh. The work
-itself is in reconcile.py; here we translate its outcome into a status patch, Events and retries.
+Kopf watches the ModelServices and every kind of child (server-side filtered by our name label) and
+hands each event to ``controller.py``, which keeps the cache and the work queue. No Kopf handler writes
+anything: no finalizers, no progress annotations; children are garbage-collected through their
+ownerReferences. Reconciles run in the controller's workers, one at a time per ModelService.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import kopf
 
 from . import GROUP, PLURAL, VERSION
-from . import metrics as m
-from .apply import ClusterConfig, KubeClient
-from .reconcile import Outcome, reconcile
+from .controller import Controller, Timing
+from .kube.client import KubeClient
+from .kube.credentials import Credentials
+from .kube.errors import KubeError
+from .naming import NAME_LABEL
 from .render import RenderOptions
 
-RESYNC_SECONDS = float(os.environ.get("MODELSERVICE_RESYNC_SECONDS", "15"))
+# (group, version, plural, kind) of every child kind we watch.
+WATCHED_CHILDREN = (
+    ("apps", "v1", "deployments", "Deployment"),
+    ("", "v1", "services", "Service"),
+    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("", "v1", "pods", "Pod"),
+    ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
+)
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def timing_from_env() -> Timing:
+    return Timing(
+        resync=_seconds("MODELSERVICE_RESYNC_SECONDS", Timing.resync),
+        rejected_retry=_seconds("MODELSERVICE_REJECTED_RETRY_SECONDS", Timing.rejected_retry),
+        backoff_base=_seconds("MODELSERVICE_BACKOFF_BASE_SECONDS", Timing.backoff_base),
+        backoff_max=_seconds("MODELSERVICE_BACKOFF_MAX_SECONDS", Timing.backoff_max),
+    )
 
 
 def options_from_env() -> RenderOptions:
@@ -30,85 +53,87 @@ def options_from_env() -> RenderOptions:
     )
 
 
+def _api_version(group: str, version: str) -> str:
+    return f"{group}/{version}" if group else version
+
+
 @kopf.on.startup()  # type: ignore[arg-type]  # Kopf's ActivityFn protocol rejects async fns typed this precisely
 async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
 ) -> None:
-    # Our own API group for everything Kopf writes on our objects.
+    settings.posting.enabled = False  # we post our own Events, one per transition
+    settings.watching.server_timeout = 270
+    settings.networking.request_timeout = 60
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
-    settings.watching.server_timeout = 270
-    settings.networking.request_timeout = 60
-    if "client" not in memo:
-        memo.client = KubeClient(ClusterConfig.auto())
-    if "options" not in memo:
-        memo.options = options_from_env()
-    logger.info("Started with default runtime image %s", memo.options.default_image)
+    for group, version, plural, _kind in WATCHED_CHILDREN:
+        # Server-side filtering: only our children travel, not every pod of the cluster.
+        settings.watching.label_selectors[group, version, plural] = NAME_LABEL
+    if "controller" not in memo:
+        credentials = memo.get("credentials") or Credentials.load()
+        memo.controller = Controller(
+            KubeClient(credentials), memo.get("options") or options_from_env(), timing_from_env(),
+            workers=int(os.environ.get("MODELSERVICE_WORKERS", "16")),
+        )  # fmt: skip
+    controller: Controller = memo.controller
+    await prime(controller, memo.get("namespaces") or [], logger)
+    controller.start()
+    logger.info("Started %d reconcile workers; cached %s", controller.workers, controller.cache.sizes())
+
+
+async def prime(controller: Controller, namespaces: list[str], logger: logging.Logger) -> None:
+    """Fill the cache before the first reconcile, so a restart does not re-apply every child."""
+    client = controller.client
+    assert isinstance(client, KubeClient)
+    scopes: list[str | None] = list(namespaces) or [None]
+    for namespace in scopes:
+        for group, version, _plural, kind in WATCHED_CHILDREN:
+            try:
+                found = await client.list(_api_version(group, version), kind, namespace, NAME_LABEL)
+            except KubeError as exc:  # e.g. RBAC: Kopf's watch reports and retries it; reconciles say why
+                logger.warning("Could not list %s to prime the cache: %s", kind, exc)
+                continue
+            for obj in found:
+                controller.child_event(None, obj)
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    """Kopf and our apply client use the same credentials: in-cluster, else the kubeconfig."""
-    config = ClusterConfig.auto()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf and our client use the same credentials, from the official client's loaders."""
+    credentials: Credentials = memo.get("credentials") or Credentials.load()
+    config = credentials.configuration
+    token = credentials.token()
     return kopf.ConnectionInfo(
-        server=config.server,
-        ca_data=config.ca_data.encode() if config.ca_data else None,
-        insecure=config.insecure,
-        scheme="Bearer" if config.token else None,
-        token=config.token or None,
-        certificate_path=config.client_cert_file or None,
-        private_key_path=config.client_key_file or None,
+        server=credentials.server,
+        ca_path=config.ssl_ca_cert or None,
+        insecure=not config.verify_ssl,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=config.cert_file or None,
+        private_key_path=config.key_file or None,
     )
 
 
 @kopf.on.cleanup()
-async def close_client(memo: kopf.Memo, **_: Any) -> None:
-    if "client" in memo:
-        await memo.client.close()
+async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
+    if "controller" in memo:
+        await memo.controller.stop()
+        await memo.controller.client.close()
 
 
-async def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger) -> Outcome:
-    started = time.perf_counter()
-    try:
-        outcome = await reconcile(body, memo.client, memo.options)
-    except Exception:
-        m.RECONCILE_ERRORS.labels("unexpected").inc()
-        m.RECONCILES.labels("error").inc()
-        raise
-    finally:
-        m.RECONCILE_DURATION.observe(time.perf_counter() - started)
-    for child in outcome.children:
-        if child.action != "unchanged":
-            m.CHILD_WRITES.labels(child.kind, child.action).inc()
-            logger.info("%s %s %s", child.action.capitalize(), child.kind, child.name)
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    if outcome.status is not None:
-        patch.status.update(outcome.status)
-    if outcome.retry_after is not None:
-        m.RECONCILES.labels("retry").inc()
-        # Waiting is an exception, not a sleep; the status patch above is still applied.
-        raise kopf.TemporaryError("The API server failed transiently; retrying", delay=outcome.retry_after)
-    m.RECONCILES.labels("ready" if outcome.ready else "progressing").inc()
-    return outcome
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def modelservice_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.modelservice_event(type, dict(body))
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile_modelservice(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-) -> None:
-    await _run(body, patch, memo, logger)
+def _register_child_watch(group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, labels={NAME_LABEL: kopf.PRESENT}, id=f"watch-{plural}")
+    def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo.controller.child_event(type, dict(body))
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-async def resync_modelservice(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-) -> None:
-    """Level-based resync: correct drift of the children and refresh the status from reality."""
-    await _run(body, patch, memo, logger)
+for _group, _version, _plural, _kind in WATCHED_CHILDREN:
+    _register_child_watch(_group, _version, _plural)

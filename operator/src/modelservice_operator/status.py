@@ -1,7 +1,12 @@
 """PURE: observed children -> the ModelService status.
 
 **For testability,** nothing here reads the clock or the API: the caller passes what it observed (the
-Deployment and its pods), the previous status and ``now``. Table tests in tests/unit/operator drive it.
+Deployment, its pods, the Service and its EndpointSlices), the previous status and ``now``. Table tests in
+tests/unit/operator drive it.
+
+**Ready means clients are served:** the pods are ready AND the Service selects them (its EndpointSlices
+list them as ready endpoints). A selector edited by hand, or endpoints not yet published, keep Ready
+False with a reason that says which.
 """
 
 from __future__ import annotations
@@ -29,6 +34,55 @@ WAITING_REASONS = {
 class Observed:
     deployment: Mapping[str, Any] | None = None
     pods: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    service: Mapping[str, Any] | None = None
+    endpoint_slices: Sequence[Mapping[str, Any]] = field(default_factory=list)
+
+
+def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> int:
+    """Distinct ready endpoints (pods) across the Service's EndpointSlices."""
+    seen: set[str] = set()
+    for endpoint_slice in slices:
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            target = (endpoint.get("targetRef") or {}).get("name") or ",".join(
+                endpoint.get("addresses") or []
+            )
+            seen.add(str(target))
+    return len(seen)
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def service_problem(spec: ModelServiceSpec, observed: Observed, ready: int) -> Problem | None:
+    """Why clients cannot reach ``ready`` ready pods through the Service, or None when they can."""
+    name = child_name(spec.name)
+    if observed.service is None:
+        return Problem(c.ENDPOINTS_PENDING, f"Waiting for Service {name}")
+    selector: Mapping[str, Any] = (observed.service.get("spec") or {}).get("selector") or {}
+    if dict(selector) != selector_labels(spec.name):
+        matching = sum(
+            1
+            for pod in observed.pods
+            if _pod_ready(pod)
+            and all((pod.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in selector.items())
+        )
+        return Problem(
+            c.SERVICE_NOT_SELECTING,
+            f"Service {name} selects {selector_string(selector)}, which matches {matching} of {ready} ready "
+            "pods; the operator restores its selector",
+        )
+    endpoints = ready_endpoints(observed.endpoint_slices)
+    if endpoints < ready:
+        return Problem(
+            c.ENDPOINTS_PENDING, f"{endpoints}/{ready} ready pods are endpoints of Service {name} so far"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -98,13 +152,34 @@ def _base(spec: ModelServiceSpec | None, generation: int, observed: Observed) ->
 def invalid_status(
     previous: Mapping[str, Any], generation: int, reason: str, message: str, now: str, observed: Observed
 ) -> dict[str, Any]:
-    """Status for a spec the operator will not act on (InvalidSpec) or the API rejected (ApplyRejected)."""
+    """Status for a spec the operator will not act on (InvalidSpec)."""
     status = _base(None, generation, observed)
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
     conds = c.set_condition(conds, c.READY, c.FALSE, reason, message, generation, now)
     conds = c.set_condition(
         conds, c.PROGRESSING, c.FALSE, reason, "Nothing will change until the spec is fixed", generation, now
     )
+    conds = c.set_condition(conds, c.DEGRADED, c.TRUE, reason, message, generation, now)
+    status["conditions"] = conds
+    return status
+
+
+def blocked_status(
+    spec: ModelServiceSpec, previous: Mapping[str, Any], generation: int, reason: str, message: str, now: str,
+    observed: Observed,
+) -> dict[str, Any]:  # fmt: skip
+    """Status when the API server refused or failed a call: the problem and when we try again.
+
+    The replica counts stay those last observed; Progressing stays True because the operator keeps
+    retrying (RBAC granted, quota raised, the server back) without a spec change.
+    """
+    status = _base(spec, generation, observed)
+    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    conds = c.set_condition(conds, c.READY, c.FALSE, reason, message, generation, now)
+    conds = c.set_condition(
+        conds, c.PROGRESSING, c.TRUE, reason,
+        "Retrying with backoff; no spec change is needed once the cause is fixed", generation, now,
+    )  # fmt: skip
     conds = c.set_condition(conds, c.DEGRADED, c.TRUE, reason, message, generation, now)
     status["conditions"] = conds
     return status
@@ -139,7 +214,10 @@ def compute_status(
     if problem is None and progress and progress.get("reason") == "ProgressDeadlineExceeded":
         problem = Problem(c.PROGRESS_DEADLINE, str(progress.get("message", "")))
 
-    if complete and ready >= desired:
+    unreachable = service_problem(spec, observed, min(ready, desired)) if desired > 0 else None
+    if unreachable is not None and unreachable.reason == c.SERVICE_NOT_SELECTING and problem is None:
+        problem = unreachable
+    if complete and ready >= desired and unreachable is None:
         reason = c.SCALED_TO_ZERO if desired == 0 else c.AVAILABLE
         message = (
             "Scaled to zero replicas"
@@ -147,6 +225,10 @@ def compute_status(
             else f"{ready}/{desired} replicas ready, serving {status['url']}"
         )
         conds = c.set_condition(conds, c.READY, c.TRUE, reason, message, generation, now)
+    elif complete and ready >= desired and unreachable is not None:
+        conds = c.set_condition(
+            conds, c.READY, c.FALSE, unreachable.reason, unreachable.message, generation, now
+        )
     elif problem is not None:
         conds = c.set_condition(conds, c.READY, c.FALSE, problem.reason, problem.message, generation, now)
     else:

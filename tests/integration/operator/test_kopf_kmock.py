@@ -6,22 +6,18 @@ Fast feedback for create / update / invalid-spec / delete; the real API server p
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import kmock
+import kopf
 import pytest
 import pytest_asyncio
 
-os.environ["MODELSERVICE_RESYNC_SECONDS"] = "0.5"  # before the handlers module reads it
-
-import kmock
-import kopf
-
 from modelservice_operator import handlers  # noqa: F401  (registers the handlers)
-from modelservice_operator.apply import ClusterConfig, KubeClient
+from modelservice_operator.kube.credentials import Credentials
 from modelservice_operator.render import RenderOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -69,8 +65,9 @@ async def cluster(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "contexts: [{name: kmock, context: {cluster: kmock, user: kmock}}]\n"
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("MODELSERVICE_RESYNC_SECONDS", "0.5")  # the safety net, often: it must not write
     memo = kopf.Memo(
-        client=KubeClient(ClusterConfig(server=url)),
+        credentials=Credentials.load(str(kubeconfig)),
         options=RenderOptions(default_image="example.test/runtime:1"),
     )
     # Kopf owns its event loop (it cancels every other task there when it stops), so it runs in a
@@ -156,14 +153,39 @@ async def test_create_applies_children_with_owner_references_and_reports_status(
     assert any(e["reason"] == "Created" and "Deployment iris" in e["message"] for e in events)
 
 
-async def test_status_turns_ready_when_the_deployment_reports_ready_replicas(cluster: Any) -> None:
+async def test_status_turns_ready_from_watch_events_once_pods_are_endpoints(cluster: Any) -> None:
     await create(cluster, modelservice())
     await eventually(lambda: obj(cluster, "apps/v1/deployments", "iris"))
-    # Play the Deployment controller: the emulator has none.
-    cluster.objects["apps/v1/deployments", NS, "iris"].patch(
-        {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2,
-                                                    "updatedReplicas": 2, "availableReplicas": 2}}
+    # Play the Deployment and EndpointSlice controllers through the API, so the watches see it: the
+    # emulator has neither.
+    response = await cluster.patch(
+        f"/apis/apps/v1/namespaces/{NS}/deployments/iris",
+        json={"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2,
+                                                         "updatedReplicas": 2, "availableReplicas": 2}},
+        headers={"Content-Type": "application/merge-patch+json"},
     )  # fmt: skip
+    assert response.status < 300, await response.text()
+    labels = {"serving.modelservice.io/name": "iris", "app.kubernetes.io/component": "predictor"}
+    for i in range(2):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"iris-{i}", "namespace": NS, "labels": labels},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}]}}  # fmt: skip
+        assert (await cluster.post(f"/api/v1/namespaces/{NS}/pods", json=pod)).status < 300
+    body = await eventually(
+        lambda: (
+            (b := obj(cluster, MS, "iris")) and condition(b, "Ready")["reason"] == "EndpointsPending" and b
+        )
+    )
+    assert "0/2 ready pods are endpoints of Service iris" in condition(body, "Ready")["message"]
+    endpoint_slice = {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": "iris-abcde", "namespace": NS, "labels": {**labels, "kubernetes.io/service-name": "iris"}},
+        "endpoints": [{"addresses": [f"10.0.0.{i}"], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": f"iris-{i}"}} for i in range(2)],
+    }  # fmt: skip
+    response = await cluster.post(
+        f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices", json=endpoint_slice
+    )
+    assert response.status < 300, await response.text()
     body = await eventually(
         lambda: (b := obj(cluster, MS, "iris")) and condition(b, "Ready")["status"] == "True" and b
     )

@@ -47,6 +47,23 @@ def pod(
     return {"metadata": {"name": name}, "status": status}
 
 
+SELECTOR = {"serving.modelservice.io/name": "iris", "app.kubernetes.io/component": "predictor"}
+
+
+def ready_pod(i: int) -> dict[str, Any]:
+    return {"metadata": {"name": f"iris-{i}", "labels": dict(SELECTOR)},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}  # fmt: skip
+
+
+def serving(dep: dict[str, Any], endpoints: int = 2, selector: dict[str, str] | None = None) -> Observed:
+    """The Deployment plus its two ready pods behind the Service, with ``endpoints`` of them published."""
+    pods = [ready_pod(i) for i in range(2)]
+    service = {"metadata": {"name": "iris"}, "spec": {"selector": selector or SELECTOR}}
+    slices = [{"endpoints": [{"conditions": {"ready": True}, "targetRef": {"name": p["metadata"]["name"]}}
+                             for p in pods[:endpoints]]}]  # fmt: skip
+    return Observed(deployment=dep, pods=pods, service=service, endpoint_slices=slices)
+
+
 def conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {cond["type"]: (cond["status"], cond["reason"]) for cond in status["conditions"]}
 
@@ -59,8 +76,15 @@ GPU_MESSAGE = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemptio
     [
         pytest.param(Observed(), {"Ready": ("Unknown", c.RECONCILING), "Progressing": ("Unknown", c.RECONCILING),
                                   "Degraded": ("Unknown", c.RECONCILING)}, id="first-visit-is-unknown"),
-        pytest.param(Observed(deployment()), {"Ready": ("True", c.AVAILABLE), "Progressing": ("False", c.ROLLOUT_COMPLETE),
-                                              "Degraded": ("False", c.AS_EXPECTED)}, id="all-ready"),
+        pytest.param(serving(deployment()), {"Ready": ("True", c.AVAILABLE), "Progressing": ("False", c.ROLLOUT_COMPLETE),
+                                             "Degraded": ("False", c.AS_EXPECTED)}, id="all-ready"),
+        pytest.param(serving(deployment(), endpoints=1), {"Ready": ("False", c.ENDPOINTS_PENDING),
+                     "Progressing": ("False", c.ROLLOUT_COMPLETE), "Degraded": ("False", c.AS_EXPECTED)},
+                     id="pods-ready-but-not-yet-endpoints"),
+        pytest.param(Observed(deployment()), {"Ready": ("False", c.ENDPOINTS_PENDING)}, id="service-not-created-yet"),
+        pytest.param(serving(deployment(), endpoints=0, selector={**SELECTOR, "tampered": "yes"}),
+                     {"Ready": ("False", c.SERVICE_NOT_SELECTING), "Degraded": ("True", c.SERVICE_NOT_SELECTING)},
+                     id="service-selector-edited-by-hand"),
         pytest.param(Observed(deployment(ready=0, available=0)), {"Ready": ("False", c.ROLLING_OUT),
                      "Progressing": ("True", c.ROLLING_OUT), "Degraded": ("False", c.AS_EXPECTED)}, id="model-loading"),
         pytest.param(Observed(deployment(ready=1, available=1, updated=1, total=3), [pod()]),
@@ -107,9 +131,18 @@ def test_status_has_the_scale_subresource_fields_and_the_url() -> None:
     assert status["revision"] == "abc" and status["modelVersion"] == "latest 1"
 
 
+def test_a_tampered_selector_says_how_many_ready_pods_it_still_matches() -> None:
+    observed = serving(deployment(), endpoints=0, selector={**SELECTOR, "tampered": "yes"})
+    ready = next(
+        cond for cond in compute_status(SPEC, 3, observed, {}, NOW)["conditions"] if cond["type"] == "Ready"
+    )
+    assert "Service iris selects" in ready["message"] and "tampered=yes" in ready["message"]
+    assert "matches 0 of 2 ready pods" in ready["message"]
+
+
 def test_last_transition_time_moves_only_when_the_status_changes() -> None:
-    first = compute_status(SPEC, 3, Observed(deployment()), {}, NOW)
-    same = compute_status(SPEC, 3, Observed(deployment()), first, LATER)
+    first = compute_status(SPEC, 3, serving(deployment()), {}, NOW)
+    same = compute_status(SPEC, 3, serving(deployment()), first, LATER)
     assert [cond["lastTransitionTime"] for cond in same["conditions"]] == [NOW] * 3
     assert without_times(first) == without_times(same)
     broken = compute_status(

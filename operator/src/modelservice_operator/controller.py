@@ -1,0 +1,152 @@
+"""The loop that carries reconciles out: keys from the work queue, objects from the cache, retries.
+
+Kopf feeds it (handlers.py): watch events update the cache and add keys. Here a few workers take keys,
+reconcile them one at a time per key, write what the server returned back into the cache (so the next
+reconcile does not wait for the watch to catch up), and decide when the key comes back:
+
+- success: after the safety-net resync (minutes; children's watch events bring it back sooner);
+- a transient API failure (401/403/429/5xx/timeout/409): exponential backoff from 1 s to 60 s, or the
+  server's Retry-After if longer;
+- a rejection of our manifest or a name taken by someone else's object: slowly (``rejected_retry``),
+  never frozen: a fix elsewhere (a PriorityClass created, a webhook relaxed) is picked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import metrics as m
+from .cache import Key, ObjectCache
+from .context import observe
+from .kube.errors import KubeError
+from .reconcile import Client, Outcome, reconcile
+from .render import RenderOptions
+
+logger = logging.getLogger("modelservice_operator")
+
+
+@dataclass(frozen=True)
+class Timing:
+    resync: float = 300.0  # safety net: re-evaluate every object this often (from the cache: no API call)
+    rejected_retry: float = 300.0
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+
+
+class Controller:
+    def __init__(self, client: Client, options: RenderOptions, timing: Timing | None = None,
+                 workers: int = 16) -> None:  # fmt: skip
+        from .workqueue import WorkQueue
+
+        self.client = client
+        self.options = options
+        self.timing = timing or Timing()
+        self.cache = ObjectCache()
+        self.queue: WorkQueue[Key] = WorkQueue(self.timing.backoff_base, self.timing.backoff_max)
+        self.workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # Inputs from the watches -----------------------------------------------------------------------
+    def modelservice_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        if event_type == "DELETED":
+            self.cache.remove_modelservice(namespace, name)
+            self.queue.discard((namespace, name))
+            return
+        before = self.cache.modelservice(namespace, name)
+        key = self.cache.upsert_modelservice(body)
+        if before is None or _changed_beyond_status(before, body):
+            self.queue.add(key)  # our own status writes come back here and need no reconcile
+
+    def child_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        owner = self.cache.remove_child(body) if event_type == "DELETED" else self.cache.upsert_child(body)
+        if owner is not None and event_type is not None:  # the initial listing needs no reconcile
+            self.queue.add(owner)
+
+    # Workers ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._work(), name=f"reconciler-{i}") for i in range(self.workers)
+            ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.process(key)
+            except Exception:  # a bug must not kill the worker; the key comes back with backoff
+                logger.exception("Reconcile of ModelService %s/%s failed unexpectedly", *key)
+                m.RECONCILES.labels("error").inc()
+                self.queue.add_after(key, self.queue.backoff(key))
+            finally:
+                self.queue.done(key)
+                m.QUEUE_DEPTH.set(len(self.queue))
+
+    async def process(self, key: Key) -> Outcome | None:
+        body = self.cache.modelservice(*key)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self.queue.discard(key)
+            return None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = await reconcile(body, observe(self.cache, *key), self.client, self.options)
+        m.RECONCILE_DURATION.observe(loop.time() - started)
+        for child in outcome.children:
+            if child.observed is not None:
+                self.cache.upsert_child(child.observed)
+            if child.action != "unchanged":
+                m.CHILD_WRITES.labels(child.kind, child.action).inc()
+                logger.info("%s %s %s/%s%s", child.action.capitalize(), child.kind, key[0], child.name,
+                            f" (drift: {', '.join(child.drift)})" if child.drift else "")  # fmt: skip
+        if outcome.status is not None:
+            written = dict(body)
+            written["status"] = outcome.status
+            self.cache.upsert_modelservice(written)
+        self._schedule(key, outcome)
+        return outcome
+
+    def _schedule(self, key: Key, outcome: Outcome) -> None:
+        error = outcome.error
+        if error is None:
+            self.queue.forget(key)
+            m.RECONCILES.labels("ready" if outcome.ready else "progressing").inc()
+            # Jitter spreads a thousand objects' safety-net passes over the period.
+            self.queue.add_after(key, self.timing.resync * random.uniform(0.9, 1.1))
+            return
+        if isinstance(error, KubeError) and error.transient:
+            delay = max(self.queue.backoff(key), error.retry_after or 0.0)
+            m.RECONCILES.labels("retry").inc()
+            logger.warning(
+                "Reconcile of ModelService %s/%s failed, retrying in %.0fs: %s", *key, delay, error
+            )
+        else:
+            delay = self.timing.rejected_retry
+            m.RECONCILES.labels("rejected").inc()
+            logger.warning("ModelService %s/%s was rejected, retrying in %.0fs: %s", *key, delay, error)
+        self.queue.add_after(key, delay)
+
+
+def _changed_beyond_status(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Spec, labels, annotations, deletion: anything a reconcile reads other than its own status."""
+    old_meta, new_meta = old.get("metadata", {}), new.get("metadata", {})
+    return (
+        old.get("spec") != new.get("spec")
+        or old_meta.get("generation") != new_meta.get("generation")
+        or old_meta.get("labels") != new_meta.get("labels")
+        or old_meta.get("annotations") != new_meta.get("annotations")
+        or old_meta.get("deletionTimestamp") != new_meta.get("deletionTimestamp")
+        or old_meta.get("uid") != new_meta.get("uid")
+    )
