@@ -156,6 +156,43 @@ def _mapping(value: Any, path: str) -> Mapping[str, Any]:
     return value
 
 
+# Kubernetes' quantity grammar (resource.Quantity): a decimal number, then a binary or decimal suffix or
+# an exponent. The CRD's CEL isQuantity() checks the same at kubectl apply; this is for specs that did
+# not pass through it (``modelservice-operator render``, an older CRD still installed).
+_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[kMGTPE]|[mnu])?$")
+_RESOURCE_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_INT_OR_PERCENT = re.compile(r"^[0-9]{1,3}%$")
+
+
+def _quantities(raw: Any, path: str) -> dict[str, Any]:
+    values = dict(_mapping(raw, path))
+    for name, value in values.items():
+        if not _RESOURCE_NAME.match(str(name)):
+            raise InvalidSpec(path, f"{name!r} is not a resource name such as cpu, memory or nvidia.com/gpu")
+        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
+            isinstance(value, str) and _QUANTITY.match(value)
+        )
+        if not ok:
+            raise InvalidSpec(f"{path}.{name}", f"{value!r} is not a quantity such as 500m, 1, 2Gi or 512Mi")
+    return values
+
+
+def _surge(value: Any, path: str, default: int | str) -> int | str:
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _INT_OR_PERCENT.match(value):
+        return value
+    raise InvalidSpec(path, f"{value!r} must be a number of pods (0 or more) or a percentage such as 25%")
+
+
+def _is_zero(value: int | str) -> bool:
+    return value == 0 or (isinstance(value, str) and value.rstrip("%").strip("0") == "")
+
+
 def _int(value: Any, path: str, default: int, minimum: int = 0) -> int:
     if value is None:
         return default
@@ -190,6 +227,18 @@ def parse_storage(uri: str) -> Storage:
     if not rest.startswith("/"):
         raise InvalidSpec(path, f"{uri!r} must be an absolute path: file:///<path>")
     return Storage("file", path=rest)
+
+
+def _toleration(raw: Any, path: str) -> Mapping[str, Any]:
+    toleration = _mapping(raw, path)
+    if toleration.get("operator", "Equal") not in ("Exists", "Equal"):
+        raise InvalidSpec(f"{path}.operator", f"{toleration.get('operator')!r} must be Exists or Equal")
+    if toleration.get("effect", "") not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise InvalidSpec(
+            f"{path}.effect",
+            f"{toleration.get('effect')!r} must be NoSchedule, PreferNoSchedule or NoExecute",
+        )
+    return toleration
 
 
 def _policy(model: Mapping[str, Any]) -> VersionPolicy:
@@ -287,10 +336,15 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
             resource_name=str(gpu_raw.get("resourceName") or DEFAULT_GPU_RESOURCE),
             product=str(gpu_raw.get("product") or ""),
         )
+        if "/" not in gpu.resource_name or not _RESOURCE_NAME.match(gpu.resource_name):
+            raise InvalidSpec(
+                "spec.gpu.resourceName",
+                f"{gpu.resource_name!r} is not an extended resource name such as nvidia.com/gpu",
+            )
 
     resources_raw = _mapping(spec.get("resources"), "spec.resources")
     resources = {
-        key: dict(_mapping(resources_raw.get(key), f"spec.resources.{key}"))
+        key: _quantities(resources_raw.get(key), f"spec.resources.{key}")
         for key in ("requests", "limits")
         if resources_raw.get(key)
     }
@@ -306,7 +360,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
     sched_raw = _mapping(spec.get("scheduling"), "spec.scheduling")
     scheduling = SchedulingSpec(
         node_selector={str(k): str(v) for k, v in _mapping(sched_raw.get("nodeSelector"), "spec.scheduling.nodeSelector").items()},
-        tolerations=tuple(sched_raw.get("tolerations") or ()),
+        tolerations=tuple(_toleration(t, f"spec.scheduling.tolerations[{i}]") for i, t in enumerate(sched_raw.get("tolerations") or ())),
         affinity=_mapping(sched_raw.get("affinity"), "spec.scheduling.affinity"),
         topology_spread_constraints=tuple(sched_raw.get("topologySpreadConstraints") or ()),
         runtime_class_name=str(sched_raw.get("runtimeClassName") or ""),
@@ -341,9 +395,14 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
         )
     rollout = RolloutSpec(
         strategy=strategy,
-        max_surge=rollout_raw.get("maxSurge", "25%"),
-        max_unavailable=rollout_raw.get("maxUnavailable", 0),
+        max_surge=_surge(rollout_raw.get("maxSurge"), "spec.rollout.maxSurge", "25%"),
+        max_unavailable=_surge(rollout_raw.get("maxUnavailable"), "spec.rollout.maxUnavailable", 0),
     )
+    if _is_zero(rollout.max_surge) and _is_zero(rollout.max_unavailable):
+        raise InvalidSpec(
+            "spec.rollout.maxSurge",
+            "and spec.rollout.maxUnavailable cannot both be 0: no pod could ever be replaced",
+        )
 
     probes = _mapping(spec.get("probes"), "spec.probes")
     return ModelServiceSpec(

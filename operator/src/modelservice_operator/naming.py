@@ -1,14 +1,17 @@
 """Child names and labels.
 
-Names of children must be DNS-1035 labels (Services) of at most 63 characters, while a ModelService name
-may be a 253-character subdomain: long names are cut and given a hash suffix, so two long names that share
-a prefix still get different children. Label values have the same 63-character limit.
+Names of children must be DNS-1035 labels (Services: lower-case letters, digits and '-', starting with a
+letter, at most 63 characters), while a ModelService name may be any 253-character DNS subdomain. A name
+that had to be altered to fit (dots replaced, a leading digit prefixed, a long name cut) always gets a
+hash of the original name as a suffix, so ``a.b`` and ``a-b`` in one namespace never share children.
+Label values have the same 63-character limit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,11 +34,27 @@ def fit(name: str, limit: int = MAX_NAME) -> str:
     return f"{name[: limit - 9].rstrip('-.')}-{short_hash(name)}"
 
 
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def base_name(ms_name: str) -> str:
+    """The ModelService's name as a DNS-1035 label: itself when it is one, else altered plus a hash."""
+    if len(ms_name) <= MAX_NAME and _DNS_LABEL.match(ms_name):
+        return ms_name
+    altered = ms_name.lower().replace(".", "-")
+    if not altered[:1].isalpha():
+        altered = f"ms-{altered}"
+    return f"{altered[: MAX_NAME - 9].rstrip('-')}-{short_hash(ms_name)}"
+
+
 def child_name(ms_name: str, suffix: str = "") -> str:
-    """``<name>`` or ``<name>-<suffix>``, fitted to 63 characters (the suffix always survives)."""
+    """``<name>`` or ``<name>-<suffix>``, a DNS-1035 label of at most 63 characters; unique per name."""
+    base = base_name(ms_name)
     if not suffix:
-        return fit(ms_name.replace(".", "-"))
-    base = fit(ms_name.replace(".", "-"), MAX_NAME - len(suffix) - 1)
+        return base
+    room = MAX_NAME - len(suffix) - 1
+    if len(base) > room:
+        base = f"{base[: room - 9].rstrip('-')}-{short_hash(ms_name)}"
     return f"{base}-{suffix}"
 
 

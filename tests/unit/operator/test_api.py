@@ -49,6 +49,15 @@ def test_a_pinned_version_becomes_a_specific_policy() -> None:
         ({"runtime": {"batching": {"maxBatchSize": 8, "allowedBatchSizes": [4, 2, 8]}}},
          "spec.runtime.batching.allowedBatchSizes", "increasing order"),
         ({"runtime": {"batching": {"maxBatchSize": 0}}}, "spec.runtime.batching.maxBatchSize", "at least 1"),
+        ({"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests.cpu", "not a quantity"),
+        ({"resources": {"limits": {"memory": "2GB"}}}, "spec.resources.limits.memory", "not a quantity"),
+        ({"resources": {"limits": {"not a resource!": "1"}}}, "spec.resources.limits", "not a resource name"),
+        ({"gpu": {"count": 1, "resourceName": "not a resource!"}}, "spec.gpu.resourceName", "extended resource"),
+        ({"scheduling": {"tolerations": [{"key": "k", "operator": "Sometimes"}]}},
+         "spec.scheduling.tolerations[0].operator", "Exists or Equal"),
+        ({"rollout": {"maxSurge": "lots"}}, "spec.rollout.maxSurge", "percentage"),
+        ({"rollout": {"maxSurge": 0, "maxUnavailable": 0}}, "spec.rollout.maxSurge", "cannot both be 0"),
+        ({"rollout": {"maxSurge": "0%", "maxUnavailable": "0%"}}, "spec.rollout.maxSurge", "cannot both be 0"),
     ],
 )  # fmt: skip
 def test_specs_the_operator_cannot_act_on_name_the_field(
@@ -71,6 +80,13 @@ def test_batching_becomes_the_runtimes_tf_serving_flags() -> None:
         "--allowed_batch_sizes=4,16", "--pad_variable_length_inputs",
     ]  # fmt: skip
     assert parse_spec(body()).runtime.batching is None
+
+
+def test_canonical_and_non_canonical_quantities_are_both_valid() -> None:
+    spec = parse_spec(
+        body(resources={"requests": {"cpu": "0.5", "memory": "2048Mi"}, "limits": {"cpu": "1000m"}})
+    )
+    assert spec.resources == {"requests": {"cpu": "0.5", "memory": "2048Mi"}, "limits": {"cpu": "1000m"}}
 
 
 def test_child_names_fit_63_characters_and_stay_distinct() -> None:
