@@ -3,7 +3,6 @@ operator running with nothing but the chart's ServiceAccount credentials."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, token_kubeconfig
 
 pytestmark = pytest.mark.e2e
 CHART = ROOT / "charts" / "modelservice-operator"
@@ -69,15 +68,7 @@ def test_helm_install_runs_and_the_operator_works_with_only_the_charts_rbac(
     token = kubectl.run(
         "create", "token", f"{installed}-modelservice-operator", "--duration=1h"
     ).stdout.strip()
-    ca = base64.b64encode((harness.PKI / "ca.crt").read_bytes()).decode()
-    kubeconfig = tmp_path / "sa.kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: sa\n"
-        f"clusters: [{{name: local, cluster: {{server: 'https://127.0.0.1:{harness.PORTS['kube-apiserver']}', "
-        f"certificate-authority-data: {ca}}}}}]\n"
-        f"users: [{{name: sa, user: {{token: '{token}'}}}}]\n"
-        "contexts: [{name: sa, context: {cluster: local, user: sa}}]\n"
-    )
+    kubeconfig = token_kubeconfig(tmp_path / "sa.kubeconfig", token)
     operator.stop()  # the cluster-admin operator must not do the work for us
     scoped = OperatorProcess(tmp_path / "scoped.log", kubeconfig=kubeconfig, namespaces=[namespace])
     try:
