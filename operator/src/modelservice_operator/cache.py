@@ -60,6 +60,11 @@ class ObjectCache:
         self._owners.pop((namespace, label_value(name)), None)
         self._children.pop((namespace, label_value(name)), None)
 
+    def set_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        body = self._modelservices.get((namespace, name))
+        if body is not None:
+            body["status"] = copy.deepcopy(dict(status))
+
     def modelservice(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._modelservices.get((namespace, name))
 

@@ -112,9 +112,9 @@ class Controller:
                 logger.info("%s %s %s/%s%s", child.action.capitalize(), child.kind, key[0], child.name,
                             f" (drift: {', '.join(child.drift)})" if child.drift else "")  # fmt: skip
         if outcome.status is not None:
-            written = dict(body)
-            written["status"] = outcome.status
-            self.cache.upsert_modelservice(written)
+            # Until the watch brings it back, the next reconcile must see the status we wrote, on
+            # whatever version of the object the cache holds now (the spec may have changed meanwhile).
+            self.cache.set_status(*key, outcome.status)
         self._schedule(key, outcome)
         return outcome
 
