@@ -24,7 +24,7 @@ $kubectl apply -f crds/modelservice.yaml -f crds/kopf-peering.yaml
 $kubectl wait --for=condition=Established crd/modelservices.serving.modelservice.io --timeout=60s
 
 say "Running the operator (log: $STATE/operator.log)"
-MODELSERVICE_RESYNC_SECONDS=3 .venv/bin/modelservice-operator run --all-namespaces --liveness-port=0 \
+.venv/bin/modelservice-operator run --all-namespaces --liveness-port=0 \
   --metrics-port=0 >"$STATE/operator.log" 2>&1 &
 operator=$!
 runtime=""

@@ -1,0 +1,88 @@
+"""The controller's retry policy: when a ModelService comes back after a reconcile, by outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from modelservice_operator.controller import Controller, Timing
+from modelservice_operator.kube.errors import ApiForbidden, ApiRejected, ApiThrottled, KubeError
+from modelservice_operator.render import RenderOptions
+
+from .fakes import FakeClient
+
+pytestmark = pytest.mark.asyncio
+KEY = ("ml", "iris")
+TIMING = Timing(resync=300, rejected_retry=600, backoff_base=1, backoff_max=60)
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "serving.modelservice.io/v1alpha1", "kind": "ModelService",
+            "metadata": {"name": "iris", "namespace": "ml", "uid": "u", "generation": 1, "resourceVersion": "1"},
+            "spec": {"model": {"storageUri": "pvc://models/iris"}, **spec}}  # fmt: skip
+
+
+def controller(fail: dict[tuple[str, str], KubeError] | None = None) -> Controller:
+    ctl = Controller(FakeClient(fail), RenderOptions(), TIMING)
+    ctl.modelservice_event("ADDED", body())
+    return ctl
+
+
+def due_in(ctl: Controller) -> float:
+    due, _ = ctl.queue._timers[KEY]
+    return due - asyncio.get_running_loop().time()
+
+
+async def test_success_comes_back_only_at_the_safety_net_resync() -> None:
+    ctl = controller()
+    await ctl.process(KEY)
+    assert 270 <= due_in(ctl) <= 330
+
+
+async def test_a_transient_failure_backs_off_exponentially() -> None:
+    ctl = controller({("apply", "Service"): ApiForbidden(403, {"message": "forbidden"})})
+    delays = []
+    for _ in range(4):
+        await ctl.process(KEY)
+        delays.append(round(due_in(ctl)))
+        ctl.queue._timers.pop(KEY)[1].cancel()  # as if the retry had fired
+    assert delays == [1, 2, 4, 8]
+
+
+async def test_the_servers_retry_after_wins_when_longer() -> None:
+    ctl = controller({("apply", "Deployment"): ApiThrottled(429, {"message": "slow down"}, retry_after=30)})
+    await ctl.process(KEY)
+    assert round(due_in(ctl)) == 30
+
+
+async def test_a_rejected_manifest_is_retried_slowly_never_frozen() -> None:
+    ctl = controller({("apply", "Deployment"): ApiRejected(422, {"message": "invalid"})})
+    await ctl.process(KEY)
+    assert round(due_in(ctl)) == 600
+
+
+async def test_our_own_status_write_coming_back_does_not_trigger_a_reconcile() -> None:
+    ctl = controller()
+    assert len(ctl.queue) == 1
+    await ctl.queue.get()
+    ctl.queue.done(KEY)
+    echoed = {**body(), "status": {"observedGeneration": 1}}
+    echoed["metadata"] = {**echoed["metadata"], "resourceVersion": "2"}
+    ctl.modelservice_event("MODIFIED", echoed)
+    assert len(ctl.queue) == 0
+    ctl.modelservice_event("MODIFIED", {**echoed, "spec": {**echoed["spec"], "replicas": 3}})
+    assert len(ctl.queue) == 1
+
+
+async def test_a_child_event_queues_its_modelservice_but_the_initial_listing_does_not() -> None:
+    ctl = controller()
+    await ctl.queue.get()
+    ctl.queue.done(KEY)
+    pod = {"kind": "Pod", "metadata": {"name": "iris-1", "namespace": "ml",
+                                       "labels": {"serving.modelservice.io/name": "iris"}}}  # fmt: skip
+    ctl.child_event(None, pod)
+    assert len(ctl.queue) == 0
+    ctl.child_event("MODIFIED", pod)
+    assert len(ctl.queue) == 1
