@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv demo demo-runtime test lint unit integration e2e examples golden bench clean \
+.PHONY: venv demo demo-runtime test lint unit integration e2e examples golden bench bench-operator clean \
 	cluster-build cluster-up cluster-down cluster-status cluster-kubeconfig
 
 venv:
@@ -42,6 +42,10 @@ e2e: venv
 ## bench: the runtime against a naive Flask server and the in-process ceiling (about 5 minutes; see README)
 bench: venv
 	$(PY) -m bench.serving_bench
+
+## bench-operator: 1,000 ModelServices at once on the local control plane: time to Ready, RSS, API requests
+bench-operator: venv
+	$(PY) -m bench.operator_scale
 
 ## cluster-*: the local control plane (etcd, apiserver, controller-manager, scheduler, kwok, metrics-server)
 cluster-build:

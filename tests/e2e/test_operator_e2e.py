@@ -223,16 +223,13 @@ def test_deleting_a_modelservice_garbage_collects_every_child(
 
 
 def _operator_writes(namespace: str) -> list[dict[str, Any]]:
-    entries = []
-    with open(harness.LOGS / "audit.log") as audit:
-        for line in audit:
-            entry = json.loads(line)
-            if (
-                entry.get("user", {}).get("username") == "modelservice-operator"
-                and entry.get("objectRef", {}).get("namespace") == namespace
-            ):
-                entries.append(entry)
-    return entries
+    return [
+        entry
+        for entry in harness.audit_entries()
+        if entry.get("user", {}).get("username") == "modelservice-operator"
+        and entry.get("objectRef", {}).get("namespace") == namespace
+        and entry.get("verb") in ("create", "update", "patch", "delete")
+    ]
 
 
 def test_steady_state_makes_no_writes_for_a_minute_even_with_non_canonical_quantities(
