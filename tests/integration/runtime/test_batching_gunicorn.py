@@ -124,7 +124,7 @@ def test_overload_is_shed_with_429_and_503_and_every_answer_is_json(model_root: 
         "--drain_seconds=0",
     )  # fmt: skip
     statuses: list[int] = []
-    bodies: list[str] = []
+    bodies: list[tuple[int, str]] = []
     url = server.url + "/v1/models/slow:predict"
     try:
         server.wait_ready()
@@ -136,7 +136,7 @@ def test_overload_is_shed_with_429_and_503_and_every_answer_is_json(model_root: 
             statuses.append(r.status_code)
             if r.status_code != 200:
                 assert r.headers["Retry-After"] == "1"
-                bodies.append(r.json()["error"])
+                bodies.append((r.status_code, r.json()["error"]))
 
         threads = [threading.Thread(target=client) for _ in range(30)]
         for t in threads:
@@ -149,9 +149,12 @@ def test_overload_is_shed_with_429_and_503_and_every_answer_is_json(model_root: 
     finally:
         stop(server)
     assert len(statuses) == 30
-    assert set(statuses) <= {200, 429}
+    # Admission refuses beyond 3 in flight (429); an admitted request can still find the batch queue
+    # full when it arrives before the batch thread took the previous one (503). Both say why.
+    assert set(statuses) <= {200, 429, 503}
     assert statuses.count(200) >= 3 and 429 in statuses
-    assert all("--max_concurrent_requests" in b for b in bodies)
+    assert all("--max_concurrent_requests" in b for code, b in bodies if code == 429)
+    assert all("batch scheduling queue" in b for code, b in bodies if code == 503)
     assert too_big.status_code == 503 and too_big.headers["Retry-After"] == "1"
     assert "batch scheduling queue" in too_big.json()["error"]
 
