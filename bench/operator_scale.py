@@ -253,13 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         converging = operator_requests(began, converged)
         quiet = operator_requests(quiet_from, quiet_to)
     finally:
+        # The namespace goes while the operator still runs (an older version's finalizers need it) and
+        # kwok still manages the nodes (their pods need it); then the operator and the nodes.
+        kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=600s")
         operator.send_signal(signal.SIGTERM)
         try:
             operator.wait(timeout=30)
         except subprocess.TimeoutExpired:
             operator.kill()
-        # Pods go with their namespace while kwok still manages their nodes; then the nodes.
-        kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=600s")
         kubectl("delete", "node", "-l", "bench=operator", "--wait=false")
         if worktree is not None:
             subprocess.run(

@@ -246,6 +246,17 @@ def test_operator_killed_mid_creation_of_ten_objects_converges_without_duplicate
         assert sorted(owners) == sorted(uids.values()), f"{kind}: one per ModelService, each owned"
 
 
+def test_an_object_left_with_the_previous_versions_finalizer_can_still_be_deleted(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    doc = yaml.safe_load(example("iris-cpu"))
+    doc["metadata"]["finalizers"] = ["serving.modelservice.io/finalizer"]  # what the Kopf timers added
+    kubectl.apply(yaml.safe_dump(doc))
+    ready(kubectl, "iris")
+    assert "finalizers" not in kubectl.json("get", "ms", "iris")["metadata"]
+    kubectl.run("delete", "ms", "iris", "--wait=true", "--timeout=30s")
+
+
 def test_kubectl_explain_documents_the_int_or_string_fields(kubectl: Kubectl) -> None:
     text = kubectl.run("explain", "modelservice.spec.rollout.maxSurge").stdout
     # kubectl prints <IntOrString> only for a $ref, which a CRD cannot have: the description says it.

@@ -24,7 +24,7 @@ from . import metrics as m
 from .cache import Key, ObjectCache
 from .context import observe
 from .kube.errors import KubeError
-from .reconcile import Client, Outcome, reconcile
+from .reconcile import Client, Outcome, reconcile, release_legacy_finalizer
 from .render import RenderOptions
 
 logger = logging.getLogger("modelservice_operator")
@@ -97,6 +97,14 @@ class Controller:
 
     async def process(self, key: Key) -> Outcome | None:
         body = self.cache.modelservice(*key)
+        if body is not None:
+            try:
+                if await release_legacy_finalizer(body, self.client):
+                    logger.info(
+                        "Removed the previous operator version's finalizer from ModelService %s/%s", *key
+                    )
+            except KubeError as exc:  # tried again on the next pass; the reconcile itself goes on
+                logger.warning("Could not remove the finalizer of ModelService %s/%s: %s", *key, exc)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self.queue.discard(key)
             return None

@@ -40,10 +40,25 @@ from .status import blocked_status, compute_status, invalid_status, without_time
 MS_API_VERSION = "serving.modelservice.io/v1alpha1"
 
 
+MS_API_VERSION_KIND = {"apiVersion": "serving.modelservice.io/v1alpha1", "kind": "ModelService"}
+# The previous operator version ran Kopf timers, which put this finalizer on every ModelService; this
+# version needs none, and an object left with it could never be deleted.
+LEGACY_FINALIZER = "serving.modelservice.io/finalizer"
+
+
 class Client(ChildWriter, Protocol):
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: Mapping[str, Any]) -> dict[str, Any] | None: ...  # fmt: skip
     async def create_event(self, event: Mapping[str, Any]) -> None: ...
+    async def remove_finalizer(self, obj: Mapping[str, Any], finalizer: str) -> None: ...
+
+
+async def release_legacy_finalizer(body: Mapping[str, Any], client: Client) -> bool:
+    """Remove the previous version's finalizer; True when there was one."""
+    if LEGACY_FINALIZER not in (body.get("metadata", {}).get("finalizers") or []):
+        return False
+    await client.remove_finalizer({**MS_API_VERSION_KIND, **body}, LEGACY_FINALIZER)
+    return True
 
 
 @dataclass(frozen=True)

@@ -60,5 +60,8 @@ class FakeClient:
         self._check("create_event", "Event", event["involvedObject"]["name"])
         self.events.append(dict(event))
 
+    async def remove_finalizer(self, obj: Mapping[str, Any], finalizer: str) -> None:
+        self._check("remove_finalizer", obj["kind"], obj["metadata"]["name"])
+
     def writes(self) -> list[tuple[str, str, str]]:
         return list(self.calls)

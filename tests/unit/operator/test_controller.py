@@ -86,3 +86,15 @@ async def test_a_child_event_queues_its_modelservice_but_the_initial_listing_doe
     assert len(ctl.queue) == 0
     ctl.child_event("MODIFIED", pod)
     assert len(ctl.queue) == 1
+
+
+async def test_the_previous_versions_finalizer_is_removed_even_from_an_object_being_deleted() -> None:
+    ctl = controller()
+    legacy = body()
+    legacy["metadata"] = {**legacy["metadata"], "finalizers": ["serving.modelservice.io/finalizer", "other/keep"],
+                          "deletionTimestamp": "2026-01-01T00:00:00Z", "resourceVersion": "9"}  # fmt: skip
+    ctl.modelservice_event("MODIFIED", legacy)
+    await ctl.process(KEY)
+    client = ctl.client
+    assert isinstance(client, FakeClient)
+    assert client.calls == [("remove_finalizer", "ModelService", "iris")]  # and nothing else: it is going

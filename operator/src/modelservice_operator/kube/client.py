@@ -1,15 +1,17 @@
 """The one async client that talks to the Kubernetes API: reads, server-side apply, update, status, Events.
 
-**Measured, not assumed:** the official client is synchronous (one thread per call in an asyncio
-operator) while Kopf already speaks aiohttp; creating 1,000 ModelServices makes ~3,000 writes in under a
-minute, so the calls stay on aiohttp in the operator's event loop and only credentials come from the
-official package (``credentials.py``). Errors are typed (``errors.py``); a 401 reloads the credentials
-once and retries, for exec plugins and rotated tokens.
+**Measured, not assumed:** 1,000 ConfigMap creates with 16 in flight against the local control plane
+took 0.84-1.02 s and 0.30 s of client CPU through this aiohttp client, against 1.33-2.47 s and 0.83-1.90 s
+through the official client's ``CoreV1Api`` in threads (``asyncio.to_thread``, a 16-connection pool).
+Kopf already speaks aiohttp in the same event loop, so the calls stay here and only credentials come
+from the official package (``credentials.py``). Errors are typed (``errors.py``); a 401 reloads the
+credentials once and retries, for exec plugins and rotated tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -186,6 +188,16 @@ class KubeClient:
             return result
         except ApiNotFound:
             return None
+
+    async def remove_finalizer(self, obj: Mapping[str, Any], finalizer: str) -> None:
+        """Remove one finalizer, and only if it is still where we saw it (a JSON patch with a test)."""
+        meta = obj["metadata"]
+        index = list(meta.get("finalizers") or []).index(finalizer)
+        path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+               {"op": "remove", "path": f"/metadata/finalizers/{index}"}]  # fmt: skip
+        with contextlib.suppress(ApiNotFound):  # already gone: nothing to release
+            await self.request("PATCH", path, ops, content_type="application/json-patch+json")
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
         await self.request("POST", object_path("v1", "Event", event["metadata"]["namespace"]), event)
