@@ -102,12 +102,13 @@ class OperatorProcess:
 
     def __init__(
         self, log_path: Path, kubeconfig: str | Path | None = None, namespaces: list[str] | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, extra_args: list[str] | None = None,
     ) -> None:  # fmt: skip
         self.log_path = log_path
         self.kubeconfig = kubeconfig  # a path, or several joined with ':' as in $KUBECONFIG
         self.namespaces = namespaces or []
         self.env = env or {}
+        self.extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -119,7 +120,7 @@ class OperatorProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "modelservice_operator", "run", *scope,
-                 "--liveness-port=0", "--metrics-port=0", "--runtime-image=modelservice/runtime:e2e"],
+                 "--liveness-port=0", "--metrics-port=0", "--runtime-image=modelservice/runtime:e2e", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
 

@@ -257,6 +257,38 @@ def test_an_object_left_with_the_previous_versions_finalizer_can_still_be_delete
     kubectl.run("delete", "ms", "iris", "--wait=true", "--timeout=30s")
 
 
+def test_with_a_lease_one_replica_reconciles_and_another_takes_over_when_it_dies(
+    kubectl: Kubectl, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    namespace = kubectl.namespace or ""
+    operator.stop()
+    replicas = [
+        OperatorProcess(tmp_path / f"replica-{i}.log", extra_args=["--peering=ms-e2e", f"--lease-namespace={namespace}"])
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        for replica in replicas:
+            replica.start()
+        kubectl.apply(ROOT / "examples" / "iris-cpu.yaml")
+        ready(kubectl, "iris", timeout=60)
+        holder = kubectl.json("get", "lease", "ms-e2e")["spec"]["holderIdentity"]
+        leaders = [r for r in replicas if "Became the leader" in r.log_path.read_text()]
+        assert len(leaders) == 1, [r.log_path.read_text()[-2000:] for r in replicas]
+        follower = next(r for r in replicas if r is not leaders[0])
+        assert "Created Deployment" not in follower.log_path.read_text()
+        leaders[0].kill()  # SIGKILL: the lease is not released, it expires
+        doc = yaml.safe_load(example("iris-cpu"))
+        doc["metadata"]["name"] = "after-failover"
+        kubectl.apply(yaml.safe_dump(doc))
+        ready(kubectl, "after-failover", timeout=60)  # the Lease's 15 s, then the reconcile
+        assert kubectl.json("get", "lease", "ms-e2e")["spec"]["holderIdentity"] != holder
+        assert "Became the leader" in follower.log_path.read_text()
+    finally:
+        for replica in replicas:
+            replica.stop()
+        operator.start()
+
+
 def test_kubectl_explain_documents_the_int_or_string_fields(kubectl: Kubectl) -> None:
     text = kubectl.run("explain", "modelservice.spec.rollout.maxSurge").stdout
     # kubectl prints <IntOrString> only for a $ref, which a CRD cannot have: the description says it.

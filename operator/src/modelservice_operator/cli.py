@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -63,7 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port", type=int, default=9090, help="serve Prometheus /metrics here; 0 disables it"
     )
-    run.add_argument("--peering", default="", help="Kopf peering name for HA (needs crds/kopf-peering.yaml)")
+    run.add_argument(
+        "--peering",
+        default="",
+        metavar="LEASE",
+        help="high availability: only the holder of this coordination.k8s.io Lease reconciles; the other "
+        "replicas keep their caches warm and take over when it expires",
+    )
+    run.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the --peering Lease (default: $POD_NAMESPACE, else default)",
+    )
     run.add_argument(
         "--runtime-image", default=os.environ.get("MODELSERVICE_RUNTIME_IMAGE", RenderOptions.default_image)
     )
@@ -107,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
         options=RenderOptions(default_image=args.runtime_image, image_pull_policy=args.runtime_pull_policy),
         credentials=Credentials.load(args.kubeconfig, args.context),
         namespaces=list(args.namespace),
+        lease=(args.lease_namespace, args.peering, f"{socket.gethostname()}-{os.getpid()}")
+        if args.peering
+        else None,
     )
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            standalone=not args.peering,
-            peering_name=args.peering or None,
+            standalone=True,  # replicas coordinate through our Lease, not Kopf peering
             liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
             memo=memo,
         )

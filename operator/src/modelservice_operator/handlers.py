@@ -8,6 +8,7 @@ ownerReferences. Reconciles run in the controller's workers, one at a time per M
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -19,6 +20,7 @@ from .controller import Controller, Timing
 from .kube.client import KubeClient
 from .kube.credentials import Credentials
 from .kube.errors import KubeError
+from .kube.lease import lead
 from .naming import NAME_LABEL
 from .render import RenderOptions
 
@@ -80,8 +82,17 @@ async def configure(
         )  # fmt: skip
     controller: Controller = memo.controller
     await prime(controller, memo.get("namespaces") or [], logger)
-    controller.start()
-    logger.info("Started %d reconcile workers; cached %s", controller.workers, controller.cache.sizes())
+    election = memo.get("lease")  # (namespace, name, identity) with --peering: one replica reconciles
+    if election is None:
+        controller.start()
+        logger.info("Started %d reconcile workers; cached %s", controller.workers, controller.cache.sizes())
+        return
+    client = controller.client
+    assert isinstance(client, KubeClient)
+    namespace, name, identity = election
+    memo.election = asyncio.create_task(lead(client, namespace, name, identity, controller.start, controller.stop),
+                                        name="leader-election")  # fmt: skip
+    logger.info("Waiting for the Lease %s/%s; cached %s", namespace, name, controller.cache.sizes())
 
 
 async def prime(controller: Controller, namespaces: list[str], logger: logging.Logger) -> None:
@@ -119,6 +130,8 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.cleanup()
 async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
+    if "election" in memo:
+        memo.election.cancel()
     if "controller" in memo:
         await memo.controller.stop()
         await memo.controller.client.close()

@@ -34,6 +34,7 @@ PLURALS = {
     "Event": "events",
     "EndpointSlice": "endpointslices",
     "ModelService": "modelservices",
+    "Lease": "leases",
 }
 
 
