@@ -32,11 +32,17 @@ def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(result)
 
 
-def _newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
-    """Writes return objects newer than a watch event still in flight: keep the newest we know of."""
+def _newer(new: Mapping[str, Any], old: Mapping[str, Any] | None, strictly: bool = False) -> bool:
+    """Writes return objects newer than a watch event still in flight: keep the newest we know of.
+
+    A watch event replaces a version as new as itself (events of one object arrive in order); what a
+    write returned replaces only an older one, so it never hides a change the watch already brought.
+    """
     if old is None:
         return True
     a, b = _rv(new), _rv(old)
+    if strictly:
+        return a is not None and b is not None and a > b
     return a is None or b is None or a >= b
 
 
@@ -77,14 +83,14 @@ class ObjectCache:
         owner = (meta.get("labels") or {}).get(NAME_LABEL)
         return (str(meta.get("namespace", "")), str(owner)) if owner else None
 
-    def upsert_child(self, obj: Mapping[str, Any]) -> Key | None:
-        """Store a child; returns its ModelService's key when that ModelService is known."""
+    def upsert_child(self, obj: Mapping[str, Any], written: bool = False) -> Key | None:
+        """Store a child (``written``: returned by our own write); returns its ModelService's key when known."""
         group = self._group(obj)
         if group is None:
             return None
         ident = (str(obj.get("kind", "")), str(obj["metadata"]["name"]))
         children = self._children.setdefault(group, {})
-        if _newer(obj, children.get(ident)):
+        if _newer(obj, children.get(ident), strictly=written):
             children[ident] = slim(obj)
         return self.owner_of(group)
 

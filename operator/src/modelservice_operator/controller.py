@@ -66,8 +66,11 @@ class Controller:
 
     def child_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         owner = self.cache.remove_child(body) if event_type == "DELETED" else self.cache.upsert_child(body)
-        if owner is not None and event_type is not None:  # the initial listing needs no reconcile
-            self.queue.add(owner)
+        if owner is None or event_type is None:  # the initial listing needs no reconcile
+            return
+        if self.queue.failing(owner):
+            return  # its retry is scheduled: pod churn must not turn a backoff into a burst of failures
+        self.queue.add(owner)
 
     # Workers ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -114,7 +117,7 @@ class Controller:
         m.RECONCILE_DURATION.observe(loop.time() - started)
         for child in outcome.children:
             if child.observed is not None:
-                self.cache.upsert_child(child.observed)
+                self.cache.upsert_child(child.observed, written=True)
             if child.action != "unchanged":
                 m.CHILD_WRITES.labels(child.kind, child.action).inc()
                 logger.info("%s %s %s/%s%s", child.action.capitalize(), child.kind, key[0], child.name,

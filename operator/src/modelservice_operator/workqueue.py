@@ -66,6 +66,10 @@ class WorkQueue(Generic[K]):
         self._failures[key] = failures + 1
         return float(min(self.max_delay, self.base_delay * (2**failures)))
 
+    def failing(self, key: K) -> bool:
+        """``key`` failed last time and waits for its backoff."""
+        return key in self._failures
+
     def forget(self, key: K) -> None:
         """``key`` succeeded: its next failure starts the backoff again."""
         self._failures.pop(key, None)

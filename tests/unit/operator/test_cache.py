@@ -29,6 +29,15 @@ def test_an_older_watch_event_does_not_replace_what_a_write_returned() -> None:
     assert cache.children("ml", "iris", "Deployment")[0]["spec"] == {"replicas": 2}
 
 
+def test_what_a_write_returned_never_hides_a_change_the_watch_already_brought() -> None:
+    cache = ObjectCache()
+    cache.upsert_child(obj("Deployment", "iris", "iris", "12", status={"readyReplicas": 2}))
+    cache.upsert_child(obj("Deployment", "iris", "iris", "12", status={}), written=True)
+    assert cache.children("ml", "iris", "Deployment")[0]["status"] == {"readyReplicas": 2}
+    cache.upsert_child(obj("Deployment", "iris", "iris", "13", status={}), written=True)
+    assert cache.children("ml", "iris", "Deployment")[0]["status"] == {}
+
+
 def test_a_delete_of_an_older_incarnation_keeps_the_new_one() -> None:
     cache = ObjectCache()
     cache.upsert_child(obj("Service", "iris", "iris", "20", uid="new"))

@@ -98,3 +98,18 @@ async def test_the_previous_versions_finalizer_is_removed_even_from_an_object_be
     client = ctl.client
     assert isinstance(client, FakeClient)
     assert client.calls == [("remove_finalizer", "ModelService", "iris")]  # and nothing else: it is going
+
+
+async def test_child_events_wait_for_the_backoff_of_a_failing_object_but_a_spec_change_does_not() -> None:
+    ctl = controller({("apply", "Service"): ApiForbidden(403, {"message": "forbidden"})})
+    await ctl.queue.get()
+    await ctl.process(KEY)
+    ctl.queue.done(KEY)
+    pod = {"kind": "Pod", "metadata": {"name": "iris-1", "namespace": "ml",
+                                       "labels": {"serving.modelservice.io/name": "iris"}}}  # fmt: skip
+    ctl.child_event("MODIFIED", pod)
+    assert len(ctl.queue) == 0, "the retry is already scheduled"
+    changed = body(replicas=3)
+    changed["metadata"] = {**changed["metadata"], "generation": 2, "resourceVersion": "2"}
+    ctl.modelservice_event("MODIFIED", changed)
+    assert len(ctl.queue) == 1
