@@ -26,6 +26,7 @@ from .context import observe
 from .kube.errors import KubeError
 from .reconcile import Client, Outcome, reconcile, release_legacy_finalizer
 from .render import RenderOptions
+from .workqueue import WorkQueue
 
 logger = logging.getLogger("modelservice_operator")
 
@@ -41,8 +42,6 @@ class Timing:
 class Controller:
     def __init__(self, client: Client, options: RenderOptions, timing: Timing | None = None,
                  workers: int = 16) -> None:  # fmt: skip
-        from .workqueue import WorkQueue
-
         self.client = client
         self.options = options
         self.timing = timing or Timing()

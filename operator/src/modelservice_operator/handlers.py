@@ -66,11 +66,6 @@ async def configure(
     settings.posting.enabled = False  # we post our own Events, one per transition
     settings.watching.server_timeout = 270
     settings.networking.request_timeout = 60
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
     for group, version, plural, _kind in WATCHED_CHILDREN:
         # Server-side filtering: only our children travel, not every pod of the cluster.
         settings.watching.label_selectors[group, version, plural] = NAME_LABEL

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .diff import controller_uid, drifted_fields, owned_fields_match, take_back
-from .errors import ApiConflict, ApiRejected
+from .errors import ApiRejected
 
 
 class ChildWriter(Protocol):
@@ -88,11 +88,8 @@ async def _recreate(
     await client.delete(
         desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"], meta.get("uid", "")
     )
-    try:
-        created = await client.create(desired)
-    except ApiConflict:
-        # The old object is still being deleted (finalizers): the next reconcile creates it.
-        raise
+    # A 409 here means the old object is still being deleted (finalizers): the retry creates it.
+    created = await client.create(desired)
     return ChildResult(desired["kind"], desired["metadata"]["name"], "replaced", created, drift)
 
 
