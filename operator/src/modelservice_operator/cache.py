@@ -74,9 +74,6 @@ class ObjectCache:
     def modelservice(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._modelservices.get((namespace, name))
 
-    def modelservice_keys(self) -> list[Key]:
-        return list(self._modelservices)
-
     # Children --------------------------------------------------------------------------------------
     def _group(self, obj: Mapping[str, Any]) -> Key | None:
         meta = obj.get("metadata", {})

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import API_VERSION, KIND
 from . import conditions as c
 from .api import InvalidSpec, ModelServiceSpec, parse_spec
 from .context import ObservedChildren
@@ -37,10 +38,6 @@ from .render.pdb import render_pdb
 from .render.service import render_service
 from .status import blocked_status, compute_status, invalid_status, without_times
 
-MS_API_VERSION = "serving.modelservice.io/v1alpha1"
-
-
-MS_API_VERSION_KIND = {"apiVersion": "serving.modelservice.io/v1alpha1", "kind": "ModelService"}
 # The previous operator version ran Kopf timers, which put this finalizer on every ModelService; this
 # version needs none, and an object left with it could never be deleted.
 LEGACY_FINALIZER = "serving.modelservice.io/finalizer"
@@ -57,7 +54,7 @@ async def release_legacy_finalizer(body: Mapping[str, Any], client: Client) -> b
     """Remove the previous version's finalizer; True when there was one."""
     if LEGACY_FINALIZER not in (body.get("metadata", {}).get("finalizers") or []):
         return False
-    await client.remove_finalizer({**MS_API_VERSION_KIND, **body}, LEGACY_FINALIZER)
+    await client.remove_finalizer({"apiVersion": API_VERSION, "kind": KIND, **body}, LEGACY_FINALIZER)
     return True
 
 
@@ -187,16 +184,24 @@ def describe_failure(ctx: ReconcileContext, exc: Exception) -> tuple[str, str]:
     return c.API_UNAVAILABLE, f"Writing {what} failed: {exc or type(exc).__name__}"
 
 
+async def write_status(client: Client, body: Mapping[str, Any], new: dict[str, Any]) -> bool:
+    """Write ``new`` as the whole status when more than time changed; True when it was written."""
+    previous: Mapping[str, Any] = body.get("status") or {}
+    if without_times(previous) == without_times(new):
+        return False
+    patch: dict[str, Any] = {key: None for key in previous if key not in new}  # merge patch: removed keys
+    patch.update(new)
+    meta = body["metadata"]
+    await client.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], patch)
+    return True
+
+
 async def sync_status(ctx: ReconcileContext, new: dict[str, Any]) -> None:
     previous: Mapping[str, Any] = ctx.body.get("status") or {}
     ready_now = c.get_condition(new.get("conditions"), c.READY)
     ctx.outcome.ready = bool(ready_now and ready_now.get("status") == c.TRUE)
-    if without_times(previous) == without_times(new):
+    if not await write_status(ctx.client, ctx.body, new):
         return  # only time changed: nothing to write
-    patch: dict[str, Any] = {key: None for key in previous if key not in new}  # merge patch: removed keys
-    patch.update(new)
-    meta = ctx.body["metadata"]
-    await ctx.client.patch_status(MS_API_VERSION, "ModelService", meta["namespace"], meta["name"], patch)
     ctx.outcome.status = new
     old_ready = c.get_condition(previous.get("conditions"), c.READY)
     # The first status is not a transition; later changes of the Ready reason are.
@@ -223,7 +228,7 @@ def event_body(ms: Mapping[str, Any], event: Event, now: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": MS_API_VERSION, "kind": "ModelService", "name": meta["name"],
+        "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
                            "namespace": meta["namespace"], "uid": meta.get("uid", ""),
                            "resourceVersion": meta.get("resourceVersion", "")},
         "type": event.type,
@@ -260,9 +265,7 @@ async def reconcile(
     except InvalidSpec as exc:
         outcome = Outcome()
         new = invalid_status(previous, generation, c.INVALID_SPEC, str(exc), now, observed.for_status("", ""))
-        if without_times(previous) != without_times(new):
-            meta = body["metadata"]
-            await client.patch_status(MS_API_VERSION, "ModelService", meta["namespace"], meta["name"], new)
+        if await write_status(client, body, new):
             outcome.status = new
             outcome.events.append(Event("Warning", c.INVALID_SPEC, str(exc)))
             await post_events(client, body, outcome.events, now)

@@ -222,3 +222,13 @@ async def test_a_child_that_is_no_longer_wanted_is_deleted() -> None:
     client = FakeClient()
     await reconcile(modelservice(status, replicas=1), observed, client, OPTIONS, NOW)
     assert ("delete", "PodDisruptionBudget", "iris") in client.calls
+
+
+async def test_a_spec_turned_invalid_clears_what_only_a_valid_spec_reports() -> None:
+    _, status = await converge(modelservice())
+    assert "url" in status and "revision" in status
+    client = FakeClient()
+    await reconcile(modelservice(status, model={"storageUri": "s3://bucket/iris"}), ObservedChildren(), client,
+                    OPTIONS, NOW)  # fmt: skip
+    assert client.status is not None
+    assert client.status["url"] is None and client.status["revision"] is None  # merge-patch removals

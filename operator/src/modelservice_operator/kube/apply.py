@@ -98,7 +98,7 @@ async def prune_child(client: ChildWriter, observed: Mapping[str, Any], owner_ui
     if controller_uid(observed) != owner_uid:
         return None  # not ours: leave it alone
     meta = observed["metadata"]
-    await client.delete(
+    deleted = await client.delete(
         observed["apiVersion"], observed["kind"], meta["namespace"], meta["name"], meta.get("uid", "")
     )
-    return ChildResult(observed["kind"], meta["name"], "deleted", None)
+    return ChildResult(observed["kind"], meta["name"], "deleted", None) if deleted else None

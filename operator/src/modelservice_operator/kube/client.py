@@ -131,10 +131,9 @@ class KubeClient:
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self.request("GET", object_path(api_version, kind, namespace), params=params)
         items: list[dict[str, Any]] = (result or {}).get("items", [])
-        kind_of_item = kind
         for item in items:  # list items carry no apiVersion/kind
             item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind_of_item)
+            item.setdefault("kind", kind)
         return items
 
     async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
