@@ -18,6 +18,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 SUPPORTED_SCHEMES = ("pvc", "file")
 RESERVED_SCHEMES = ("s3", "gs", "http", "https")
 STRATEGIES = ("rolling", "canary", "blueGreen")
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
 
 
 class InvalidSpec(ValueError):
@@ -122,10 +123,85 @@ class AutoscalingSpec:
 
 
 @dataclass(frozen=True)
+class CanaryScale:
+    """``setCanaryScale`` (Gateway API only): a pod count, a weight, or back to the traffic weight."""
+
+    replicas: int | None = None
+    weight: int | None = None
+    match_traffic_weight: bool = False
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    """One step; exactly one field is set."""
+
+    set_weight: int | None = None
+    pause: bool = False
+    pause_seconds: int | None = None  # None with pause=True: until promoted
+    set_canary_scale: CanaryScale | None = None
+    analysis: bool = False
+
+    def describe(self) -> str:
+        if self.set_weight is not None:
+            return f"setWeight {self.set_weight}"
+        if self.pause:
+            return (
+                f"pause {format_duration(self.pause_seconds)}" if self.pause_seconds is not None else "pause"
+            )
+        if self.set_canary_scale is not None:
+            scale = self.set_canary_scale
+            if scale.replicas is not None:
+                return f"setCanaryScale {scale.replicas} pods"
+            if scale.weight is not None:
+                return f"setCanaryScale {scale.weight}%"
+            return "setCanaryScale matchTrafficWeight"
+        return "analysis"
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    steps: tuple[CanaryStep, ...] = ()
+    http_route: str = ""  # trafficRouting.gatewayAPI.httpRoute; "" = replica ratio behind <name>
+    scale_down_delay_seconds: int = 30  # traffic-routed: the old stable keeps its pods while routes settle
+
+
+@dataclass(frozen=True)
+class BlueGreenSpec:
+    preview_replicas: int | None = None  # None: full size
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: int = 0
+    scale_down_delay_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class Control:
+    """promote / abort / retry, keyed to the revision (and attempt) they act on.
+
+    **GitOps:** these are spec fields, so applying the same YAML again must neither repeat nor undo an
+    action. Each names the revision it is meant for and is ignored for any other; promote names the step
+    it approves (already passed: nothing happens); retry carries a monotonic attempt number (already
+    reached: nothing happens); abort names the attempt it aborts, so a retry (a higher attempt) is not
+    aborted again by the same YAML.
+    """
+
+    revision: str
+    attempt: int = 0
+    step: int | None = None  # promote: the step index approved (pause/analysis ends); None with full
+    full: bool = False  # promote: skip every remaining step
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     strategy: str = "rolling"
     max_surge: int | str = "25%"
     max_unavailable: int | str = 0
+    progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    progress_deadline_abort: bool = False
+    canary: CanarySpec = CanarySpec()
+    blue_green: BlueGreenSpec = BlueGreenSpec()
+    promote: Control | None = None
+    abort: Control | None = None
+    retry: Control | None = None
 
 
 @dataclass(frozen=True)
@@ -385,24 +461,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
             behavior=_mapping(auto_raw.get("behavior"), "spec.autoscaling.behavior"),
         )
 
-    rollout_raw = _mapping(spec.get("rollout"), "spec.rollout")
-    strategy = str(rollout_raw.get("strategy") or "rolling")
-    if strategy not in STRATEGIES:
-        raise InvalidSpec("spec.rollout.strategy", f"must be one of {', '.join(STRATEGIES)}")
-    if strategy != "rolling":
-        raise InvalidSpec(
-            "spec.rollout.strategy", f"{strategy} is not supported by this operator version yet; use rolling"
-        )
-    rollout = RolloutSpec(
-        strategy=strategy,
-        max_surge=_surge(rollout_raw.get("maxSurge"), "spec.rollout.maxSurge", "25%"),
-        max_unavailable=_surge(rollout_raw.get("maxUnavailable"), "spec.rollout.maxUnavailable", 0),
-    )
-    if _is_zero(rollout.max_surge) and _is_zero(rollout.max_unavailable):
-        raise InvalidSpec(
-            "spec.rollout.maxSurge",
-            "and spec.rollout.maxUnavailable cannot both be 0: no pod could ever be replaced",
-        )
+    rollout = parse_rollout(spec.get("rollout"))
 
     probes = _mapping(spec.get("probes"), "spec.probes")
     return ModelServiceSpec(
@@ -424,3 +483,166 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
         ),
         rollout=rollout,
     )
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: Any, path: str) -> int:
+    """Seconds from ``90``, ``"90"``, ``"30s"``, ``"2m"``, ``"1h30m"`` (Argo Rollouts' pause durations)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    match = _DURATION.match(text)
+    if not text or not match:
+        raise InvalidSpec(path, f"{value!r} is not a duration such as 30s, 2m or 1h")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    total = max(0, int(seconds + 0.999))
+    minutes, secs = divmod(total, 60)
+    hours, minutes = divmod(minutes, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
+    return text or "0s"
+
+
+def _weight(value: Any, path: str) -> int:
+    weight = _int(value, path, 0)
+    if weight > 100:
+        raise InvalidSpec(path, f"must be a percentage from 0 to 100, got {weight}")
+    return weight
+
+
+def _step(raw: Any, path: str, routed: bool) -> CanaryStep:
+    step = _mapping(raw, path)
+    if len(step) != 1:
+        raise InvalidSpec(path, "set exactly one of setWeight, pause, setCanaryScale, analysis")
+    key, value = next(iter(step.items()))
+    if key == "setWeight":
+        return CanaryStep(set_weight=_weight(value, f"{path}.setWeight"))
+    if key == "pause":
+        pause = _mapping(value, f"{path}.pause")
+        if pause.get("duration") is None:
+            return CanaryStep(pause=True)
+        return CanaryStep(
+            pause=True, pause_seconds=parse_duration(pause["duration"], f"{path}.pause.duration")
+        )
+    if key == "setCanaryScale":
+        if not routed:
+            raise InvalidSpec(
+                f"{path}.setCanaryScale",
+                "needs spec.rollout.canary.trafficRouting: without a router the canary's share of traffic "
+                "is its share of the pods",
+            )
+        scale = _mapping(value, f"{path}.setCanaryScale")
+        if len(scale) != 1:
+            raise InvalidSpec(
+                f"{path}.setCanaryScale", "set exactly one of replicas, weight, matchTrafficWeight"
+            )
+        if "replicas" in scale:
+            return CanaryStep(
+                set_canary_scale=CanaryScale(
+                    replicas=_int(scale["replicas"], f"{path}.setCanaryScale.replicas", 0)
+                )
+            )
+        if "weight" in scale:
+            return CanaryStep(
+                set_canary_scale=CanaryScale(weight=_weight(scale["weight"], f"{path}.setCanaryScale.weight"))
+            )
+        if scale.get("matchTrafficWeight") is True:
+            return CanaryStep(set_canary_scale=CanaryScale(match_traffic_weight=True))
+        raise InvalidSpec(
+            f"{path}.setCanaryScale", "set exactly one of replicas, weight, matchTrafficWeight: true"
+        )
+    if key == "analysis":
+        _mapping(value, f"{path}.analysis")
+        return CanaryStep(analysis=True)
+    raise InvalidSpec(path, f"unknown step {key!r}; use setWeight, pause, setCanaryScale or analysis")
+
+
+def _control(raw: Any, path: str, promote: bool = False) -> Control | None:
+    if raw is None:
+        return None
+    control = _mapping(raw, path)
+    revision = control.get("revision")
+    if not isinstance(revision, str) or not revision:
+        raise InvalidSpec(f"{path}.revision", "is required: the revision (status.canary.revision) it acts on")
+    full = bool(control.get("full", False)) if promote else False
+    step = control.get("step") if promote else None
+    if promote and step is None and not full:
+        raise InvalidSpec(path, "set step (the step index to approve) or full: true")
+    return Control(
+        revision=revision,
+        attempt=_int(control.get("attempt"), f"{path}.attempt", 0),
+        step=_int(step, f"{path}.step", 0) if step is not None else None,
+        full=full,
+    )
+
+
+def parse_rollout(raw_value: Any) -> RolloutSpec:
+    """``spec.rollout``: the strategy, its steps or blue-green settings, and the GitOps controls."""
+    raw = _mapping(raw_value, "spec.rollout")
+    strategy = str(raw.get("strategy") or "rolling")
+    if strategy not in STRATEGIES:
+        raise InvalidSpec("spec.rollout.strategy", f"must be one of {', '.join(STRATEGIES)}")
+    canary_raw = _mapping(raw.get("canary"), "spec.rollout.canary")
+    routing = _mapping(canary_raw.get("trafficRouting"), "spec.rollout.canary.trafficRouting")
+    gateway = _mapping(routing.get("gatewayAPI"), "spec.rollout.canary.trafficRouting.gatewayAPI")
+    route = str(gateway.get("httpRoute") or "")
+    if gateway and not route:
+        raise InvalidSpec("spec.rollout.canary.trafficRouting.gatewayAPI.httpRoute", "is required")
+    steps_raw = canary_raw.get("steps") or []
+    if not isinstance(steps_raw, list):
+        raise InvalidSpec("spec.rollout.canary.steps", "must be a list of steps")
+    steps = tuple(_step(s, f"spec.rollout.canary.steps[{i}]", bool(route)) for i, s in enumerate(steps_raw))
+    if strategy != "canary" and (steps or route):
+        raise InvalidSpec("spec.rollout.canary", f"is only used with strategy canary, not {strategy}")
+    bg_raw = _mapping(raw.get("blueGreen"), "spec.rollout.blueGreen")
+    if strategy != "blueGreen" and bg_raw:
+        raise InvalidSpec("spec.rollout.blueGreen", f"is only used with strategy blueGreen, not {strategy}")
+    path = "spec.rollout.blueGreen"
+    blue_green = BlueGreenSpec(
+        preview_replicas=(
+            _int(bg_raw["previewReplicas"], f"{path}.previewReplicas", 1, minimum=1)
+            if bg_raw.get("previewReplicas") is not None
+            else None
+        ),
+        auto_promotion_enabled=bool(bg_raw.get("autoPromotionEnabled", True)),
+        auto_promotion_seconds=_int(bg_raw.get("autoPromotionSeconds"), f"{path}.autoPromotionSeconds", 0),
+        scale_down_delay_seconds=_int(
+            bg_raw.get("scaleDownDelaySeconds"), f"{path}.scaleDownDelaySeconds", 30
+        ),
+    )
+    rollout = RolloutSpec(
+        strategy=strategy,
+        max_surge=_surge(raw.get("maxSurge"), "spec.rollout.maxSurge", "25%"),
+        max_unavailable=_surge(raw.get("maxUnavailable"), "spec.rollout.maxUnavailable", 0),
+        progress_deadline_seconds=_int(
+            raw.get("progressDeadlineSeconds"), "spec.rollout.progressDeadlineSeconds",
+            DEFAULT_PROGRESS_DEADLINE_SECONDS, minimum=1,
+        ),
+        progress_deadline_abort=bool(raw.get("progressDeadlineAbort", False)),
+        canary=CanarySpec(
+            steps=steps,
+            http_route=route,
+            scale_down_delay_seconds=_int(
+                canary_raw.get("scaleDownDelaySeconds"), "spec.rollout.canary.scaleDownDelaySeconds", 30
+            ),
+        ),
+        blue_green=blue_green,
+        promote=_control(raw.get("promote"), "spec.rollout.promote", promote=True),
+        abort=_control(raw.get("abort"), "spec.rollout.abort"),
+        retry=_control(raw.get("retry"), "spec.rollout.retry"),
+    )  # fmt: skip
+    if _is_zero(rollout.max_surge) and _is_zero(rollout.max_unavailable):
+        raise InvalidSpec(
+            "spec.rollout.maxSurge",
+            "and spec.rollout.maxUnavailable cannot both be 0: no pod could ever be replaced",
+        )
+    return rollout

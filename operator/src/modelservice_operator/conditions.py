@@ -31,6 +31,14 @@ CRASH_LOOP = "CrashLoopBackOff"
 CONTAINER_CONFIG = "CreateContainerConfigError"
 PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
 AS_EXPECTED = "AsExpected"
+# Rollouts (canary, blue-green): the phase of a rollout shows in these reasons.
+ROLLOUT_STARTED = "RolloutStarted"
+ROLLOUT_PAUSED = "RolloutPaused"
+ROLLOUT_ABORTED = "RolloutAborted"
+ROLLOUT_RETRIED = "RolloutRetried"
+ROLLOUT_PROMOTED = "RolloutPromoted"
+ROLLOUT_SUPERSEDED = "RolloutSuperseded"
+STEP_COMPLETED = "StepCompleted"
 # Clients cannot reach the ready pods through the Service yet, or at all.
 ENDPOINTS_PENDING = "EndpointsPending"
 SERVICE_NOT_SELECTING = "ServiceNotSelectingPods"
@@ -40,11 +48,12 @@ UNAUTHORIZED = "Unauthorized"
 API_UNAVAILABLE = "APIUnavailable"
 THROTTLED = "Throttled"
 CHILD_CONFLICT = "ChildConflict"
+ROUTE_NOT_READY = "HTTPRouteNotReady"
 
 # Reasons whose Events are warnings.
 WARNING_REASONS = frozenset({
     INVALID_SPEC, APPLY_REJECTED, UNSCHEDULABLE, IMAGE_PULL, CRASH_LOOP, CONTAINER_CONFIG, PROGRESS_DEADLINE,
-    SERVICE_NOT_SELECTING, FORBIDDEN, UNAUTHORIZED, API_UNAVAILABLE, THROTTLED, CHILD_CONFLICT,
+    SERVICE_NOT_SELECTING, ROLLOUT_ABORTED, FORBIDDEN, UNAUTHORIZED, API_UNAVAILABLE, THROTTLED, CHILD_CONFLICT, ROUTE_NOT_READY,
 })  # fmt: skip
 
 

@@ -36,14 +36,14 @@ class ObservedChildren:
     def drop(self, kind: str, name: str) -> None:
         self.children[kind] = [o for o in self.of_kind(kind) if o["metadata"]["name"] != name]
 
-    def for_status(self, deployment: str, service: str) -> Observed:
+    def for_status(self, service: str) -> Observed:
         slices: Sequence[Mapping[str, Any]] = [
             s
             for s in self.of_kind("EndpointSlice")
             if (s.get("metadata", {}).get("labels") or {}).get("kubernetes.io/service-name") == service
         ]
         return Observed(
-            deployment=self.named("Deployment", deployment),
+            deployments=list(self.of_kind("Deployment")),
             pods=self.of_kind("Pod"),
             service=self.named("Service", service),
             endpoint_slices=slices,

@@ -24,7 +24,7 @@ from . import metrics as m
 from .cache import Key, ObjectCache
 from .context import observe
 from .kube.errors import KubeError
-from .reconcile import Client, Outcome, reconcile, release_legacy_finalizer
+from .reconcile import Client, Outcome, RouteNotReady, reconcile, release_legacy_finalizer
 from .render import RenderOptions
 from .workqueue import WorkQueue
 
@@ -133,10 +133,18 @@ class Controller:
         if error is None:
             self.queue.forget(key)
             m.RECONCILES.labels("ready" if outcome.ready else "progressing").inc()
-            # Jitter spreads a thousand objects' safety-net passes over the period.
-            self.queue.add_after(key, self.timing.resync * random.uniform(0.9, 1.1))
+            # Jitter spreads a thousand objects' safety-net passes over the period; a rollout waiting
+            # for time (a pause, a scale-down delay, a deadline) comes back when that time is up.
+            delay = self.timing.resync * random.uniform(0.9, 1.1)
+            if outcome.requeue_after is not None:
+                delay = min(delay, outcome.requeue_after)
+            self.queue.add_after(key, delay)
             return
-        if isinstance(error, KubeError) and error.transient:
+        if isinstance(error, RouteNotReady):
+            delay = error.retry_after
+            m.RECONCILES.labels("retry").inc()
+            logger.warning("ModelService %s/%s waits for its HTTPRoute: %s", *key, error)
+        elif isinstance(error, KubeError) and error.transient:
             delay = max(self.queue.backoff(key), error.retry_after or 0.0)
             m.RECONCILES.labels("retry").inc()
             logger.warning(

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import API_VERSION, KIND
@@ -29,14 +30,17 @@ from .kube.errors import (
     ApiUnauthorized,
     KubeError,
 )
-from .naming import child_name
+from .naming import REVISION_LABEL, child_name
 from .render import RenderOptions
 from .render.deployment import render_deployment
 from .render.fields import spec_field
 from .render.hpa import render_hpa
 from .render.pdb import render_pdb
-from .render.service import render_service
-from .status import blocked_status, compute_status, invalid_status, without_times
+from .render.service import render_services
+from .rollout import Plan, RolloutObserved, plan, timestamp
+from .status import blocked_status, compute_status, invalid_status, without_times, workload
+
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 
 # The previous operator version ran Kopf timers, which put this finalizer on every ModelService; this
 # version needs none, and an object left with it could never be deleted.
@@ -44,6 +48,11 @@ LEGACY_FINALIZER = "serving.modelservice.io/finalizer"
 
 
 class Client(ChildWriter, Protocol):
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def scale(self, obj: Mapping[str, Any], replicas: int) -> dict[str, Any]: ...
+    async def patch_json(
+        self, obj: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]: ...
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: Mapping[str, Any]) -> dict[str, Any] | None: ...  # fmt: skip
     async def create_event(self, event: Mapping[str, Any]) -> None: ...
@@ -65,6 +74,16 @@ class Event:
     message: str
 
 
+class RouteNotReady(Exception):
+    """The user's HTTPRoute cannot carry the canary's weight yet (missing, or without our backendRefs).
+
+    Not an API failure and not a bad spec: the user fixes the route, and the next try (``retry_after``)
+    picks it up; HTTPRoutes are not watched.
+    """
+
+    retry_after = 15.0
+
+
 @dataclass
 class Outcome:
     status: dict[str, Any] | None = None  # what was written; None: nothing
@@ -72,6 +91,7 @@ class Outcome:
     children: list[ChildResult] = field(default_factory=list)
     ready: bool = False
     error: Exception | None = None  # KubeError (retry with backoff) or a rejection (retry slowly)
+    requeue_after: float | None = None  # the rollout waits for time to pass (a pause, a delay)
 
     @property
     def writes(self) -> int:
@@ -88,8 +108,10 @@ class ReconcileContext:
     client: Client
     options: RenderOptions
     now: str
+    clock: float = 0.0  # ``now`` in seconds, for the rollout planner
     outcome: Outcome = field(default_factory=Outcome)
     failed_child: tuple[str, str] = ("", "")
+    plan: Plan | None = None  # made by reconcile_workloads, carried out by the later steps
 
     @property
     def generation(self) -> int:
@@ -119,26 +141,136 @@ class ReconcileContext:
 
 
 def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return timestamp(time.time())
+
+
+def _seconds(now: str) -> float:
+    return datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 # ------------------------------------------------------------------------------------------- steps
 
 
 async def reconcile_workloads(ctx: ReconcileContext) -> None:
+    """Plan the rollout from what is observed, then give every revision's Deployment its pods.
+
+    The desired revision is applied whole; Deployments of other revisions (which the spec no longer
+    renders) only get their replica count set. Scale-ups come first here; Deployments the plan retires
+    go last (``retire_revisions``), once the Services no longer select them.
+    """
     desired = render_deployment(ctx.spec, ctx.options.default_image, ctx.options.image_pull_policy)
-    result = await ctx.apply(desired)
-    # A Deployment under an older name (an earlier naming scheme) goes once the new one serves.
-    observed = result.observed or {}
-    status = observed.get("status") or {}
-    if int(status.get("availableReplicas", 0) or 0) >= ctx.spec.replicas:
-        await ctx.prune("Deployment", {desired["metadata"]["name"]})
+    name = desired["metadata"]["name"]
+    deployments = ctx.observed.of_kind("Deployment")
+    route_weight = await observe_route_weight(ctx)
+    ctx.plan = plan(
+        ctx.spec,
+        RolloutObserved(
+            workloads=[workload(d) for d in deployments],
+            desired_name=name,
+            desired_revision=desired["metadata"]["labels"][REVISION_LABEL],
+            previous=ctx.body.get("status") or {},
+            route_weight=route_weight,
+        ),
+        ctx.clock,
+    )
+    ctx.outcome.requeue_after = ctx.plan.requeue_after
+    ctx.outcome.events.extend(Event(e.type, e.reason, e.message) for e in ctx.plan.events)
+    desired["spec"]["replicas"] = ctx.plan.replicas.get(name, 0)
+    await ctx.apply(desired)
+    for other in list(deployments):
+        other_name = other["metadata"]["name"]
+        count = ctx.plan.replicas.get(other_name)
+        if other_name == name or count is None or int(other.get("spec", {}).get("replicas", 0) or 0) == count:
+            continue
+        ctx.failed_child = ("Deployment", other_name)
+        scaled = await ctx.client.scale(other, count)
+        ctx.failed_child = ("", "")
+        ctx.observed.put(scaled)
+        ctx.outcome.children.append(ChildResult("Deployment", other_name, f"scaled to {count}", scaled))
 
 
 async def reconcile_services(ctx: ReconcileContext) -> None:
-    desired = render_service(ctx.spec)
-    await ctx.apply(desired)
-    await ctx.prune("Service", {desired["metadata"]["name"]})
+    assert ctx.plan is not None
+    services = render_services(
+        ctx.spec, ctx.plan.main_revision, ctx.plan.stable_service_revision, ctx.plan.canary_service_revision
+    )
+    for service in services:
+        await ctx.apply(service)
+    await ctx.prune("Service", {s["metadata"]["name"] for s in services})
+
+
+def _route_refs(route: Mapping[str, Any], names: tuple[str, str]) -> list[tuple[int, int, str, int]]:
+    """(rule index, backendRef index, name, weight) of our two Services' backendRefs in the route."""
+    found = []
+    for i, rule in enumerate((route.get("spec") or {}).get("rules") or []):
+        for j, ref in enumerate(rule.get("backendRefs") or []):
+            if ref.get("name") in names and ref.get("kind", "Service") == "Service":
+                found.append((i, j, str(ref["name"]), int(ref.get("weight", 1))))
+    return found
+
+
+def _route_names(spec: ModelServiceSpec) -> tuple[str, str]:
+    return child_name(spec.name, "stable"), child_name(spec.name, "canary")
+
+
+async def _read_route(ctx: ReconcileContext) -> dict[str, Any]:
+    route_name = ctx.spec.rollout.canary.http_route
+    ctx.failed_child = ("HTTPRoute", route_name)
+    route = await ctx.client.get(GATEWAY_API_VERSION, "HTTPRoute", ctx.spec.namespace, route_name)
+    ctx.failed_child = ("", "")
+    stable, canary = _route_names(ctx.spec)
+    if route is None:
+        raise RouteNotReady(
+            f"HTTPRoute {route_name} (spec.rollout.canary.trafficRouting.gatewayAPI.httpRoute) does not exist; "
+            f"create it with backendRefs {stable} and {canary}"
+        )
+    refs = _route_refs(route, (stable, canary))
+    if {name for _, _, name, _ in refs} != {stable, canary}:
+        raise RouteNotReady(
+            f"HTTPRoute {route_name} must list both Services {stable} and {canary} in its backendRefs "
+            "(the operator sets their weights)"
+        )
+    return route
+
+
+async def observe_route_weight(ctx: ReconcileContext) -> int | None:
+    """The canary's share of the route's traffic now (weights are relative), or None without a route."""
+    if ctx.spec.rollout.strategy != "canary" or not ctx.spec.rollout.canary.http_route:
+        return None
+    route = await _read_route(ctx)
+    _, canary = _route_names(ctx.spec)
+    weights: dict[str, int] = {}
+    for _, _, name, weight in _route_refs(route, _route_names(ctx.spec)):
+        weights[name] = weights.get(name, 0) + weight
+    total = sum(weights.values())
+    return round(100 * weights.get(canary, 0) / total) if total else 0
+
+
+async def reconcile_traffic_routing(ctx: ReconcileContext) -> None:
+    """Set the weights of ``<name>-stable``/``<name>-canary`` in the user's HTTPRoute, and nothing else:
+    a JSON patch whose ``test`` ops make sure each weight lands on the backendRef we read."""
+    assert ctx.plan is not None
+    if ctx.plan.route_weight is None:
+        return
+    route = await _read_route(ctx)
+    stable, canary = _route_names(ctx.spec)
+    want = {stable: 100 - ctx.plan.route_weight, canary: ctx.plan.route_weight}
+    ops: list[dict[str, Any]] = []
+    for i, j, name, weight in _route_refs(route, (stable, canary)):
+        if weight != want[name]:
+            path = f"/spec/rules/{i}/backendRefs/{j}"
+            ops += [{"op": "test", "path": f"{path}/name", "value": name},
+                    {"op": "add", "path": f"{path}/weight", "value": want[name]}]  # fmt: skip
+    if not ops:
+        return
+    ctx.failed_child = ("HTTPRoute", route["metadata"]["name"])
+    await ctx.client.patch_json({"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", **route}, ops)
+    ctx.failed_child = ("", "")
+    ctx.outcome.children.append(
+        ChildResult(
+            "HTTPRoute", route["metadata"]["name"], f"weighted {ctx.plan.route_weight}% to canary", None
+        )
+    )
 
 
 async def reconcile_autoscaling(ctx: ReconcileContext) -> None:
@@ -155,13 +287,23 @@ async def reconcile_disruption_budget(ctx: ReconcileContext) -> None:
     await ctx.prune("PodDisruptionBudget", {desired["metadata"]["name"]} if desired else set())
 
 
-STEPS = (reconcile_workloads, reconcile_services, reconcile_autoscaling, reconcile_disruption_budget)
+async def retire_revisions(ctx: ReconcileContext) -> None:
+    """Delete the Deployments of revisions the plan is done with (scaled to zero, no pods left)."""
+    assert ctx.plan is not None
+    await ctx.prune("Deployment", set(ctx.plan.replicas))
+
+
+STEPS = (
+    reconcile_workloads, reconcile_services, reconcile_traffic_routing, reconcile_autoscaling,
+    reconcile_disruption_budget, retire_revisions,
+)  # fmt: skip
 
 
 def compute(ctx: ReconcileContext) -> dict[str, Any]:
+    assert ctx.plan is not None
     previous: Mapping[str, Any] = ctx.body.get("status") or {}
-    name = child_name(ctx.spec.name)
-    return compute_status(ctx.spec, ctx.generation, ctx.observed.for_status(name, name), previous, ctx.now)
+    observed = ctx.observed.for_status(child_name(ctx.spec.name))
+    return compute_status(ctx.spec, ctx.generation, observed, previous, ctx.now, ctx.plan)
 
 
 def describe_failure(ctx: ReconcileContext, exc: Exception) -> tuple[str, str]:
@@ -170,6 +312,8 @@ def describe_failure(ctx: ReconcileContext, exc: Exception) -> tuple[str, str]:
     what = f"{kind} {name}" if kind else "the ModelService status"
     if isinstance(exc, ChildConflict):
         return c.CHILD_CONFLICT, str(exc)
+    if isinstance(exc, RouteNotReady):
+        return c.ROUTE_NOT_READY, str(exc)
     if isinstance(exc, ApiForbidden):
         return c.FORBIDDEN, f"{exc.message}; grant it in the operator's Role (the chart's rbac.yaml)"
     if isinstance(exc, ApiUnauthorized):
@@ -255,7 +399,8 @@ async def reconcile(
     body: Mapping[str, Any], observed: ObservedChildren, client: Client, options: RenderOptions,
     now: str | None = None,
 ) -> Outcome:  # fmt: skip
-    now = now or utc_now()
+    clock = _seconds(now) if now else time.time()
+    now = now or timestamp(clock)
     previous: Mapping[str, Any] = body.get("status") or {}
     generation = int(body.get("metadata", {}).get("generation", 0) or 0)
 
@@ -264,23 +409,29 @@ async def reconcile(
         spec = parse_spec(body)
     except InvalidSpec as exc:
         outcome = Outcome()
-        new = invalid_status(previous, generation, c.INVALID_SPEC, str(exc), now, observed.for_status("", ""))
+        new = invalid_status(previous, generation, c.INVALID_SPEC, str(exc), now, observed.for_status(""))
         if await write_status(client, body, new):
             outcome.status = new
             outcome.events.append(Event("Warning", c.INVALID_SPEC, str(exc)))
             await post_events(client, body, outcome.events, now)
         return outcome
 
-    ctx = ReconcileContext(body, spec, observed, client, options, now)
+    ctx = ReconcileContext(body, spec, observed, client, options, now, clock)
     try:
         for step in STEPS:
             await step(ctx)
-    except (KubeError, ChildConflict) as exc:
+    except (KubeError, ChildConflict, RouteNotReady) as exc:
         ctx.outcome.error = exc
         reason, message = describe_failure(ctx, exc)
-        name = child_name(spec.name)
         new = blocked_status(
-            spec, previous, generation, reason, message, now, observed.for_status(name, name)
+            spec,
+            previous,
+            generation,
+            reason,
+            message,
+            now,
+            observed.for_status(child_name(spec.name)),
+            ctx.plan,
         )
     else:
         new = compute(ctx)

@@ -19,6 +19,7 @@ from . import conditions as c
 from .api import ModelServiceSpec
 from .naming import REVISION_LABEL, child_name, selector_labels, selector_string
 from .render.service import service_url
+from .rollout import DEGRADED, HEALTHY, PAUSED, Plan, Workload
 
 WAITING_REASONS = {
     "ImagePullBackOff": c.IMAGE_PULL,
@@ -32,10 +33,43 @@ WAITING_REASONS = {
 
 @dataclass(frozen=True)
 class Observed:
-    deployment: Mapping[str, Any] | None = None
+    deployments: Sequence[Mapping[str, Any]] = field(default_factory=list)  # every revision's Deployment
     pods: Sequence[Mapping[str, Any]] = field(default_factory=list)
-    service: Mapping[str, Any] | None = None
-    endpoint_slices: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    service: Mapping[str, Any] | None = None  # <name>, what clients call
+    endpoint_slices: Sequence[Mapping[str, Any]] = field(default_factory=list)  # of <name>
+
+    def deployment(self, name: str) -> Mapping[str, Any] | None:
+        return next((d for d in self.deployments if d.get("metadata", {}).get("name") == name), None)
+
+
+def workload(deployment: Mapping[str, Any]) -> Workload:
+    """A Deployment as the planner sees it."""
+    meta = deployment.get("metadata", {}) or {}
+    spec = deployment.get("spec", {}) or {}
+    status = deployment.get("status", {}) or {}
+    containers = (((spec.get("template") or {}).get("spec") or {}).get("containers")) or [{}]
+    return Workload(
+        name=str(meta.get("name", "")),
+        revision=str((meta.get("labels") or {}).get(REVISION_LABEL, "")),
+        replicas=int(spec.get("replicas", 0) or 0),
+        available=int(status.get("availableReplicas", 0) or 0),
+        ready=int(status.get("readyReplicas", 0) or 0),
+        pods=int(status.get("replicas", 0) or 0),
+        settled=int(status.get("observedGeneration", 0) or 0) >= int(meta.get("generation", 0) or 0),
+        image=str(containers[0].get("image", "")),
+    )
+
+
+def _model_version(deployment: Mapping[str, Any] | None) -> str:
+    containers = ((((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or [{}]
+    for arg in containers[0].get("args") or []:
+        if str(arg).startswith("--model_version_policy="):
+            policy = str(arg).split("=", 1)[1]
+            return policy.removeprefix("specific:") if policy.startswith("specific:") and "," not in policy \
+                else policy.replace(":", " ")  # fmt: skip
+    return ""
 
 
 def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> int:
@@ -59,13 +93,15 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def service_problem(spec: ModelServiceSpec, observed: Observed, ready: int) -> Problem | None:
+def service_problem(
+    spec: ModelServiceSpec, observed: Observed, ready: int, expected: Mapping[str, str]
+) -> Problem | None:
     """Why clients cannot reach ``ready`` ready pods through the Service, or None when they can."""
     name = child_name(spec.name)
     if observed.service is None:
         return Problem(c.ENDPOINTS_PENDING, f"Waiting for Service {name}")
     selector: Mapping[str, Any] = (observed.service.get("spec") or {}).get("selector") or {}
-    if dict(selector) != selector_labels(spec.name):
+    if dict(selector) != dict(expected):
         matching = sum(
             1
             for pod in observed.pods
@@ -127,14 +163,27 @@ def _deployment_condition(deployment: Mapping[str, Any], type_: str) -> Mapping[
     return found
 
 
-def _base(spec: ModelServiceSpec | None, generation: int, observed: Observed) -> dict[str, Any]:
-    deployment = observed.deployment or {}
-    dep_status = deployment.get("status", {}) or {}
-    desired = spec.replicas if spec else int(deployment.get("spec", {}).get("replicas", 0) or 0)
-    ready = int(dep_status.get("readyReplicas", 0) or 0)
+def _revision_status(deployment: Mapping[str, Any] | None, revision: str) -> dict[str, Any]:
+    w = workload(deployment) if deployment is not None else None
+    return {
+        "revision": revision,
+        "deployment": w.name if w else "",
+        "image": w.image if w else "",
+        "modelVersion": _model_version(deployment),
+        "replicas": w.replicas if w else 0,
+        "readyReplicas": w.ready if w else 0,
+    }
+
+
+def _base(
+    spec: ModelServiceSpec | None, generation: int, observed: Observed, plan: Plan | None
+) -> dict[str, Any]:
+    workloads = [workload(d) for d in observed.deployments]
+    desired = spec.replicas if spec else sum(w.replicas for w in workloads)
+    ready = sum(w.ready for w in workloads)
     status: dict[str, Any] = {
         "observedGeneration": generation,
-        "replicas": int(dep_status.get("replicas", 0) or 0),
+        "replicas": sum(w.pods for w in workloads),
         "readyReplicas": ready,
         "replicaSummary": f"{ready}/{desired}",
     }
@@ -142,18 +191,45 @@ def _base(spec: ModelServiceSpec | None, generation: int, observed: Observed) ->
         status["selector"] = selector_string(selector_labels(spec.name))
         status["url"] = service_url(spec)
         status["modelVersion"] = spec.model.version or spec.model.policy.runtime_flag().replace(":", " ")
-        status["deployment"] = child_name(spec.name)
-    revision = deployment.get("metadata", {}).get("labels", {}).get(REVISION_LABEL)
-    if revision:
-        status["revision"] = revision
+    if plan is None:
+        return status
+    status["deployment"] = plan.stable
+    status["revision"] = plan.stable_revision
+    status["stable"] = _revision_status(observed.deployment(plan.stable), plan.stable_revision)
+    if plan.canary:
+        block = _revision_status(observed.deployment(plan.canary), plan.canary_revision)
+        if spec is not None and spec.rollout.strategy == "blueGreen":
+            status["preview"] = block
+        else:
+            block.update(desiredWeight=plan.desired_weight, actualWeight=plan.actual_weight)
+            status["canary"] = block
+    rollout = plan.state.rollout_status()
+    if rollout is not None:
+        if (
+            spec is not None
+            and plan.canary
+            and spec.rollout.strategy == "canary"
+            and spec.rollout.canary.steps
+        ):
+            rollout["stepSummary"] = (
+                f"{min(plan.state.step, len(spec.rollout.canary.steps))}/{len(spec.rollout.canary.steps)}"
+            )
+        rollout["phase"] = plan.phase
+        rollout["message"] = plan.message
+        status["rollout"] = rollout
+    if plan.state.history:
+        status["history"] = [dict(h) for h in plan.state.history]
     return status
 
 
 def invalid_status(
     previous: Mapping[str, Any], generation: int, reason: str, message: str, now: str, observed: Observed
 ) -> dict[str, Any]:
-    """Status for a spec the operator will not act on (InvalidSpec)."""
-    status = _base(None, generation, observed)
+    """Status for a spec the operator will not act on (InvalidSpec); the rollout state is kept."""
+    status = _base(None, generation, observed, None)
+    for key in ("stable", "canary", "preview", "rollout", "history", "deployment", "revision"):
+        if key in previous:
+            status[key] = previous[key]
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
     conds = c.set_condition(conds, c.READY, c.FALSE, reason, message, generation, now)
     conds = c.set_condition(
@@ -166,14 +242,19 @@ def invalid_status(
 
 def blocked_status(
     spec: ModelServiceSpec, previous: Mapping[str, Any], generation: int, reason: str, message: str, now: str,
-    observed: Observed,
+    observed: Observed, plan: Plan | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Status when the API server refused or failed a call: the problem and when we try again.
 
     The replica counts stay those last observed; Progressing stays True because the operator keeps
-    retrying (RBAC granted, quota raised, the server back) without a spec change.
+    retrying (RBAC granted, quota raised, the server back) without a spec change. The rollout state of
+    the plan is kept only when a plan was made (it may have recorded a step or a promotion).
     """
-    status = _base(spec, generation, observed)
+    status = _base(spec, generation, observed, plan)
+    if plan is None:
+        for key in ("stable", "canary", "preview", "rollout", "history", "deployment", "revision"):
+            if key in previous:
+                status[key] = previous[key]
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
     conds = c.set_condition(conds, c.READY, c.FALSE, reason, message, generation, now)
     conds = c.set_condition(
@@ -185,13 +266,20 @@ def blocked_status(
     return status
 
 
+def main_selector(spec: ModelServiceSpec, plan: Plan) -> dict[str, str]:
+    selector = selector_labels(spec.name)
+    if plan.main_revision:
+        selector[REVISION_LABEL] = plan.main_revision
+    return selector
+
+
 def compute_status(
-    spec: ModelServiceSpec, generation: int, observed: Observed, previous: Mapping[str, Any], now: str
-) -> dict[str, Any]:
-    status = _base(spec, generation, observed)
+    spec: ModelServiceSpec, generation: int, observed: Observed, previous: Mapping[str, Any], now: str,
+    plan: Plan,
+) -> dict[str, Any]:  # fmt: skip
+    status = _base(spec, generation, observed, plan)
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
-    deployment = observed.deployment
-    if deployment is None:
+    if not observed.deployments:
         for type_ in c.TYPES:
             conds = c.set_condition(
                 conds, type_, c.UNKNOWN, c.RECONCILING, "Creating the Deployment", generation, now
@@ -199,57 +287,66 @@ def compute_status(
         status["conditions"] = conds
         return status
 
-    dep_status = deployment.get("status", {}) or {}
     desired = spec.replicas
-    updated = int(dep_status.get("updatedReplicas", 0) or 0)
-    available = int(dep_status.get("availableReplicas", 0) or 0)
-    total = int(dep_status.get("replicas", 0) or 0)
-    ready = int(dep_status.get("readyReplicas", 0) or 0)
-    dep_generation = int(deployment.get("metadata", {}).get("generation", 0) or 0)
-    seen = int(dep_status.get("observedGeneration", 0) or 0) >= dep_generation
-    complete = seen and updated >= desired and available >= desired and total <= desired
+    workloads = [workload(d) for d in observed.deployments]
+    # The pods clients reach through <name>: every revision, or (blue-green) the active one.
+    serving = [w for w in workloads if plan.main_revision is None or w.revision == plan.main_revision]
+    ready = sum(w.ready for w in serving)
+    updated = next((w.available for w in workloads if w.name == (plan.canary or plan.stable)), 0)
 
     problem = pod_problem(observed.pods)
-    progress = _deployment_condition(deployment, "Progressing")
-    if problem is None and progress and progress.get("reason") == "ProgressDeadlineExceeded":
-        problem = Problem(c.PROGRESS_DEADLINE, str(progress.get("message", "")))
+    for deployment in observed.deployments:
+        progress = _deployment_condition(deployment, "Progressing")
+        if problem is None and progress and progress.get("reason") == "ProgressDeadlineExceeded":
+            problem = Problem(c.PROGRESS_DEADLINE, str(progress.get("message", "")))
 
-    unreachable = service_problem(spec, observed, min(ready, desired)) if desired > 0 else None
+    settled = plan.phase == HEALTHY or (spec.rollout.strategy != "rolling" and plan.phase != DEGRADED)
+    unreachable = (
+        service_problem(spec, observed, min(ready, desired), main_selector(spec, plan))
+        if desired > 0
+        else None
+    )
     if unreachable is not None and unreachable.reason == c.SERVICE_NOT_SELECTING and problem is None:
         problem = unreachable
-    if complete and ready >= desired and unreachable is None:
-        reason = c.SCALED_TO_ZERO if desired == 0 else c.AVAILABLE
-        message = (
-            "Scaled to zero replicas"
-            if desired == 0
-            else f"{ready}/{desired} replicas ready, serving {status['url']}"
+    rollout_note = f"; {plan.message}" if plan.rolling_out and plan.phase != HEALTHY else ""
+    if desired == 0 and plan.phase == HEALTHY:
+        conds = c.set_condition(
+            conds, c.READY, c.TRUE, c.SCALED_TO_ZERO, "Scaled to zero replicas", generation, now
         )
-        conds = c.set_condition(conds, c.READY, c.TRUE, reason, message, generation, now)
-    elif complete and ready >= desired and unreachable is not None:
+    elif (
+        ready >= desired
+        and unreachable is None
+        and (settled or (plan.phase == DEGRADED and plan.rolling_out))
+    ):
+        message = f"{ready}/{desired} replicas ready, serving {status['url']}{rollout_note}"
+        conds = c.set_condition(conds, c.READY, c.TRUE, c.AVAILABLE, message, generation, now)
+    elif ready >= desired and unreachable is not None:
         conds = c.set_condition(
             conds, c.READY, c.FALSE, unreachable.reason, unreachable.message, generation, now
         )
     elif problem is not None:
         conds = c.set_condition(conds, c.READY, c.FALSE, problem.reason, problem.message, generation, now)
     else:
-        reason = c.ROLLING_OUT if not complete else c.PODS_NOT_READY
+        reason = c.ROLLING_OUT if plan.phase != HEALTHY else c.PODS_NOT_READY
         conds = c.set_condition(
             conds, c.READY, c.FALSE, reason,
-            f"{ready}/{desired} replicas ready ({updated} updated); waiting for the model to load", generation, now,
-        )  # fmt: skip
-
-    if complete:
-        conds = c.set_condition(
-            conds, c.PROGRESSING, c.FALSE, c.ROLLOUT_COMPLETE, f"Revision {status.get('revision', '')} rolled out",
+            f"{ready}/{desired} replicas ready ({updated} updated); {plan.message or 'waiting for the model to load'}",
             generation, now,
         )  # fmt: skip
-    else:
-        conds = c.set_condition(
-            conds, c.PROGRESSING, c.TRUE, c.ROLLING_OUT,
-            f"{updated}/{desired} replicas updated, {available} available", generation, now,
-        )  # fmt: skip
 
-    if problem is not None:
+    if plan.phase == HEALTHY:
+        conds = c.set_condition(conds, c.PROGRESSING, c.FALSE, c.ROLLOUT_COMPLETE,
+                                f"Revision {plan.stable_revision} rolled out", generation, now)  # fmt: skip
+    elif plan.phase == PAUSED:
+        conds = c.set_condition(conds, c.PROGRESSING, c.UNKNOWN, plan.reason, plan.message, generation, now)
+    elif plan.phase == DEGRADED:
+        conds = c.set_condition(conds, c.PROGRESSING, c.FALSE, plan.reason, plan.message, generation, now)
+    else:
+        conds = c.set_condition(conds, c.PROGRESSING, c.TRUE, c.ROLLING_OUT, plan.message, generation, now)
+
+    if plan.phase == DEGRADED:
+        conds = c.set_condition(conds, c.DEGRADED, c.TRUE, plan.reason, plan.message, generation, now)
+    elif problem is not None:
         conds = c.set_condition(conds, c.DEGRADED, c.TRUE, problem.reason, problem.message, generation, now)
     else:
         conds = c.set_condition(

@@ -17,8 +17,10 @@ import pytest
 import pytest_asyncio
 
 from modelservice_operator import handlers  # noqa: F401  (registers the handlers)
+from modelservice_operator.api import parse_spec
 from modelservice_operator.kube.credentials import Credentials
 from modelservice_operator.render import RenderOptions
+from modelservice_operator.render.deployment import render_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -114,6 +116,13 @@ def modelservice(name: str = "iris", **spec: Any) -> dict[str, Any]:
     }
 
 
+def deployment_name(body: dict[str, Any]) -> str:
+    """``iris-<revision>``: the Deployment of the revision the spec renders."""
+    options = RenderOptions(default_image="example.test/runtime:1")
+    name: str = render_deployment(parse_spec(body), options.default_image)["metadata"]["name"]
+    return name
+
+
 async def create(server: Any, body: dict[str, Any]) -> None:
     response = await server.post(
         f"/apis/serving.modelservice.io/v1alpha1/namespaces/{NS}/modelservices", json=body
@@ -134,8 +143,10 @@ def events_for(server: Any, name: str) -> list[dict[str, Any]]:
 
 
 async def test_create_applies_children_with_owner_references_and_reports_status(cluster: Any) -> None:
-    await create(cluster, modelservice(gpu={"count": 1, "product": "NVIDIA-A100-SXM4-80GB"}))
-    deployment = await eventually(lambda: obj(cluster, "apps/v1/deployments", "iris"))
+    body = modelservice(gpu={"count": 1, "product": "NVIDIA-A100-SXM4-80GB"})
+    await create(cluster, body)
+    name = deployment_name(body)
+    deployment = await eventually(lambda: obj(cluster, "apps/v1/deployments", name))
     service = await eventually(lambda: obj(cluster, "v1/services", "iris"))
     pdb = await eventually(lambda: obj(cluster, "policy/v1/poddisruptionbudgets", "iris"))
     for child in (deployment, service, pdb):
@@ -150,16 +161,17 @@ async def test_create_applies_children_with_owner_references_and_reports_status(
     assert body["status"]["url"] == f"http://iris.{NS}.svc:8501"
     assert condition(body, "Ready")["status"] == "False"  # no pods are ready in an emulator
     events = await eventually(lambda: events_for(cluster, "iris"))
-    assert any(e["reason"] == "Created" and "Deployment iris" in e["message"] for e in events)
+    assert any(e["reason"] == "Created" and f"Deployment {name}" in e["message"] for e in events)
 
 
 async def test_status_turns_ready_from_watch_events_once_pods_are_endpoints(cluster: Any) -> None:
     await create(cluster, modelservice())
-    await eventually(lambda: obj(cluster, "apps/v1/deployments", "iris"))
+    name = deployment_name(modelservice())
+    await eventually(lambda: obj(cluster, "apps/v1/deployments", name))
     # Play the Deployment and EndpointSlice controllers through the API, so the watches see it: the
     # emulator has neither.
     response = await cluster.patch(
-        f"/apis/apps/v1/namespaces/{NS}/deployments/iris",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/{name}",
         json={"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2,
                                                          "updatedReplicas": 2, "availableReplicas": 2}},
         headers={"Content-Type": "application/merge-patch+json"},
@@ -200,7 +212,8 @@ async def test_update_of_the_spec_updates_the_deployment_and_drops_the_pdb_when_
     response = await cluster.patch(url, json={"metadata": {"generation": 2}, "spec": {"replicas": 1}},
                                    headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
     assert response.status < 300
-    await eventually(lambda: obj(cluster, "apps/v1/deployments", "iris")["spec"]["replicas"] == 1)
+    name = deployment_name(modelservice())
+    await eventually(lambda: obj(cluster, "apps/v1/deployments", name)["spec"]["replicas"] == 1)
     await eventually(
         lambda: (
             ("v1", "policy/v1/poddisruptionbudgets")
@@ -241,7 +254,7 @@ async def test_invalid_spec_is_reported_not_retried_and_creates_nothing(cluster:
 
 async def test_deleting_a_modelservice_is_not_blocked_by_the_operator(cluster: Any) -> None:
     await create(cluster, modelservice())
-    await eventually(lambda: obj(cluster, "apps/v1/deployments", "iris"))
+    await eventually(lambda: obj(cluster, "apps/v1/deployments", deployment_name(modelservice())))
     response = await cluster.delete(
         f"/apis/serving.modelservice.io/v1alpha1/namespaces/{NS}/modelservices/iris"
     )

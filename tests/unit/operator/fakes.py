@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelservice_operator.kube.errors import KubeError
@@ -55,6 +55,16 @@ class FakeClient:
         self._check("patch_status", kind, name)
         self.status = dict(status)
         return {"status": status}
+
+    async def scale(self, obj: Mapping[str, Any], replicas: int) -> dict[str, Any]:
+        self._check("scale", obj["kind"], obj["metadata"]["name"])
+        stored = copy.deepcopy(dict(obj))
+        stored["spec"]["replicas"] = replicas
+        return self._store(stored)
+
+    async def patch_json(self, obj: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        self._check("patch_json", obj["kind"], obj["metadata"]["name"])
+        return self._store(obj)
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
         self._check("create_event", "Event", event["involvedObject"]["name"])

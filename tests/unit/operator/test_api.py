@@ -41,7 +41,19 @@ def test_a_pinned_version_becomes_a_specific_policy() -> None:
         ({"model": {"storageUri": "pvc://m/x", "version": "v2"}}, "spec.model.version", "version number"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas", "less than or equal"),
         ({"gpu": {"count": 2}, "resources": {"limits": {"nvidia.com/gpu": 1}}}, "spec.gpu.count", "is 2 but"),
-        ({"rollout": {"strategy": "canary"}}, "spec.rollout.strategy", "not supported by this operator version"),
+        ({"rollout": {"strategy": "canary", "canary": {"steps": [{"setCanaryScale": {"replicas": 1}}]}}},
+         "spec.rollout.canary.steps[0].setCanaryScale", "needs spec.rollout.canary.trafficRouting"),
+        ({"rollout": {"strategy": "canary", "canary": {"steps": [{"setWeight": 20, "pause": {}}]}}},
+         "spec.rollout.canary.steps[0]", "exactly one of"),
+        ({"rollout": {"strategy": "canary", "canary": {"steps": [{"pause": {"duration": "2 minutes"}}]}}},
+         "spec.rollout.canary.steps[0].pause.duration", "not a duration"),
+        ({"rollout": {"strategy": "canary", "canary": {"steps": [{"setWeight": 120}]}}},
+         "spec.rollout.canary.steps[0].setWeight", "0 to 100"),
+        ({"rollout": {"strategy": "rolling", "blueGreen": {"previewReplicas": 1}}}, "spec.rollout.blueGreen",
+         "only used with strategy blueGreen"),
+        ({"rollout": {"strategy": "canary", "promote": {"step": 1}}}, "spec.rollout.promote.revision", "is required"),
+        ({"rollout": {"strategy": "canary", "promote": {"revision": "abc"}}}, "spec.rollout.promote",
+         "set step"),
         ({"replicas": -1}, "spec.replicas", "at least 0"),
         ({"runtime": {"env": "A=1"}}, "spec.runtime.env", "must be a list"),
         ({"runtime": {"batching": {"maxBatchSize": 16, "allowedBatchSizes": [4, 8]}}},
@@ -94,3 +106,16 @@ def test_child_names_fit_63_characters_and_stay_distinct() -> None:
     assert len(a) <= 63 and len(b) <= 63 and a != b
     assert child_name("iris", "canary") == "iris-canary"
     assert child_name("y" * 80, "canary").endswith("-canary") and len(child_name("y" * 80, "canary")) <= 63
+
+
+def test_rollout_steps_durations_and_controls_parse() -> None:
+    spec = parse_spec({"metadata": {"name": "m"}, "spec": {"model": {"storageUri": "pvc://m/x"}, "rollout": {
+        "strategy": "canary", "progressDeadlineSeconds": 120,
+        "canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "1h30m"}}, {"pause": {}}, {"analysis": {}}]},
+        "promote": {"revision": "abc", "step": 2}, "retry": {"revision": "abc", "attempt": 3}}}})  # fmt: skip
+    steps = spec.rollout.canary.steps
+    assert [s.describe() for s in steps] == ["setWeight 20", "pause 1h30m", "pause", "analysis"]
+    assert steps[1].pause_seconds == 5400 and steps[2].pause_seconds is None
+    assert spec.rollout.promote is not None and spec.rollout.promote.step == 2
+    assert spec.rollout.retry is not None and spec.rollout.retry.attempt == 3
+    assert spec.rollout.progress_deadline_seconds == 120

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from modelservice_operator import conditions as c
+from modelservice_operator.api import parse_spec
 from modelservice_operator.context import ObservedChildren
 from modelservice_operator.kube.errors import (
     ApiForbidden,
@@ -18,6 +19,7 @@ from modelservice_operator.kube.errors import (
 )
 from modelservice_operator.reconcile import reconcile
 from modelservice_operator.render import RenderOptions
+from modelservice_operator.render.deployment import render_deployment
 
 from .fakes import FakeClient
 
@@ -44,12 +46,21 @@ def modelservice(status: dict[str, Any] | None = None, **spec: Any) -> dict[str,
     return body
 
 
+def deployment_name(body: dict[str, Any]) -> str:
+    """``iris-<revision>``: the Deployment of the revision the spec renders."""
+    name: str = render_deployment(parse_spec(body), OPTIONS.default_image)["metadata"]["name"]
+    return name
+
+
+DEPLOYMENT = deployment_name(modelservice())
+
+
 async def converge(body: dict[str, Any]) -> tuple[ObservedChildren, dict[str, Any]]:
     """What the cluster looks like once a first reconcile created everything and the pods are serving."""
     client = FakeClient()
     observed = ObservedChildren()
     await reconcile(body, observed, client, OPTIONS, NOW)
-    deployment = observed.named("Deployment", "iris")
+    deployment = observed.named("Deployment", deployment_name(body))
     assert deployment is not None
     deployment["metadata"]["generation"] = 1
     deployment["status"] = {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2,
@@ -75,7 +86,10 @@ async def test_first_reconcile_creates_the_children_writes_one_status_and_one_ev
         ("patch_status", "ModelService"), ("create_event", "Event"),
     ]  # fmt: skip
     assert client.events[0]["reason"] == "Created"
-    assert client.events[0]["message"] == "Created Deployment iris, Service iris, PodDisruptionBudget iris"
+    assert (
+        client.events[0]["message"]
+        == f"Created Deployment {DEPLOYMENT}, Service iris, PodDisruptionBudget iris"
+    )
     assert outcome.error is None and not outcome.ready
     assert c.get_condition(client.status["conditions"], c.READY)["reason"] == c.ROLLING_OUT  # type: ignore[index]
 
@@ -93,7 +107,7 @@ async def test_non_canonical_quantities_as_the_server_returns_them_make_no_write
         resources={"requests": {"cpu": "0.5", "memory": "2048Mi"}, "limits": {"cpu": "1000m"}}
     )
     observed, status = await converge(body)
-    deployment = observed.named("Deployment", "iris")
+    deployment = observed.named("Deployment", deployment_name(body))
     assert deployment is not None
     deployment["spec"]["template"]["spec"]["containers"][0]["resources"] = {
         "requests": {"cpu": "500m", "memory": "2Gi"},
@@ -106,12 +120,12 @@ async def test_non_canonical_quantities_as_the_server_returns_them_make_no_write
 
 async def test_a_child_edited_by_hand_is_applied_again_and_the_event_names_the_drift() -> None:
     observed, status = await converge(modelservice())
-    deployment = observed.named("Deployment", "iris")
+    deployment = observed.named("Deployment", DEPLOYMENT)
     assert deployment is not None
     deployment["spec"]["replicas"] = 7
     client = FakeClient()
     await reconcile(modelservice(status), observed, client, OPTIONS, NOW)
-    assert client.calls[0] == ("apply", "Deployment", "iris")
+    assert client.calls[0] == ("apply", "Deployment", DEPLOYMENT)
     assert client.events[0]["reason"] == "Updated"
     assert "spec.replicas changed by someone else" in client.events[0]["message"]
 
@@ -131,7 +145,7 @@ async def test_an_edit_that_makes_apply_fail_is_repaired_with_an_update() -> Non
 
 async def test_an_immutable_field_clash_replaces_the_child() -> None:
     observed, status = await converge(modelservice())
-    deployment = observed.named("Deployment", "iris")
+    deployment = observed.named("Deployment", DEPLOYMENT)
     assert deployment is not None
     deployment["spec"]["selector"]["matchLabels"]["someone"] = "else"
     client = FakeClient(
@@ -142,8 +156,8 @@ async def test_an_immutable_field_clash_replaces_the_child() -> None:
         }
     )
     await reconcile(modelservice(status), observed, client, OPTIONS, NOW)
-    assert client.calls[:3] == [("apply", "Deployment", "iris"), ("delete", "Deployment", "iris"),
-                                ("create", "Deployment", "iris")]  # fmt: skip
+    assert client.calls[:3] == [("apply", "Deployment", DEPLOYMENT), ("delete", "Deployment", DEPLOYMENT),
+                                ("create", "Deployment", DEPLOYMENT)]  # fmt: skip
 
 
 async def test_a_child_owned_by_someone_else_is_left_alone_and_reported() -> None:
@@ -190,7 +204,7 @@ async def test_api_errors_are_reported_in_status_with_the_retry_they_call_for(
     progressing = c.get_condition(client.status["conditions"], c.PROGRESSING)  # type: ignore[index]
     assert progressing is not None and progressing["status"] == "True"  # it keeps trying by itself
     # The children before the failing one were written; a Warning Event says what failed.
-    assert ("apply", "Deployment", "iris") in client.calls
+    assert ("apply", "Deployment", DEPLOYMENT) in client.calls
     assert any(e["type"] == "Warning" or e["reason"] == "Created" for e in client.events)
 
 
@@ -199,7 +213,7 @@ async def test_the_same_failure_again_writes_nothing_new() -> None:
     first = await reconcile(modelservice(), ObservedChildren(), client, OPTIONS, NOW)
     assert first.status is not None
     observed = ObservedChildren()
-    observed.put(client.objects["Deployment", "iris"])
+    observed.put(client.objects["Deployment", DEPLOYMENT])
     again = FakeClient({("apply", "Service"): FORBIDDEN})
     second = await reconcile(modelservice(first.status), observed, again, OPTIONS, NOW)
     assert [call for call in again.calls if call[0] != "apply"] == []  # no status, no Event
@@ -224,11 +238,13 @@ async def test_a_child_that_is_no_longer_wanted_is_deleted() -> None:
     assert ("delete", "PodDisruptionBudget", "iris") in client.calls
 
 
-async def test_a_spec_turned_invalid_clears_what_only_a_valid_spec_reports() -> None:
-    _, status = await converge(modelservice())
+async def test_a_spec_turned_invalid_clears_the_url_but_keeps_the_rollout_state() -> None:
+    observed, status = await converge(modelservice())
     assert "url" in status and "revision" in status
     client = FakeClient()
-    await reconcile(modelservice(status, model={"storageUri": "s3://bucket/iris"}), ObservedChildren(), client,
+    await reconcile(modelservice(status, model={"storageUri": "s3://bucket/iris"}), observed, client,
                     OPTIONS, NOW)  # fmt: skip
     assert client.status is not None
-    assert client.status["url"] is None and client.status["revision"] is None  # merge-patch removals
+    assert client.status["url"] is None  # a merge-patch removal: nothing serves what the spec asks for
+    # The pods still run the stable revision; a fixed spec goes on from there instead of starting over.
+    assert client.status["stable"] == status["stable"] and client.status["revision"] == status["revision"]

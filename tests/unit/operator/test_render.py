@@ -127,7 +127,9 @@ def test_revision_changes_with_the_pod_template_only() -> None:
     label = "serving.modelservice.io/revision"
     assert first["metadata"]["labels"][label] == scaled["metadata"]["labels"][label]
     assert first["metadata"]["labels"][label] != changed["metadata"]["labels"][label]
-    assert label not in first["spec"]["selector"]["matchLabels"]  # selectors never change
+    # Each revision has its own Deployment, selecting only its own pods.
+    assert first["metadata"]["name"] == f"iris-{first['metadata']['labels'][label]}"
+    assert first["spec"]["selector"]["matchLabels"][label] == first["metadata"]["labels"][label]
 
 
 def test_hpa_targets_the_modelservice_scale_subresource_and_pdb_needs_two_replicas() -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from modelservice_operator import conditions as c
 from modelservice_operator.api import parse_spec
-from modelservice_operator.status import Observed, compute_status, invalid_status, without_times
+from modelservice_operator.rollout import RolloutObserved, plan
+from modelservice_operator.status import Observed, compute_status, invalid_status, without_times, workload
 
 NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 SPEC = parse_spec(
@@ -22,7 +23,7 @@ SPEC = parse_spec(
 def deployment(replicas: int = 2, ready: int = 2, updated: int = 2, available: int = 2, total: int | None = None,
                generation: int = 3, observed_generation: int = 3, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     return {
-        "metadata": {"name": "iris", "generation": generation, "labels": {"serving.modelservice.io/revision": "abc"}},
+        "metadata": {"name": "iris-abc", "generation": generation, "labels": {"serving.modelservice.io/revision": "abc"}},
         "spec": {"replicas": replicas},
         "status": {
             "observedGeneration": observed_generation, "replicas": replicas if total is None else total,
@@ -61,7 +62,15 @@ def serving(dep: dict[str, Any], endpoints: int = 2, selector: dict[str, str] | 
     service = {"metadata": {"name": "iris"}, "spec": {"selector": selector or SELECTOR}}
     slices = [{"endpoints": [{"conditions": {"ready": True}, "targetRef": {"name": p["metadata"]["name"]}}
                              for p in pods[:endpoints]]}]  # fmt: skip
-    return Observed(deployment=dep, pods=pods, service=service, endpoint_slices=slices)
+    return Observed(deployments=[dep], pods=pods, service=service, endpoint_slices=slices)
+
+
+def status_of(spec: Any, generation: int, observed: Observed, previous: dict[str, Any] | None = None,
+              now: str = NOW) -> dict[str, Any]:  # fmt: skip
+    """compute_status with the plan the reconcile would make from the same observations."""
+    rollout_plan = plan(spec, RolloutObserved([workload(d) for d in observed.deployments], "iris-abc", "abc",
+                                              previous or {}), 1_767_225_600.0)  # fmt: skip
+    return compute_status(spec, generation, observed, previous or {}, now, rollout_plan)
 
 
 def conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -81,33 +90,33 @@ GPU_MESSAGE = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemptio
         pytest.param(serving(deployment(), endpoints=1), {"Ready": ("False", c.ENDPOINTS_PENDING),
                      "Progressing": ("False", c.ROLLOUT_COMPLETE), "Degraded": ("False", c.AS_EXPECTED)},
                      id="pods-ready-but-not-yet-endpoints"),
-        pytest.param(Observed(deployment()), {"Ready": ("False", c.ENDPOINTS_PENDING)}, id="service-not-created-yet"),
+        pytest.param(Observed([deployment()]), {"Ready": ("False", c.ENDPOINTS_PENDING)}, id="service-not-created-yet"),
         pytest.param(serving(deployment(), endpoints=0, selector={**SELECTOR, "tampered": "yes"}),
                      {"Ready": ("False", c.SERVICE_NOT_SELECTING), "Degraded": ("True", c.SERVICE_NOT_SELECTING)},
                      id="service-selector-edited-by-hand"),
-        pytest.param(Observed(deployment(ready=0, available=0)), {"Ready": ("False", c.ROLLING_OUT),
+        pytest.param(Observed([deployment(ready=0, available=0)]), {"Ready": ("False", c.ROLLING_OUT),
                      "Progressing": ("True", c.ROLLING_OUT), "Degraded": ("False", c.AS_EXPECTED)}, id="model-loading"),
-        pytest.param(Observed(deployment(ready=1, available=1, updated=1, total=3), [pod()]),
+        pytest.param(Observed([deployment(ready=1, available=1, updated=1, total=3)], [pod()]),
                      {"Ready": ("False", c.ROLLING_OUT), "Progressing": ("True", c.ROLLING_OUT)}, id="rolling-update"),
-        pytest.param(Observed(deployment(observed_generation=2)), {"Progressing": ("True", c.ROLLING_OUT)},
+        pytest.param(Observed([deployment(observed_generation=2)]), {"Progressing": ("True", c.ROLLING_OUT)},
                      id="deployment-controller-has-not-seen-the-change"),
-        pytest.param(Observed(deployment(ready=0, available=0), [pod(unschedulable=GPU_MESSAGE)]),
+        pytest.param(Observed([deployment(ready=0, available=0)], [pod(unschedulable=GPU_MESSAGE)]),
                      {"Ready": ("False", c.UNSCHEDULABLE), "Degraded": ("True", c.UNSCHEDULABLE)}, id="no-gpu-node"),
-        pytest.param(Observed(deployment(ready=0, available=0), [pod(waiting="ImagePullBackOff", message="not found")]),
+        pytest.param(Observed([deployment(ready=0, available=0)], [pod(waiting="ImagePullBackOff", message="not found")]),
                      {"Ready": ("False", c.IMAGE_PULL), "Degraded": ("True", c.IMAGE_PULL)}, id="image-pull"),
-        pytest.param(Observed(deployment(ready=0, available=0), [pod(waiting="CrashLoopBackOff", message="back-off")]),
+        pytest.param(Observed([deployment(ready=0, available=0)], [pod(waiting="CrashLoopBackOff", message="back-off")]),
                      {"Ready": ("False", c.CRASH_LOOP)}, id="crash-loop"),
-        pytest.param(Observed(deployment(ready=0, available=0, conditions=[{"type": "Progressing", "status": "False",
-                     "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet iris-1 has timed out progressing."}])),
+        pytest.param(Observed([deployment(ready=0, available=0, conditions=[{"type": "Progressing", "status": "False",
+                     "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet iris-1 has timed out progressing."}])]),
                      {"Degraded": ("True", c.PROGRESS_DEADLINE)}, id="probes-never-pass"),
-        pytest.param(Observed(deployment(replicas=0, ready=0, updated=0, available=0)), {"Ready": ("True", c.SCALED_TO_ZERO)},
+        pytest.param(Observed([deployment(replicas=0, ready=0, updated=0, available=0)]), {"Ready": ("True", c.SCALED_TO_ZERO)},
                      id="scaled-to-zero"),
     ],
 )  # fmt: skip
 def test_conditions_follow_what_is_observed(observed: Observed, expected: dict[str, tuple[str, str]]) -> None:
-    spec = SPEC if observed.deployment is None or observed.deployment["spec"]["replicas"] else parse_spec(
+    spec = SPEC if not observed.deployments or observed.deployments[0]["spec"]["replicas"] else parse_spec(
         {"metadata": {"name": "iris", "namespace": "ml"}, "spec": {"model": {"storageUri": "pvc://m/iris"}, "replicas": 0}})  # fmt: skip
-    status = compute_status(spec, 3, observed, {}, NOW)
+    status = status_of(spec, 3, observed)
     got = conds(status)
     for type_, value in expected.items():
         assert got[type_] == value, f"{type_}: {got[type_]} != {value}"
@@ -115,15 +124,15 @@ def test_conditions_follow_what_is_observed(observed: Observed, expected: dict[s
 
 
 def test_unschedulable_condition_carries_the_schedulers_message() -> None:
-    status = compute_status(
-        SPEC, 1, Observed(deployment(ready=0, available=0), [pod(unschedulable=GPU_MESSAGE)]), {}, NOW
+    status = status_of(
+        SPEC, 1, Observed([deployment(ready=0, available=0)], [pod(unschedulable=GPU_MESSAGE)])
     )
     ready = next(cond for cond in status["conditions"] if cond["type"] == "Ready")
     assert GPU_MESSAGE in ready["message"]
 
 
 def test_status_has_the_scale_subresource_fields_and_the_url() -> None:
-    status = compute_status(SPEC, 3, Observed(deployment(ready=1)), {}, NOW)
+    status = status_of(SPEC, 3, Observed([deployment(ready=1)]))
     assert status["observedGeneration"] == 3
     assert (status["replicas"], status["readyReplicas"], status["replicaSummary"]) == (2, 1, "1/2")
     assert status["selector"] == "app.kubernetes.io/component=predictor,serving.modelservice.io/name=iris"
@@ -133,20 +142,18 @@ def test_status_has_the_scale_subresource_fields_and_the_url() -> None:
 
 def test_a_tampered_selector_says_how_many_ready_pods_it_still_matches() -> None:
     observed = serving(deployment(), endpoints=0, selector={**SELECTOR, "tampered": "yes"})
-    ready = next(
-        cond for cond in compute_status(SPEC, 3, observed, {}, NOW)["conditions"] if cond["type"] == "Ready"
-    )
+    ready = next(cond for cond in status_of(SPEC, 3, observed)["conditions"] if cond["type"] == "Ready")
     assert "Service iris selects" in ready["message"] and "tampered=yes" in ready["message"]
     assert "matches 0 of 2 ready pods" in ready["message"]
 
 
 def test_last_transition_time_moves_only_when_the_status_changes() -> None:
-    first = compute_status(SPEC, 3, serving(deployment()), {}, NOW)
-    same = compute_status(SPEC, 3, serving(deployment()), first, LATER)
+    first = status_of(SPEC, 3, serving(deployment()))
+    same = status_of(SPEC, 3, serving(deployment()), first, LATER)
     assert [cond["lastTransitionTime"] for cond in same["conditions"]] == [NOW] * 3
     assert without_times(first) == without_times(same)
-    broken = compute_status(
-        SPEC, 3, Observed(deployment(ready=0, available=0), [pod(waiting="CrashLoopBackOff")]), same, LATER
+    broken = status_of(
+        SPEC, 3, Observed([deployment(ready=0, available=0)], [pod(waiting="CrashLoopBackOff")]), same, LATER
     )
     times = {cond["type"]: cond["lastTransitionTime"] for cond in broken["conditions"]}
     assert times == {"Ready": LATER, "Progressing": LATER, "Degraded": LATER}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +35,7 @@ PLURALS = {
     "EndpointSlice": "endpointslices",
     "ModelService": "modelservices",
     "Lease": "leases",
+    "HTTPRoute": "httproutes",
 }
 
 
@@ -198,6 +199,28 @@ class KubeClient:
                {"op": "remove", "path": f"/metadata/finalizers/{index}"}]  # fmt: skip
         with contextlib.suppress(ApiNotFound):  # already gone: nothing to release
             await self.request("PATCH", path, ops, content_type="application/json-patch+json")
+
+    async def scale(self, obj: Mapping[str, Any], replicas: int) -> dict[str, Any]:
+        """Set ``spec.replicas`` of a Deployment we no longer render (an old revision), nothing else.
+
+        A merge patch carrying the resourceVersion we decided on: if the object moved meanwhile, 409.
+        """
+        meta = obj["metadata"]
+        path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "spec": {"replicas": replicas}}
+        result: dict[str, Any] = await self.request(
+            "PATCH", path, patch, {"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json"
+        )
+        return result
+
+    async def patch_json(self, obj: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """A JSON patch (RFC 6902): with ``test`` ops it changes a user's object only where we saw it."""
+        meta = obj["metadata"]
+        path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        result: dict[str, Any] = await self.request(
+            "PATCH", path, ops, {"fieldManager": FIELD_MANAGER}, content_type="application/json-patch+json"
+        )
+        return result
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
         await self.request("POST", object_path("v1", "Event", event["metadata"]["namespace"]), event)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import ModelServiceSpec
+from ..naming import REVISION_LABEL
 from .deployment import render_deployment
 from .hpa import render_hpa
 from .pdb import render_pdb
-from .service import render_service
+from .service import render_service, render_services
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,13 @@ class RenderOptions:
 
 
 def render_children(spec: ModelServiceSpec, options: RenderOptions | None = None) -> list[dict[str, Any]]:
-    """Every child the ModelService should have, in apply order (Deployment first)."""
+    """Every child a new ModelService gets, in apply order (Deployment first): its first revision at
+    full size, every Service selecting it."""
     options = options or RenderOptions()
-    children = [
-        render_deployment(spec, options.default_image, options.image_pull_policy),
-        render_service(spec),
-    ]
+    deployment = render_deployment(spec, options.default_image, options.image_pull_policy)
+    revision = deployment["metadata"]["labels"][REVISION_LABEL]
+    main = revision if spec.rollout.strategy == "blueGreen" else None
+    children = [deployment, *render_services(spec, main, revision, revision)]
     hpa = render_hpa(spec)
     if hpa is not None:
         children.append(hpa)
@@ -47,4 +49,5 @@ __all__ = [
     "render_hpa",
     "render_pdb",
     "render_service",
+    "render_services",
 ]

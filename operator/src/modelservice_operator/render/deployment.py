@@ -130,8 +130,13 @@ def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) ->
 
 
 def render_deployment(
-    spec: ModelServiceSpec, default_image: str, pull_policy: str = "IfNotPresent"
+    spec: ModelServiceSpec, default_image: str, pull_policy: str = "IfNotPresent", replicas: int | None = None
 ) -> dict[str, Any]:
+    """The Deployment of the revision the spec renders: ``<name>-<revision>``, selecting only its pods.
+
+    Each revision keeps its own Deployment for its whole life, so a canary, a preview and a rollback are
+    replica counts and Service selectors, never a restart. ``replicas`` comes from the rollout plan.
+    """
     image = spec.runtime.image or default_image
     template = render_pod_template(spec, image, pull_policy)
     revision = revision_of(template)
@@ -139,10 +144,10 @@ def render_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(spec, child_name(spec.name), {REVISION_LABEL: revision}),
+        "metadata": metadata(spec, child_name(spec.name, revision), {REVISION_LABEL: revision}),
         "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": selector_labels(spec.name)},
+            "replicas": spec.replicas if replicas is None else replicas,
+            "selector": {"matchLabels": {**selector_labels(spec.name), REVISION_LABEL: revision}},
             "revisionHistoryLimit": 3,
             # A rollout that has not made progress within the model-load budget is reported as failed.
             "progressDeadlineSeconds": spec.startup_timeout_seconds + 60,

@@ -1,25 +1,43 @@
-"""The Service ``<name>`` that clients call: port 8501 named http, TF Serving's REST port."""
+"""The Services: ``<name>`` that clients call (port 8501 named http, TF Serving's REST port) and the
+per-revision ones of canary and blue-green rollouts."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..api import ModelServiceSpec
-from ..naming import child_name, selector_labels
+from ..naming import REVISION_LABEL, child_name, selector_labels
 from .common import RUNTIME_PORT, metadata
 
 
-def render_service(spec: ModelServiceSpec) -> dict[str, Any]:
+def render_service(spec: ModelServiceSpec, role: str = "", revision: str | None = None) -> dict[str, Any]:
+    """``<name>`` (role "") or ``<name>-<role>``; ``revision`` narrows the selector to one revision."""
+    selector = selector_labels(spec.name)
+    if revision:
+        selector[REVISION_LABEL] = revision
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(spec, child_name(spec.name)),
+        "metadata": metadata(spec, child_name(spec.name, role)),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(spec.name),
+            "selector": selector,
             "ports": [{"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def render_services(
+    spec: ModelServiceSpec, main: str | None, stable: str, candidate: str
+) -> list[dict[str, Any]]:
+    """The Services of the strategy: ``<name>`` always (what clients call); ``<name>-stable`` plus
+    ``<name>-canary`` (canary) or ``<name>-preview`` (blue-green) select one revision each."""
+    services = [render_service(spec, "", main)]
+    if spec.rollout.strategy == "canary":
+        services += [render_service(spec, "stable", stable), render_service(spec, "canary", candidate)]
+    elif spec.rollout.strategy == "blueGreen":
+        services += [render_service(spec, "stable", stable), render_service(spec, "preview", candidate)]
+    return services
 
 
 def service_url(spec: ModelServiceSpec) -> str:
