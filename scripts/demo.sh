@@ -66,7 +66,8 @@ say "Serving the same model locally with the runtime, using the arguments the op
 if [ ! -d "$OUT/digits/1" ]; then
   $PY examples/models/digits.py --out "$OUT"
 fi
-mapfile -t args < <($kubectl -n demo get deploy digits -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}')
+deployment=$($kubectl -n demo get ms digits -o jsonpath='{.status.deployment}')   # digits-<revision>
+mapfile -t args < <($kubectl -n demo get deploy "$deployment" -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}')
 printf '    %s\n' "${args[@]}"
 local_args=()
 for arg in "${args[@]}"; do

@@ -101,4 +101,16 @@ if [ ! -f "$stages/pod-ready.yaml" ]; then
   chmod u+w "$stages"/*.yaml
 fi
 
+gateway=$cache/gateway-api-$GATEWAY_API_VERSION
+if [ ! -f "$gateway/gateway.networking.k8s.io_httproutes.yaml" ]; then
+  # The Gateway API CRDs ship inside its Go module: no registry besides the module proxy is needed.
+  step "Fetching the Gateway API $GATEWAY_API_VERSION CRDs"
+  gateway_src=$(cd "$cache/src" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  mkdir -p "$gateway"
+  for kind in gatewayclasses gateways httproutes grpcroutes referencegrants; do
+    cp "$gateway_src/config/crd/standard/gateway.networking.k8s.io_$kind.yaml" "$gateway/"
+  done
+  chmod u+w "$gateway"/*.yaml
+fi
+
 step "Control plane binaries ready in $bin ($(( $(date +%s) - started ))s this run, $(du -sh "$bin" | cut -f1) of binaries)"

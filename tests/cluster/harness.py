@@ -72,6 +72,11 @@ def kwok_stages() -> Path:
     return CACHE / f"kwok-stages-{versions()['KWOK_VERSION']}"
 
 
+def gateway_api_crds() -> Path:
+    """The Gateway API's standard CRDs (build.sh fetches them from its Go module)."""
+    return CACHE / f"gateway-api-{versions()['GATEWAY_API_VERSION']}"
+
+
 def log(message: str) -> None:
     print(f"[cluster] {message}", file=sys.stderr, flush=True)
 

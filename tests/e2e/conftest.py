@@ -72,6 +72,14 @@ def eventually(check: Callable[[], Any], timeout: float = 90, interval: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last result {last!r}")
 
 
+def stable_deployment(kubectl: Kubectl, ms_name: str) -> dict[str, Any]:
+    """The Deployment of the ModelService's stable revision (``<name>-<revision>``), as its status names it."""
+    name = eventually(lambda: kubectl.json("get", "ms", ms_name).get("status", {}).get("deployment"),
+                      what=f"status.deployment of {ms_name}")  # fmt: skip
+    deployment: dict[str, Any] = kubectl.json("get", "deploy", name)
+    return deployment
+
+
 def token_kubeconfig(path: Path, token: str) -> Path:
     """A kubeconfig for the local cluster that authenticates with a bearer token (a ServiceAccount's)."""
     ca = base64.b64encode((harness.PKI / "ca.crt").read_bytes()).decode()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, token_kubeconfig
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, stable_deployment, token_kubeconfig
 
 pytestmark = pytest.mark.e2e
 CHART = ROOT / "charts" / "modelservice-operator"
@@ -80,8 +80,10 @@ def test_helm_install_runs_and_the_operator_works_with_only_the_charts_rbac(
         assert result.returncode == 0, (
             f"not Ready with the chart's RBAC:\n{scoped.log_path.read_text()[-4000:]}"
         )
-        for kind in ("deploy", "svc", "hpa", "pdb"):
+        for kind in ("svc", "hpa", "pdb"):
             kubectl.run("get", kind, "iris-autoscaled")
+        kubectl.run("get", "deploy", "-l", "serving.modelservice.io/name=iris-autoscaled")
+        stable_deployment(kubectl, "iris-autoscaled")
         log = scoped.log_path.read_text()
         assert "403" not in log and "Forbidden" not in log, log[-4000:]
     finally:

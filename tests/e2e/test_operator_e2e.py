@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, stable_deployment
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -78,7 +78,7 @@ def test_kubectl_scale_works_through_the_scale_subresource(
     kubectl.apply(ROOT / "examples" / "iris-cpu.yaml")
     ready(kubectl, "iris")
     kubectl.run("scale", "ms/iris", "--replicas=3")
-    eventually(lambda: kubectl.json("get", "deploy", "iris")["spec"]["replicas"] == 3, what="Deployment at 3")
+    eventually(lambda: stable_deployment(kubectl, "iris")["spec"]["replicas"] == 3, what="Deployment at 3")
     eventually(
         lambda: kubectl.json("get", "ms", "iris")["status"]["readyReplicas"] == 3, what="3 ready replicas"
     )
@@ -104,7 +104,7 @@ def test_hpa_scales_up_on_high_pod_cpu_and_back_down(kubectl: Kubectl, operator:
 
     eventually(scaled_up, timeout=180, interval=3, what="the HPA to scale the ModelService up")
     eventually(
-        lambda: kubectl.json("get", "deploy", "iris-autoscaled")["spec"]["replicas"] > 2,
+        lambda: stable_deployment(kubectl, "iris-autoscaled")["spec"]["replicas"] > 2,
         what="Deployment follows",
     )
 
@@ -114,7 +114,7 @@ def test_hpa_scales_up_on_high_pod_cpu_and_back_down(kubectl: Kubectl, operator:
 
     eventually(scaled_down, timeout=240, interval=3, what="the HPA to scale back down to minReplicas")
     eventually(
-        lambda: kubectl.json("get", "deploy", "iris-autoscaled")["spec"]["replicas"] == 2,
+        lambda: stable_deployment(kubectl, "iris-autoscaled")["spec"]["replicas"] == 2,
         what="Deployment follows",
     )
 
@@ -133,7 +133,7 @@ def test_changing_model_version_or_image_rolls_out_a_new_revision(
         ),
         what="version 2 rolled out",
     )
-    args = kubectl.json("get", "deploy", "digits")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = stable_deployment(kubectl, "digits")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--model_version_policy=specific:2" in args
     kubectl.apply(
         example("digits-gpu", spec__model__version="2", spec__runtime__image="modelservice/runtime:next")

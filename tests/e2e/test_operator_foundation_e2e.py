@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, token_kubeconfig
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, stable_deployment, token_kubeconfig
 from tests.e2e.test_operator_e2e import MS_LABEL, condition, example, ready
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +42,9 @@ def test_a_deleted_child_is_recreated_from_its_watch_event_within_seconds(
     kubectl.run("delete", "service", "iris", "--wait=true")
     elapsed = timed(lambda: exists(kubectl, "service", "iris"), 30, "the Service to come back")
     assert elapsed < REPAIR_SECONDS, f"Service recreated after {elapsed:.1f}s"
-    kubectl.run("delete", "deployment", "iris", "--wait=true")
-    elapsed = timed(lambda: exists(kubectl, "deployment", "iris"), 30, "the Deployment to come back")
+    deployment = stable_deployment(kubectl, "iris")["metadata"]["name"]
+    kubectl.run("delete", "deployment", deployment, "--wait=true")
+    elapsed = timed(lambda: exists(kubectl, "deployment", deployment), 30, "the Deployment to come back")
     assert elapsed < REPAIR_SECONDS, f"Deployment recreated after {elapsed:.1f}s"
     ready(kubectl, "iris", timeout=60)
 
@@ -68,8 +69,9 @@ def test_hand_edits_of_a_child_are_taken_back_and_status_never_lies(
     assert elapsed < REPAIR_SECONDS, f"selector repaired after {elapsed:.1f}s"
     # Replicas of the Deployment are the operator's alone.
     replicas = kubectl.json("get", "ms", "iris")["spec"]["replicas"]
-    kubectl.run("scale", "deployment", "iris", f"--replicas={replicas + 2}")
-    deployment_replicas = lambda: kubectl.json("get", "deployment", "iris")["spec"]["replicas"]  # noqa: E731
+    deployment = stable_deployment(kubectl, "iris")["metadata"]["name"]
+    kubectl.run("scale", "deployment", deployment, f"--replicas={replicas + 2}")
+    deployment_replicas = lambda: kubectl.json("get", "deployment", deployment)["spec"]["replicas"]  # noqa: E731
     elapsed = timed(lambda: deployment_replicas() == replicas, 30, f"replicas back to {replicas}")
     assert elapsed < REPAIR_SECONDS
     ms = ready(kubectl, "iris", timeout=60)
@@ -94,7 +96,8 @@ def test_names_that_map_to_the_same_dns_label_get_distinct_children(
     services = set()
     for name in names:
         ms = ready(kubectl, name)
-        assert ms["spec"]["rollout"] == {"strategy": "rolling", "maxSurge": "25%", "maxUnavailable": 0}
+        assert ms["spec"]["rollout"] == {"strategy": "rolling", "maxSurge": "25%", "maxUnavailable": 0,
+                                         "progressDeadlineSeconds": 600, "progressDeadlineAbort": False}  # fmt: skip
         url = ms["status"]["url"]
         service = url.split("//")[1].split(".")[0]
         assert (

@@ -328,13 +328,25 @@ def describe_failure(ctx: ReconcileContext, exc: Exception) -> tuple[str, str]:
     return c.API_UNAVAILABLE, f"Writing {what} failed: {exc or type(exc).__name__}"
 
 
+def merge_patch(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) turning ``previous`` into ``new``: keys gone at any depth become null
+    (``status.rollout.aborted`` after a retry), lists are replaced whole."""
+    patch: dict[str, Any] = {key: None for key in previous if key not in new}
+    for key, value in new.items():
+        old = previous.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            patch[key] = merge_patch(old, value)
+        else:
+            patch[key] = value
+    return patch
+
+
 async def write_status(client: Client, body: Mapping[str, Any], new: dict[str, Any]) -> bool:
     """Write ``new`` as the whole status when more than time changed; True when it was written."""
     previous: Mapping[str, Any] = body.get("status") or {}
     if without_times(previous) == without_times(new):
         return False
-    patch: dict[str, Any] = {key: None for key in previous if key not in new}  # merge patch: removed keys
-    patch.update(new)
+    patch = merge_patch(previous, new)
     meta = body["metadata"]
     await client.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], patch)
     return True

@@ -558,7 +558,10 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
         return want, max(weight_replicas(n, 100 - weight), weight_replicas(n, 100 - actual))
 
     def scale_step(index: int) -> CanaryStep | None:
-        """The setCanaryScale in force: the last one at or before ``index``, until matchTrafficWeight."""
+        """The setCanaryScale in force: the last one at or before ``index``, until matchTrafficWeight;
+        none once the steps are done (the canary goes to full size)."""
+        if index >= len(steps):
+            return None
         for step in reversed(steps[: index + 1]):
             if step.set_canary_scale is not None:
                 return None if step.set_canary_scale.match_traffic_weight else step

@@ -17,7 +17,7 @@ from modelservice_operator.kube.errors import (
     ApiUnreachable,
     KubeError,
 )
-from modelservice_operator.reconcile import reconcile
+from modelservice_operator.reconcile import merge_patch, reconcile
 from modelservice_operator.render import RenderOptions
 from modelservice_operator.render.deployment import render_deployment
 
@@ -248,3 +248,11 @@ async def test_a_spec_turned_invalid_clears_the_url_but_keeps_the_rollout_state(
     assert client.status["url"] is None  # a merge-patch removal: nothing serves what the spec asks for
     # The pods still run the stable revision; a fixed spec goes on from there instead of starting over.
     assert client.status["stable"] == status["stable"] and client.status["revision"] == status["revision"]
+
+
+def test_the_status_patch_removes_keys_gone_at_any_depth() -> None:
+    previous = {"rollout": {"step": 1, "aborted": {"reason": "RolloutAborted"}}, "canary": {"revision": "b"}}
+    new = {"rollout": {"step": 0}, "history": [{"outcome": "Aborted"}]}
+    assert merge_patch(previous, new) == {
+        "canary": None, "rollout": {"aborted": None, "step": 0}, "history": [{"outcome": "Aborted"}],
+    }  # fmt: skip
