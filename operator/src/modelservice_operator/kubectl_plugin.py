@@ -83,7 +83,8 @@ def format_status(obj: Mapping[str, Any]) -> str:
         if not block:
             continue
         line = (f"{role.capitalize() + ':':<11}{block.get('revision', '')}  {block.get('readyReplicas', 0)}/"
-                f"{block.get('replicas', 0)} ready  image {block.get('image', '')}")  # fmt: skip
+                f"{block.get('replicas', 0)} ready  model {block.get('modelVersion', '')}  "
+                f"image {block.get('image', '')}")  # fmt: skip
         if role == "canary":
             line += f"  weight {block.get('actualWeight', 0)}% (step wants {block.get('desiredWeight', 0)}%)"
         lines.append(line)

@@ -196,6 +196,8 @@ def _base(
     status["deployment"] = plan.stable
     status["revision"] = plan.stable_revision
     status["stable"] = _revision_status(observed.deployment(plan.stable), plan.stable_revision)
+    if status["stable"]["modelVersion"]:
+        status["modelVersion"] = status["stable"]["modelVersion"]  # what clients get, not what is coming
     if plan.canary:
         block = _revision_status(observed.deployment(plan.canary), plan.canary_revision)
         if spec is not None and spec.rollout.strategy == "blueGreen":
