@@ -119,7 +119,8 @@ class Controller:
                 self.cache.upsert_child(child.observed, written=True)
             if child.action != "unchanged":
                 m.CHILD_WRITES.labels(child.kind, child.action).inc()
-                logger.info("%s %s %s/%s%s", child.action.capitalize(), child.kind, key[0], child.name,
+                logger.info("%s %s %s/%s%s%s", child.action.capitalize(), child.kind, key[0], child.name,
+                            f" {child.detail}" if child.detail else "",
                             f" (drift: {', '.join(child.drift)})" if child.drift else "")  # fmt: skip
         if outcome.status is not None:
             # Until the watch brings it back, the next reconcile must see the status we wrote, on

@@ -186,7 +186,9 @@ async def reconcile_workloads(ctx: ReconcileContext) -> None:
         scaled = await ctx.client.scale(other, count)
         ctx.failed_child = ("", "")
         ctx.observed.put(scaled)
-        ctx.outcome.children.append(ChildResult("Deployment", other_name, f"scaled to {count}", scaled))
+        ctx.outcome.children.append(
+            ChildResult("Deployment", other_name, "scaled", scaled, detail=f"to {count}")
+        )
 
 
 async def reconcile_services(ctx: ReconcileContext) -> None:
@@ -266,11 +268,11 @@ async def reconcile_traffic_routing(ctx: ReconcileContext) -> None:
     ctx.failed_child = ("HTTPRoute", route["metadata"]["name"])
     await ctx.client.patch_json({"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", **route}, ops)
     ctx.failed_child = ("", "")
+    weight = ctx.plan.route_weight
     ctx.outcome.children.append(
-        ChildResult(
-            "HTTPRoute", route["metadata"]["name"], f"weighted {ctx.plan.route_weight}% to canary", None
-        )
-    )
+        ChildResult("HTTPRoute", route["metadata"]["name"], "weighted", None,
+                    detail=f"{weight}% to {canary}, {100 - weight}% to {stable}")
+    )  # fmt: skip
 
 
 async def reconcile_autoscaling(ctx: ReconcileContext) -> None:
@@ -373,7 +375,8 @@ def child_events(results: list[ChildResult]) -> list[Event]:
     for result in results:
         if result.action != "unchanged":
             drift = f" ({', '.join(result.drift)} changed by someone else)" if result.drift else ""
-            by_action.setdefault(result.action, []).append(f"{result.kind} {result.name}{drift}")
+            detail = f" {result.detail}" if result.detail else ""
+            by_action.setdefault(result.action, []).append(f"{result.kind} {result.name}{detail}{drift}")
     return [Event("Normal", action.capitalize(), f"{action.capitalize()} {', '.join(items)}")
             for action, items in by_action.items()]  # fmt: skip
 

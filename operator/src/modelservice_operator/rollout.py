@@ -570,9 +570,12 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
     state = draft.state
     weight = 0
     if state.aborted:
+        # With a route, the canary keeps its pods until the route has moved its traffic back.
+        still_routed = (observed.route_weight or 0) > 0
         canary_count, stable_count = (
-            (0, n) if routed else basic_canary_counts(n, 0, surge, unavailable, canary, stable, others)
-        )
+            (canary.replicas if still_routed else 0, n) if routed
+            else basic_canary_counts(n, 0, surge, unavailable, canary, stable, others)
+        )  # fmt: skip
         draft.phase, draft.reason, draft.message = DEGRADED, state.aborted, state.abort_message
         draft.route_weight = 0 if routed else None
     else:

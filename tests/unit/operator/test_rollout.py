@@ -343,3 +343,18 @@ def test_state_survives_the_round_trip_through_the_status() -> None:
     again = State.from_status(status)
     assert (again.step, again.attempt, again.step_started_at, again.aborted) == (3, 2, NOW, "RolloutAborted")
     assert timestamp(NOW) == "2027-01-15T08:00:00Z"
+
+
+def test_gateway_abort_keeps_canary_pods_until_the_route_moved_traffic_back() -> None:
+    cluster = stable_cluster()
+    cluster.route_weight = 0
+    routed = {
+        "steps": [{"setWeight": 50}, {"pause": {}}],
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+    }
+    cluster.settle(ms(canary=routed), "b")
+    assert cluster.route_weight == 50 and cluster.counts() == {"iris-a": 2, "iris-b": 2}
+    aborting = cluster.step(ms(canary=routed, abort={"revision": "b"}), "b")
+    assert aborting.route_weight == 0 and aborting.replicas == {"iris-a": 4, "iris-b": 2}
+    cluster.settle(ms(canary=routed, abort={"revision": "b"}), "b")
+    assert cluster.counts() == {"iris-a": 4, "iris-b": 0}

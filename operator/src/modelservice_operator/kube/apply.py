@@ -43,9 +43,10 @@ class ChildConflict(Exception):
 class ChildResult:
     kind: str
     name: str
-    action: str  # created | updated | repaired | replaced | unchanged | deleted
+    action: str  # created | updated | repaired | replaced | unchanged | deleted | scaled | weighted
     observed: dict[str, Any] | None
     drift: tuple[str, ...] = ()
+    detail: str = ""  # e.g. "to 3 replicas", for the Event and the log
 
 
 async def apply_child(
