@@ -344,3 +344,73 @@ def test_the_previous_operators_single_deployment_is_adopted_without_downtime(
     assert names == [current], names
     assert lowest >= 2, f"only {lowest} ready endpoints during the adoption"
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=60s")
+
+
+def _gpus_held_elsewhere(admin: Kubectl, namespace: str) -> int:
+    pods = admin.json("get", "pods", "--all-namespaces")["items"]
+    return sum(
+        int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+        for p in pods
+        if p["metadata"]["namespace"] != namespace and p["spec"].get("nodeName")
+        for c in p["spec"]["containers"]
+    )
+
+
+def test_a_gpu_canary_waits_without_free_gpus_swaps_when_allowed_and_surges_once_a_gpu_is_free(
+    cluster: Any, kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    admin = Kubectl(cluster)
+    eventually(lambda: _gpus_held_elsewhere(admin, kubectl.namespace or "") == 0, timeout=120,
+               what="GPUs of earlier tests' namespaces released")  # fmt: skip
+    name = "digits"
+    canary = {"steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}]}
+    rollout = {"strategy": "canary", "maxSurge": 1, "maxUnavailable": 0, "canary": canary}
+    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__rollout=rollout))
+    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
+    # Another tenant takes every other GPU: 2 nodes x 8, 4 are ours.
+    total = sum(int(n["status"]["allocatable"].get("nvidia.com/gpu", 0))
+                for n in admin.json("get", "nodes")["items"])  # fmt: skip
+    filler = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other-tenant"},
+        "spec": {"replicas": total - 4, "selector": {"matchLabels": {"app": "other-tenant"}}, "template": {
+            "metadata": {"labels": {"app": "other-tenant"}},
+            "spec": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                     "containers": [{"name": "train", "image": "trainer:1",
+                                     "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}},
+    }  # fmt: skip
+    kubectl.apply(json.dumps(filler))
+    eventually(lambda: kubectl.json("get", "deploy", "other-tenant")["status"].get("availableReplicas") == total - 4,
+               what="the other tenant's pods bound")  # fmt: skip
+
+    stable = ms(kubectl, name)["status"]["stable"]["revision"]
+    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=rollout))
+    canary_revision = started(kubectl, name, stable)
+    body = eventually(
+        lambda: (b := ms(kubectl, name)) and condition(b, "CapacityConstrained")["status"] == "True" and b,
+        what="CapacityConstrained",
+    )
+    constrained = condition(body, "CapacityConstrained")
+    assert constrained["reason"] == "InsufficientGPUCapacity"
+    assert constrained["message"] == ("needs 1 nvidia.com/gpu of NVIDIA-A100-SXM4-80GB per pod, 0 free; "
+                                      "allow maxUnavailable >= 1 or free a GPU")  # fmt: skip
+    assert body["status"]["capacity"] == {"mode": "Wait", "freeGPUs": 0, "reason": constrained["message"]}
+    time.sleep(3)
+    assert kubectl.json("get", "deploy", f"{name}-{canary_revision}")["spec"]["replicas"] == 0, (
+        "no pod may wait Pending"
+    )
+
+    swap = {**rollout, "maxUnavailable": 1}
+    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=swap))
+    eventually(
+        lambda: ms(kubectl, name)["status"].get("capacity", {}).get("mode") == "Swap", what="swap mode"
+    )
+    done = eventually(lambda: (b := ms(kubectl, name))["status"]["stable"]["revision"] == canary_revision and b,
+                      timeout=120, what="the swapped rollout completes")  # fmt: skip
+    assert condition(done, "CapacityConstrained")["status"] == "False"
+    assert kubectl.json("get", "deploy", "other-tenant")["status"]["availableReplicas"] == total - 4
+
+    kubectl.run("scale", "deploy", "other-tenant", f"--replicas={total - 5}")  # one GPU frees
+    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="3", spec__rollout=swap))
+    started(kubectl, name, canary_revision)
+    eventually(lambda: ms(kubectl, name)["status"].get("capacity", {}).get("mode") == "Surge",
+               what="surge once a GPU is free")  # fmt: skip

@@ -197,6 +197,7 @@ class RolloutSpec:
     max_unavailable: int | str = 0
     progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE_SECONDS
     progress_deadline_abort: bool = False
+    capacity_policy: str = "Auto"  # Auto | Surge | Swap: how a rollout of GPU pods handles too few GPUs
     canary: CanarySpec = CanarySpec()
     blue_green: BlueGreenSpec = BlueGreenSpec()
     promote: Control | None = None
@@ -585,6 +586,18 @@ def _control(raw: Any, path: str, promote: bool = False) -> Control | None:
     )
 
 
+CAPACITY_POLICIES = ("Auto", "Surge", "Swap")
+
+
+def _capacity_policy(value: Any) -> str:
+    policy = str(value or "Auto")
+    if policy not in CAPACITY_POLICIES:
+        raise InvalidSpec(
+            "spec.rollout.capacityPolicy", f"{policy!r} must be one of {', '.join(CAPACITY_POLICIES)}"
+        )
+    return policy
+
+
 def parse_rollout(raw_value: Any) -> RolloutSpec:
     """``spec.rollout``: the strategy, its steps or blue-green settings, and the GitOps controls."""
     raw = _mapping(raw_value, "spec.rollout")
@@ -628,6 +641,7 @@ def parse_rollout(raw_value: Any) -> RolloutSpec:
             DEFAULT_PROGRESS_DEADLINE_SECONDS, minimum=1,
         ),
         progress_deadline_abort=bool(raw.get("progressDeadlineAbort", False)),
+        capacity_policy=_capacity_policy(raw.get("capacityPolicy")),
         canary=CanarySpec(
             steps=steps,
             http_route=route,

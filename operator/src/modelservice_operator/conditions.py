@@ -12,6 +12,7 @@ from typing import Any
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+CAPACITY_CONSTRAINED = "CapacityConstrained"  # only on ModelServices that ask for GPUs
 TYPES = (READY, PROGRESSING, DEGRADED)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
@@ -39,6 +40,8 @@ ROLLOUT_RETRIED = "RolloutRetried"
 ROLLOUT_PROMOTED = "RolloutPromoted"
 ROLLOUT_SUPERSEDED = "RolloutSuperseded"
 STEP_COMPLETED = "StepCompleted"
+INSUFFICIENT_GPU_CAPACITY = "InsufficientGPUCapacity"
+GPU_CAPACITY_AVAILABLE = "GPUCapacityAvailable"
 # Clients cannot reach the ready pods through the Service yet, or at all.
 ENDPOINTS_PENDING = "EndpointsPending"
 SERVICE_NOT_SELECTING = "ServiceNotSelectingPods"
@@ -53,7 +56,7 @@ ROUTE_NOT_READY = "HTTPRouteNotReady"
 # Reasons whose Events are warnings.
 WARNING_REASONS = frozenset({
     INVALID_SPEC, APPLY_REJECTED, UNSCHEDULABLE, IMAGE_PULL, CRASH_LOOP, CONTAINER_CONFIG, PROGRESS_DEADLINE,
-    SERVICE_NOT_SELECTING, ROLLOUT_ABORTED, FORBIDDEN, UNAUTHORIZED, API_UNAVAILABLE, THROTTLED, CHILD_CONFLICT, ROUTE_NOT_READY,
+    SERVICE_NOT_SELECTING, ROLLOUT_ABORTED, INSUFFICIENT_GPU_CAPACITY, FORBIDDEN, UNAUTHORIZED, API_UNAVAILABLE, THROTTLED, CHILD_CONFLICT, ROUTE_NOT_READY,
 })  # fmt: skip
 
 

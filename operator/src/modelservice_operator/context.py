@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cache import ObjectCache
+from .capacity import GpuInventory
 from .status import Observed
 
 CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
@@ -21,6 +22,16 @@ class ObservedChildren:
     """Everything that carries the ModelService's name label, by kind."""
 
     children: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    gpus: GpuInventory | None = None  # free GPUs of the cluster, for rollouts of GPU pods
+
+    def scheduled_pods(self) -> int:
+        """Our pods bound to a node and not finished: they hold their GPUs (terminating ones too)."""
+        return sum(
+            1
+            for pod in self.of_kind("Pod")
+            if (pod.get("spec") or {}).get("nodeName")
+            and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        )
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return self.children.get(kind, [])
@@ -50,6 +61,8 @@ class ObservedChildren:
         )
 
 
-def observe(cache: ObjectCache, namespace: str, name: str) -> ObservedChildren:
+def observe(
+    cache: ObjectCache, namespace: str, name: str, gpus: GpuInventory | None = None
+) -> ObservedChildren:
     kinds = (*CHILD_KINDS, "Pod", "EndpointSlice")
-    return ObservedChildren({kind: cache.children(namespace, name, kind) for kind in kinds})
+    return ObservedChildren({kind: cache.children(namespace, name, kind) for kind in kinds}, gpus)

@@ -22,8 +22,10 @@ from typing import Any
 
 from . import metrics as m
 from .cache import Key, ObjectCache
+from .capacity import GpuInventory
 from .context import observe
 from .kube.errors import KubeError
+from .naming import NAME_LABEL
 from .reconcile import Client, Outcome, RouteNotReady, reconcile, release_legacy_finalizer
 from .render import RenderOptions
 from .workqueue import WorkQueue
@@ -46,6 +48,8 @@ class Controller:
         self.options = options
         self.timing = timing or Timing()
         self.cache = ObjectCache()
+        self.gpus = GpuInventory()
+        self.waiting_for_gpus: set[Key] = set()  # rollouts a freed GPU may unblock
         self.queue: WorkQueue[Key] = WorkQueue(self.timing.backoff_base, self.timing.backoff_max)
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -57,6 +61,7 @@ class Controller:
         if event_type == "DELETED":
             self.cache.remove_modelservice(namespace, name)
             self.queue.discard((namespace, name))
+            self.waiting_for_gpus.discard((namespace, name))
             return
         before = self.cache.modelservice(namespace, name)
         key = self.cache.upsert_modelservice(body)
@@ -70,6 +75,23 @@ class Controller:
         if self.queue.failing(owner):
             return  # its retry is scheduled: pod churn must not turn a backoff into a burst of failures
         self.queue.add(owner)
+
+    def node_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if self.gpus.node_event(event_type, body) and event_type is not None:
+            self._capacity_changed()
+
+    def pod_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Every pod of the cluster: ours feed the cache; any pod holding GPUs feeds the inventory."""
+        changed = self.gpus.pod_event(event_type, body)
+        if (body.get("metadata", {}).get("labels") or {}).get(NAME_LABEL):
+            self.child_event(event_type, body)
+        if changed and event_type is not None:
+            self._capacity_changed()
+
+    def _capacity_changed(self) -> None:
+        for key in self.waiting_for_gpus:
+            if not self.queue.failing(key):
+                self.queue.add(key)
 
     # Workers ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,7 +134,11 @@ class Controller:
             return None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        outcome = await reconcile(body, observe(self.cache, *key), self.client, self.options)
+        outcome = await reconcile(body, observe(self.cache, *key, self.gpus), self.client, self.options)
+        if outcome.capacity_constrained:
+            self.waiting_for_gpus.add(key)
+        else:
+            self.waiting_for_gpus.discard(key)
         m.RECONCILE_DURATION.observe(loop.time() - started)
         for child in outcome.children:
             if child.observed is not None:

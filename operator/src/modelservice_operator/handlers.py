@@ -24,15 +24,16 @@ from .kube.lease import lead
 from .naming import NAME_LABEL
 from .render import RenderOptions
 
-# (group, version, plural, kind) of every child kind we watch.
+# (group, version, plural, kind) of every child kind we watch, server-side filtered by our name label.
 WATCHED_CHILDREN = (
     ("apps", "v1", "deployments", "Deployment"),
     ("", "v1", "services", "Service"),
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
-    ("", "v1", "pods", "Pod"),
     ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
 )
+# Pods and Nodes are watched whole: every pod that holds a GPU (whoever owns it) and every node's
+# allocatable GPUs tell a rollout whether a surge pod would fit.
 
 
 def _seconds(name: str, default: float) -> float:
@@ -104,6 +105,16 @@ async def prime(controller: Controller, namespaces: list[str], logger: logging.L
                 continue
             for obj in found:
                 controller.child_event(None, obj)
+        try:
+            for pod in await client.list("v1", "Pod", namespace):
+                controller.pod_event(None, pod)
+        except KubeError as exc:
+            logger.warning("Could not list Pods to prime the cache: %s", exc)
+    try:
+        for node in await client.list("v1", "Node"):
+            controller.node_event(None, node)
+    except KubeError as exc:  # without Nodes, rollouts of GPU pods surge as if capacity were unknown
+        logger.warning("Could not list Nodes (GPU capacity stays unknown): %s", exc)
 
 
 @kopf.on.login()
@@ -145,3 +156,13 @@ def _register_child_watch(group: str, version: str, plural: str) -> None:
 
 for _group, _version, _plural, _kind in WATCHED_CHILDREN:
     _register_child_watch(_group, _version, _plural)
+
+
+@kopf.on.event("", "v1", "pods", id="watch-pods")
+def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.pod_event(type, dict(body))
+
+
+@kopf.on.event("", "v1", "nodes", id="watch-nodes")
+def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.node_event(type, dict(body))

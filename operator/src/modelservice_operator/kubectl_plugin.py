@@ -91,6 +91,10 @@ def format_status(obj: Mapping[str, Any]) -> str:
     if rollout.get("revision"):
         lines.append(f"Attempt:   {rollout.get('attempt', 0)}" + (
             f"  ABORTED: {rollout['aborted'].get('message', '')}" if rollout.get("aborted") else ""))  # fmt: skip
+    capacity: Mapping[str, Any] = status.get("capacity") or {}
+    if capacity:
+        lines.append(f"Capacity:  {capacity.get('mode', '')} ({capacity.get('freeGPUs', 0)} GPUs free): "
+                     f"{capacity.get('reason', '')}")  # fmt: skip
     steps: Sequence[Mapping[str, Any]] = ((rollout_spec.get("canary") or {}).get("steps")) or []
     if steps and strategy == "canary":
         current = int(rollout.get("step", len(steps))) if rollout.get("revision") else len(steps)

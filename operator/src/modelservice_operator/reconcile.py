@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from . import API_VERSION, KIND
 from . import conditions as c
 from .api import InvalidSpec, ModelServiceSpec, parse_spec
+from .capacity import Free
 from .context import ObservedChildren
 from .kube.apply import ChildConflict, ChildResult, ChildWriter, apply_child, prune_child
 from .kube.errors import (
@@ -92,6 +93,7 @@ class Outcome:
     ready: bool = False
     error: Exception | None = None  # KubeError (retry with backoff) or a rejection (retry slowly)
     requeue_after: float | None = None  # the rollout waits for time to pass (a pause, a delay)
+    capacity_constrained: bool = False  # the rollout waits for a GPU: reconcile again when one frees
 
     @property
     def writes(self) -> int:
@@ -170,9 +172,12 @@ async def reconcile_workloads(ctx: ReconcileContext) -> None:
             desired_revision=desired["metadata"]["labels"][REVISION_LABEL],
             previous=ctx.body.get("status") or {},
             route_weight=route_weight,
+            gpu_free=free_gpus(ctx, desired),
+            scheduled_pods=ctx.observed.scheduled_pods(),
         ),
         ctx.clock,
     )
+    ctx.outcome.capacity_constrained = bool(ctx.plan.capacity and ctx.plan.capacity.constrained)
     ctx.outcome.requeue_after = ctx.plan.requeue_after
     ctx.outcome.events.extend(Event(e.type, e.reason, e.message) for e in ctx.plan.events)
     desired["spec"]["replicas"] = ctx.plan.replicas.get(name, 0)
@@ -189,6 +194,17 @@ async def reconcile_workloads(ctx: ReconcileContext) -> None:
         ctx.outcome.children.append(
             ChildResult("Deployment", other_name, "scaled", scaled, detail=f"to {count}")
         )
+
+
+def free_gpus(ctx: ReconcileContext, desired: Mapping[str, Any]) -> Free | None:
+    """Room for more pods shaped like ``desired`` on the nodes its nodeSelector allows; None when the
+    spec asks for no GPU or no node with that GPU is known (no Node watch, no such nodes yet)."""
+    gpu = ctx.spec.gpu
+    if gpu is None or ctx.observed.gpus is None:
+        return None
+    selector = desired["spec"]["template"]["spec"].get("nodeSelector") or {}
+    found = ctx.observed.gpus.free(gpu.resource_name, gpu.count, selector)
+    return found if found.nodes else None
 
 
 async def reconcile_services(ctx: ReconcileContext) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 from . import conditions as c
 from .api import CanaryStep, ModelServiceSpec, format_duration
+from .capacity import Free
 
 HEALTHY, PROGRESSING, PAUSED, DEGRADED = "Healthy", "Progressing", "Paused", "Degraded"
 
@@ -76,6 +77,8 @@ class RolloutObserved:
     desired_revision: str
     previous: Mapping[str, Any] = field(default_factory=dict)  # the previous status
     route_weight: int | None = None  # the canary weight the HTTPRoute carries now (read back)
+    gpu_free: Free | None = None  # room for more GPU pods; None: no GPUs asked for, or no GPU node known
+    scheduled_pods: int = 0  # our pods bound to a node (holding their GPUs), whatever their revision
 
 
 def _time(value: Any) -> float | None:
@@ -171,6 +174,64 @@ class Event:
 
 
 @dataclass(frozen=True)
+class CapacityDecision:
+    """How a rollout of GPU pods makes room: Surge (new pods fit beside the old), Swap (a stable pod goes
+    first, within maxUnavailable) or Wait (neither is possible)."""
+
+    mode: str
+    free_gpus: int
+    reason: str
+
+    @property
+    def constrained(self) -> bool:
+        return self.mode == WAIT
+
+
+SURGE, SWAP, WAIT = "Surge", "Swap", "Wait"
+
+
+def capacity_decision(spec: ModelServiceSpec, observed: RolloutObserved, surge: int,
+                      unavailable: int) -> tuple[int, int, CapacityDecision | None]:  # fmt: skip
+    """(surge, unavailable) the rollout may use given the free GPUs, and the decision to report."""
+    gpu, free, n = spec.gpu, observed.gpu_free, spec.replicas
+    if gpu is None or free is None:
+        return surge, unavailable, None
+    what = f"{gpu.count} {gpu.resource_name}" + (f" of {gpu.product}" if gpu.product else "")
+    raw_unavailable = min(n, _percent_of(spec.rollout.max_unavailable, n, round_up=False))
+    policy = spec.rollout.capacity_policy
+    if policy == "Surge":
+        return surge, unavailable, CapacityDecision(SURGE, free.gpus, "capacityPolicy Surge: new pods are "
+                                                    "created whether or not a GPU is free")  # fmt: skip
+    if policy == "Swap" or surge == 0:
+        why = "capacityPolicy Swap" if policy == "Swap" else "maxSurge is 0"
+        return 0, max(1, raw_unavailable), CapacityDecision(SWAP, free.gpus, f"{why}: a stable pod makes room "
+                                                            "before each new one")  # fmt: skip
+    # Pods beyond N that can run now: ours already bound plus what still fits, minus N.
+    fits = max(0, observed.scheduled_pods + free.pods - n)
+    if fits >= 1:
+        return (
+            min(surge, fits),
+            unavailable,
+            CapacityDecision(
+                SURGE, free.gpus, f"{free.gpus} {gpu.resource_name} free for new pods ({what} each)"
+            ),
+        )
+    if raw_unavailable >= 1:
+        return 0, raw_unavailable, CapacityDecision(
+            SWAP, free.gpus, f"needs {what} per pod, {free.gpus} free: a stable pod makes room first "
+            f"(maxUnavailable {raw_unavailable})")  # fmt: skip
+    return (
+        0,
+        0,
+        CapacityDecision(
+            WAIT,
+            free.gpus,
+            f"needs {what} per pod, {free.gpus} free; allow maxUnavailable >= 1 or free a GPU",
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Plan:
     replicas: Mapping[str, int]  # Deployment name -> spec.replicas, for every Deployment kept
     delete: tuple[str, ...]  # Deployments to delete
@@ -190,6 +251,7 @@ class Plan:
     message: str
     requeue_after: float | None = None
     events: tuple[Event, ...] = ()
+    capacity: CapacityDecision | None = None
 
     @property
     def rolling_out(self) -> bool:
@@ -364,6 +426,8 @@ class _Draft:
     requeue: list[float] = field(default_factory=list)
     desired_weight: int = 0
     route_weight: int | None = None
+    capacity: CapacityDecision | None = None
+    batch: bool = False  # blue-green promotion in batches: <name> selects both revisions meanwhile
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -469,6 +533,8 @@ def plan(spec: ModelServiceSpec, observed: RolloutObserved, now: float) -> Plan:
     if strategy == "blueGreen":
         _blue_green(spec, observed, now, draft, canary, stable, approved_step, waiting)
     else:
+        if not (rollout.canary.http_route and steps):  # a routed canary sizes the stable by the weight
+            surge, unavailable, draft.capacity = capacity_decision(spec, observed, surge, unavailable)
         _canary(spec, observed, now, draft, canary, stable, steps, approved_step, surge, unavailable, waiting)
     return _finish(spec, observed, now, draft, by_name)
 
@@ -545,6 +611,8 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
     others = [w for w in observed.workloads if w.name not in (canary.name, draft.state.stable)]
 
     def counts(weight: int, step: CanaryStep | None) -> tuple[int, int]:
+        if draft.capacity is not None and draft.capacity.constrained:
+            return canary.replicas, stable.replicas if stable is not None else 0  # no room: nothing moves
         if not routed:
             return basic_canary_counts(n, weight, surge, unavailable, canary, stable, others)
         scale = step.set_canary_scale if step is not None else None
@@ -603,7 +671,8 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
                     _advance(draft, steps, now, "reached")
                     continue
                 draft.message = f"{label}: " + (
-                    _pods_message(canary, canary_count, "canary") if not _at(canary, canary_count)
+                    f"waiting for GPU capacity: {draft.capacity.reason}" if draft.capacity and draft.capacity.constrained
+                    else _pods_message(canary, canary_count, "canary") if not _at(canary, canary_count)
                     else "waiting for the route's weight" if not route_ok
                     else "waiting for the stable revision to scale to "
                     f"{stable_count} and older revisions to drain"
@@ -648,8 +717,9 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
             _promote(spec, draft, now, canary, stable, routed)
         elif not draft.message:
             draft.message = f"{label}: " + (
-                _pods_message(canary, n, "new") if not _at(canary, n) else "waiting for the route's weight"
-            )
+                f"waiting for GPU capacity: {draft.capacity.reason}" if draft.capacity and draft.capacity.constrained
+                else _pods_message(canary, n, "new") if not _at(canary, n) else "waiting for the route's weight"
+            )  # fmt: skip
 
 
 def _has_pods(workloads: Sequence[Workload]) -> bool:
@@ -699,7 +769,16 @@ def _blue_green(spec: ModelServiceSpec, observed: RolloutObserved, now: float, d
         draft.phase, draft.reason, draft.message = DEGRADED, state.aborted, state.abort_message
     else:
         size = min(bg.preview_replicas or n, n)
-        ready = _at(preview, size) or (state.promoting and preview.available >= size)
+        room = _preview_room(spec, observed, active)
+        if room is not None and room < size:
+            # Too few GPUs for the whole preview: preview what fits, promote in batches later.
+            wanted, size = size, room
+            draft.capacity = CapacityDecision(
+                WAIT if size == 0 else SURGE, observed.gpu_free.gpus if observed.gpu_free else 0,
+                f"preview at {size} of {wanted} pods: no GPU free for more; promotion will move the rest in "
+                "batches of maxUnavailable",
+            )  # fmt: skip
+        ready = size > 0 and (_at(preview, size) or (state.promoting and preview.available >= size))
         if ready and state.preview_ready_at is None:
             state = replace(state, preview_ready_at=now, progress_at=now)
         promote_now = approved_step >= 0 or state.promoting
@@ -717,8 +796,10 @@ def _blue_green(spec: ModelServiceSpec, observed: RolloutObserved, now: float, d
         draft.state = state
         target = n if state.promoting else size
         draft.replicas[preview.name] = target
-        if state.promoting and _at(preview, n):
-            _promote(spec, draft, now, preview, active, delayed=True)
+        if state.promoting and room is not None and room < n and not _at(preview, n):
+            _promote_in_batches(spec, observed, draft, preview, active)
+        elif state.promoting and _at(preview, n):
+            _promote(spec, draft, now, preview, active, delayed=bool(active and active.replicas))
         elif state.promoting:
             draft.message = "promotion: " + _pods_message(preview, n, "new")
         elif not ready:
@@ -728,6 +809,45 @@ def _blue_green(spec: ModelServiceSpec, observed: RolloutObserved, now: float, d
             draft.message = f"preview ready behind its Service; paused until promoted (kubectl modelservice promote {spec.name})"
     kept = preview.available + (active.available if active else 0)
     _drain(spec, draft, others, kept, n, now, waiting)
+
+
+def _needs(spec: ModelServiceSpec, observed: RolloutObserved) -> str:
+    gpu = spec.gpu
+    assert gpu is not None
+    what = f"{gpu.count} {gpu.resource_name}" + (f" of {gpu.product}" if gpu.product else "")
+    free = observed.gpu_free.gpus if observed.gpu_free else 0
+    return f"needs {what} per pod, {free} free; allow maxUnavailable >= 1 or free a GPU"
+
+
+def _preview_room(spec: ModelServiceSpec, observed: RolloutObserved, active: Workload | None) -> int | None:
+    """How many preview pods can hold a GPU now (None: not limited by GPUs)."""
+    if spec.gpu is None or observed.gpu_free is None or spec.rollout.capacity_policy != "Auto":
+        return None
+    bound_active = min(active.replicas, active.available) if active is not None else 0
+    return max(0, observed.scheduled_pods + observed.gpu_free.pods - bound_active)
+
+
+def _promote_in_batches(spec: ModelServiceSpec, observed: RolloutObserved, draft: _Draft, preview: Workload,
+                        active: Workload | None) -> None:  # fmt: skip
+    """Promotion without GPUs for a full-size preview: both revisions serve behind <name> while the old
+    one gives up maxUnavailable pods at a time and the new one takes their GPUs."""
+    n = spec.replicas
+    unavailable = min(n, _percent_of(spec.rollout.max_unavailable, n, round_up=False))
+    free = observed.gpu_free.gpus if observed.gpu_free else 0
+    if unavailable < 1:
+        draft.capacity = CapacityDecision(WAIT, free, _needs(spec, observed))
+        draft.replicas[preview.name] = preview.replicas
+        draft.message = f"promotion: waiting for GPU capacity: {draft.capacity.reason}"
+        return
+    preview_count, active_count = basic_canary_counts(n, 100, 0, unavailable, preview, active)
+    draft.replicas[preview.name] = preview_count
+    if active is not None:
+        draft.replicas[active.name] = active_count
+    draft.batch = True
+    draft.capacity = CapacityDecision(
+        SWAP, free, f"not enough GPUs for a full-size preview: promoting in batches of {unavailable}, both "
+        "revisions serving meanwhile")  # fmt: skip
+    draft.message = f"promotion in batches of {unavailable}: " + _pods_message(preview, n, "new")
 
 
 def _finish(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft: _Draft,
@@ -761,7 +881,7 @@ def _finish(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
     canary_ready = canary.ready if canary else 0
     stable_ready = stable.ready if stable else 0
     if strategy == "blueGreen":
-        main = state.stable_revision
+        main = None if draft.batch else state.stable_revision
         actual = 0
     else:
         main = None
@@ -790,4 +910,5 @@ def _finish(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
         message=draft.message,
         requeue_after=min(draft.requeue) if draft.requeue else None,
         events=tuple(draft.events),
+        capacity=draft.capacity if state.revision else None,
     )

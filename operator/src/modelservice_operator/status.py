@@ -221,7 +221,23 @@ def _base(
         status["rollout"] = rollout
     if plan.state.history:
         status["history"] = [dict(h) for h in plan.state.history]
+    if plan.capacity is not None:
+        status["capacity"] = {"mode": plan.capacity.mode, "freeGPUs": plan.capacity.free_gpus,
+                              "reason": plan.capacity.reason}  # fmt: skip
     return status
+
+
+def _capacity_condition(spec: ModelServiceSpec, plan: Plan, conds: list[dict[str, Any]], generation: int,
+                        now: str) -> list[dict[str, Any]]:  # fmt: skip
+    """CapacityConstrained, on ModelServices that ask for GPUs: True while a rollout waits for one."""
+    if spec.gpu is None:
+        return [cond for cond in conds if cond.get("type") != c.CAPACITY_CONSTRAINED]
+    if plan.capacity is not None and plan.capacity.constrained:
+        return c.set_condition(conds, c.CAPACITY_CONSTRAINED, c.TRUE, c.INSUFFICIENT_GPU_CAPACITY,
+                               plan.capacity.reason, generation, now)  # fmt: skip
+    message = plan.capacity.reason if plan.capacity is not None else "No rollout is waiting for a GPU"
+    return c.set_condition(conds, c.CAPACITY_CONSTRAINED, c.FALSE, c.GPU_CAPACITY_AVAILABLE, message,
+                           generation, now)  # fmt: skip
 
 
 def invalid_status(
@@ -354,7 +370,7 @@ def compute_status(
         conds = c.set_condition(
             conds, c.DEGRADED, c.FALSE, c.AS_EXPECTED, "No problems observed", generation, now
         )
-    status["conditions"] = conds
+    status["conditions"] = _capacity_condition(spec, plan, conds, generation, now)
     return status
 
 

@@ -113,3 +113,30 @@ async def test_child_events_wait_for_the_backoff_of_a_failing_object_but_a_spec_
     changed["metadata"] = {**changed["metadata"], "generation": 2, "resourceVersion": "2"}
     ctl.modelservice_event("MODIFIED", changed)
     assert len(ctl.queue) == 1
+
+
+async def test_a_rollout_waiting_for_a_gpu_comes_back_as_soon_as_one_is_freed() -> None:
+    ctl = Controller(FakeClient(), RenderOptions(), TIMING)
+    gpu_node = {"metadata": {"name": "gpu-1", "labels": {}}, "spec": {},
+                "status": {"allocatable": {"nvidia.com/gpu": "1"}, "conditions": [{"type": "Ready", "status": "True"}]}}  # fmt: skip
+    tenant = {"metadata": {"name": "trainer", "namespace": "other"},
+              "spec": {"nodeName": "gpu-1", "containers": [{"resources": {"limits": {"nvidia.com/gpu": 1}}}]},
+              "status": {"phase": "Running"}}  # fmt: skip
+    ctl.node_event(None, gpu_node)
+    ctl.pod_event(None, tenant)
+    rollout = {"strategy": "rolling", "maxSurge": 1, "maxUnavailable": 0}
+    ms = body(gpu={"count": 1}, replicas=1, rollout=rollout)
+    ctl.modelservice_event("ADDED", ms)
+    # A stable revision of one pod exists (bound elsewhere); the spec now renders another one.
+    old = {"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "iris-old", "namespace": "ml", "generation": 1, "resourceVersion": "1",
+                        "labels": {"serving.modelservice.io/name": "iris", "serving.modelservice.io/revision": "old"}},
+           "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "replicas": 1, "availableReplicas": 1,
+                                               "readyReplicas": 1}}  # fmt: skip
+    ctl.child_event(None, old)
+    outcome = await ctl.process(KEY)
+    assert outcome is not None and outcome.capacity_constrained
+    assert KEY in ctl.waiting_for_gpus
+    ctl.queue._timers.pop(KEY)[1].cancel()
+    ctl.pod_event("DELETED", tenant)  # the GPU frees: the key is queued at once, not at the resync
+    assert KEY in ctl.queue._queued

@@ -54,3 +54,9 @@ def test_status_marks_the_current_step_and_shows_weights() -> None:
     text = format_status(obj(step=1))
     assert '✔ 0: {"setWeight":20}' in text and '▶ 1: {"pause":{}}' in text
     assert "weight 25% (step wants 20%)" in text and "RolloutPaused" in text
+
+
+def test_status_shows_the_capacity_decision() -> None:
+    body = obj()
+    body["status"]["capacity"] = {"mode": "Wait", "freeGPUs": 0, "reason": "needs 1 nvidia.com/gpu per pod"}
+    assert "Capacity:  Wait (0 GPUs free): needs 1 nvidia.com/gpu per pod" in format_status(body)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from modelservice_operator.api import parse_spec
+from modelservice_operator.capacity import Free
 from modelservice_operator.rollout import (
     PAUSED,
     Plan,
@@ -119,16 +120,8 @@ class Cluster:
     def step(self, spec: Any, revision: str, advance: float = 1.0) -> Plan:
         self.now += advance
         name = f"iris-{revision}"
-        result = plan(spec, RolloutObserved(list(self.workloads.values()), name, revision, self.status,
-                                            self.route_weight), self.now)  # fmt: skip
-        for deployment, count in result.replicas.items():
-            rev = self.workloads[deployment].revision if deployment in self.workloads else revision
-            ready = 0 if rev in self.broken else count
-            self.workloads[deployment] = Workload(
-                deployment, rev, count, available=ready, ready=ready, pods=count
-            )
-        for deployment in result.delete:
-            del self.workloads[deployment]
+        result = plan(spec, self.observed(spec, name, revision), self.now)
+        self.apply(result, revision)
         if result.route_weight is not None:
             self.route_weight = result.route_weight
         s = result.state
@@ -137,13 +130,26 @@ class Cluster:
         self.plans.append(result)
         return result
 
+    def observed(self, spec: Any, name: str, revision: str) -> RolloutObserved:
+        return RolloutObserved(list(self.workloads.values()), name, revision, self.status, self.route_weight)
+
+    def apply(self, result: Plan, revision: str) -> None:
+        for deployment, count in result.replicas.items():
+            rev = self.workloads[deployment].revision if deployment in self.workloads else revision
+            ready = 0 if rev in self.broken else count
+            self.workloads[deployment] = Workload(
+                deployment, rev, count, available=ready, ready=ready, pods=count
+            )
+        for deployment in result.delete:
+            del self.workloads[deployment]
+
     def settle(self, spec: Any, revision: str, limit: int = 30, advance: float = 1.0) -> Plan:
         """Reconcile until nothing changes (a pause, a promotion wait, or done)."""
         last = self.step(spec, revision, advance)
         for _ in range(limit):
-            before = (dict(self.workloads), last.state.step, last.phase, self.route_weight)
+            before = (dict(self.workloads), last.state.step, last.phase, last.message, self.route_weight)
             last = self.step(spec, revision, advance)
-            if (dict(self.workloads), last.state.step, last.phase, self.route_weight) == before:
+            if (dict(self.workloads), last.state.step, last.phase, last.message, self.route_weight) == before:
                 return last
         return last
 
@@ -179,7 +185,8 @@ def test_canary_walks_its_steps_holds_at_pause_until_promoted_and_retires_the_ol
     timed = cluster.settle(promoted, "b")
     assert cluster.counts() == {"iris-a": 2, "iris-b": 2}
     assert (timed.state.step, timed.phase) == (3, PAUSED)
-    assert timed.message.startswith("step 4/4 pause 1m: ") and 55 <= (timed.requeue_after or 0) <= 60
+    left = timed.requeue_after or 0
+    assert 0 < left <= 60 and timed.message == f"step 4/4 pause 1m: {int(left)}s left"
 
     # The same promote applied again does not approve the later pause; only time does.
     done = cluster.settle(promoted, "b", advance=61)
@@ -358,3 +365,112 @@ def test_gateway_abort_keeps_canary_pods_until_the_route_moved_traffic_back() ->
     assert aborting.route_weight == 0 and aborting.replicas == {"iris-a": 4, "iris-b": 2}
     cluster.settle(ms(canary=routed, abort={"revision": "b"}), "b")
     assert cluster.counts() == {"iris-a": 4, "iris-b": 0}
+
+
+# ------------------------------------------------------------------------------------- GPU capacity
+
+
+class GpuCluster(Cluster):
+    """Every pod needs one GPU; pods beyond the cluster's ``gpus`` stay Pending (not available)."""
+
+    def __init__(self, gpus: int, *workloads: Workload) -> None:
+        super().__init__(*workloads)
+        self.gpus = gpus
+        self.bound = {w.name: w.replicas for w in workloads}
+        self.lowest_available = min((sum(w.available for w in workloads),), default=0)
+
+    def step(self, spec: Any, revision: str, advance: float = 1.0) -> Plan:
+        used = sum(self.bound.values())
+        self.route_weight = None
+        self._free = Free(pods=self.gpus - used, gpus=self.gpus - used, nodes=1)
+        return super().step(spec, revision, advance)
+
+    def observed(self, spec: Any, name: str, revision: str) -> RolloutObserved:
+        return RolloutObserved(list(self.workloads.values()), name, revision, self.status, None,
+                               gpu_free=self._free, scheduled_pods=sum(self.bound.values()))  # fmt: skip
+
+    def apply(self, result: Plan, revision: str) -> None:
+        for name in list(self.bound):
+            self.bound[name] = min(self.bound[name], result.replicas.get(name, 0))
+        for name, count in result.replicas.items():  # new pods get the GPUs left, in plan order
+            free = self.gpus - sum(self.bound.values())
+            self.bound[name] = min(count, self.bound.get(name, 0) + free)
+        for name, count in result.replicas.items():
+            rev = self.workloads[name].revision if name in self.workloads else revision
+            bound = self.bound[name]
+            self.workloads[name] = Workload(name, rev, count, available=bound, ready=bound, pods=count)
+        for name in result.delete:
+            self.workloads.pop(name, None)
+            self.bound.pop(name, None)
+        self.lowest_available = min(self.lowest_available, sum(w.available for w in self.workloads.values()))
+
+
+def gpu_ms(**rollout: Any) -> Any:
+    body = {"metadata": {"name": "iris", "namespace": "default"},
+            "spec": {"model": {"storageUri": "pvc://models/iris"}, "replicas": 4, "gpu": {"count": 1},
+                     "runtime": {"image": "runtime:2"}, "rollout": {"strategy": "rolling", "maxSurge": 1, **rollout}}}  # fmt: skip
+    return parse_spec(body)
+
+
+def test_without_free_gpus_and_without_max_unavailable_the_rollout_waits_and_says_what_unblocks_it() -> None:
+    cluster = GpuCluster(4, Workload("iris-a", "a", 4, available=4, ready=4, pods=4))
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    result = cluster.settle(gpu_ms(maxUnavailable=0), "b")
+    assert result.capacity is not None and result.capacity.mode == "Wait"
+    assert result.capacity.reason == ("needs 1 nvidia.com/gpu per pod, 0 free; allow maxUnavailable >= 1 "
+                                      "or free a GPU")  # fmt: skip
+    assert cluster.counts() == {"iris-a": 4, "iris-b": 0} and "waiting for GPU capacity" in result.message
+
+
+def test_without_free_gpus_a_rollout_swaps_within_max_unavailable_and_completes() -> None:
+    cluster = GpuCluster(4, Workload("iris-a", "a", 4, available=4, ready=4, pods=4))
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    first = cluster.step(gpu_ms(maxUnavailable=1), "b")
+    assert first.capacity is not None and first.capacity.mode == "Swap"
+    cluster.settle(gpu_ms(maxUnavailable=1), "b")
+    assert cluster.counts() == {"iris-b": 4}
+    assert cluster.lowest_available >= 3  # never more than maxUnavailable pods short
+
+
+def test_free_gpus_are_used_to_surge() -> None:
+    cluster = GpuCluster(6, Workload("iris-a", "a", 4, available=4, ready=4, pods=4))
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    first = cluster.step(gpu_ms(maxUnavailable=0), "b")
+    assert first.capacity is not None and first.capacity.mode == "Surge" and first.replicas["iris-b"] == 1
+    cluster.settle(gpu_ms(maxUnavailable=0), "b")
+    assert cluster.counts() == {"iris-b": 4} and cluster.lowest_available >= 4
+
+
+def test_a_pending_surge_pod_turns_the_rollout_into_a_swap() -> None:
+    """Another tenant took the GPU: our canary pod is Pending, so only bound pods count."""
+    cluster = GpuCluster(4, Workload("iris-a", "a", 4, available=4, ready=4, pods=4),
+                         Workload("iris-b", "b", 1, available=0, ready=0, pods=1))  # fmt: skip
+    cluster.bound["iris-b"] = 0
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"},
+                      "rollout": {"revision": "b", "deployment": "iris-b", "step": 0, "stepsHash": ""}}  # fmt: skip
+    result = cluster.step(gpu_ms(maxUnavailable=1), "b")
+    assert result.capacity is not None and result.capacity.mode == "Swap"
+    assert result.replicas == {"iris-a": 3, "iris-b": 1}
+
+
+def test_capacity_policy_surge_ignores_free_gpus() -> None:
+    cluster = GpuCluster(4, Workload("iris-a", "a", 4, available=4, ready=4, pods=4))
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    result = cluster.step(gpu_ms(maxUnavailable=0, capacityPolicy="Surge"), "b")
+    assert result.capacity is not None and result.capacity.mode == "Surge" and result.replicas["iris-b"] == 1
+
+
+def test_blue_green_with_two_free_gpus_previews_two_pods_then_promotes_in_batches() -> None:
+    cluster = GpuCluster(6, Workload("iris-a", "a", 4, available=4, ready=4, pods=4))
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    bg = {"strategy": "blueGreen", "maxUnavailable": 1, "blueGreen": {"autoPromotionEnabled": False}}
+    previewing = cluster.settle(gpu_ms(**bg), "b")
+    assert cluster.counts() == {"iris-a": 4, "iris-b": 2} and previewing.main_revision == "a"
+    assert previewing.capacity is not None and previewing.capacity.reason.startswith("preview at 2 of 4 pods")
+    promote = gpu_ms(**bg, promote={"revision": "b", "full": True})
+    batch = cluster.step(promote, "b")
+    assert batch.main_revision is None  # both revisions serve while the old one hands over its GPUs
+    assert batch.capacity is not None and batch.capacity.mode == "Swap"
+    done = cluster.settle(promote, "b")
+    assert cluster.counts() == {"iris-b": 4} and done.phase == "Healthy" and done.main_revision == "b"
+    assert cluster.lowest_available >= 3

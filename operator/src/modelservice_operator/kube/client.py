@@ -36,6 +36,7 @@ PLURALS = {
     "ModelService": "modelservices",
     "Lease": "leases",
     "HTTPRoute": "httproutes",
+    "Node": "nodes",
 }
 
 
