@@ -414,3 +414,45 @@ def test_a_gpu_canary_waits_without_free_gpus_swaps_when_allowed_and_surges_once
     started(kubectl, name, canary_revision)
     eventually(lambda: ms(kubectl, name)["status"].get("capacity", {}).get("mode") == "Surge",
                what="surge once a GPU is free")  # fmt: skip
+
+
+def test_blue_green_with_two_free_gpus_for_four_replicas_previews_two_and_promotes_in_batches(
+    cluster: Any, kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    admin = Kubectl(cluster)
+    eventually(lambda: _gpus_held_elsewhere(admin, kubectl.namespace or "") == 0, timeout=120,
+               what="GPUs of earlier tests' namespaces released")  # fmt: skip
+    name = "digits"
+    rollout = {"strategy": "blueGreen", "maxUnavailable": 1, "blueGreen": {"autoPromotionEnabled": False}}
+    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__rollout=rollout))
+    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
+    total = sum(int(n["status"]["allocatable"].get("nvidia.com/gpu", 0))
+                for n in admin.json("get", "nodes")["items"])  # fmt: skip
+    filler = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other-tenant"},
+        "spec": {"replicas": total - 6, "selector": {"matchLabels": {"app": "other-tenant"}}, "template": {
+            "metadata": {"labels": {"app": "other-tenant"}},
+            "spec": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                     "containers": [{"name": "train", "image": "trainer:1",
+                                     "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}},
+    }  # fmt: skip
+    kubectl.apply(json.dumps(filler))
+    eventually(lambda: kubectl.json("get", "deploy", "other-tenant")["status"].get("availableReplicas") == total - 6,
+               what="the other tenant's pods bound")  # fmt: skip
+    blue = ms(kubectl, name)["status"]["stable"]["revision"]
+    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=rollout))
+    green = started(kubectl, name, blue)
+    eventually(lambda: dict(endpoints_by_revision(kubectl, f"{name}-preview")) == {green: 2},
+               what="a preview of the 2 pods that fit")  # fmt: skip
+    body = ms(kubectl, name)
+    assert body["status"]["capacity"]["reason"].startswith("preview at 2 of 4 pods")
+    assert dict(endpoints_by_revision(kubectl, name)) == {blue: 4}
+
+    plugin(kubectl, "promote", name, "--full")
+    eventually(lambda: ms(kubectl, name)["status"].get("capacity", {}).get("mode") == "Swap",
+               what="promotion in batches")  # fmt: skip
+    done = eventually(lambda: (b := ms(kubectl, name))["status"]["stable"]["revision"] == green and b,
+                      timeout=120, what="promotion completes")  # fmt: skip
+    assert condition(done, "CapacityConstrained")["status"] == "False"
+    eventually(lambda: dict(endpoints_by_revision(kubectl, name)) == {green: 4}, what="all endpoints green")
+    assert kubectl.json("get", "svc", name)["spec"]["selector"][REVISION] == green
