@@ -191,6 +191,26 @@ class Control:
 
 
 @dataclass(frozen=True)
+class AnalysisSpec:
+    """``spec.rollout.analysis``: works with nothing set (the runtime's own /metrics, no Prometheus)."""
+
+    provider: str = "runtime"
+    interval_seconds: int = 30
+    initial_delay_seconds: int = 0
+    count: int = 3  # measurements an analysis step takes
+    min_requests: int = 50  # fewer canary requests in a window: Inconclusive, never Failed
+    success_rate: float = 0.99
+    max_success_rate_drop: float | None = 0.01  # vs the stable over the same window
+    latency_p99_ms: int | None = None
+    max_latency_ratio: float | None = 1.5  # canary p99 / stable p99
+    failure_limit: int = 0
+    inconclusive_limit: int = 2
+    consecutive_error_limit: int = 4
+    on_inconclusive: str = "Pause"  # Pause | Abort
+    background: bool = False  # also measure all along the canary, from its first step on
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     strategy: str = "rolling"
     max_surge: int | str = "25%"
@@ -203,6 +223,7 @@ class RolloutSpec:
     promote: Control | None = None
     abort: Control | None = None
     retry: Control | None = None
+    analysis: AnalysisSpec = AnalysisSpec()
 
 
 @dataclass(frozen=True)
@@ -436,13 +457,19 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
 
     sched_raw = _mapping(spec.get("scheduling"), "spec.scheduling")
     scheduling = SchedulingSpec(
-        node_selector={str(k): str(v) for k, v in _mapping(sched_raw.get("nodeSelector"), "spec.scheduling.nodeSelector").items()},
-        tolerations=tuple(_toleration(t, f"spec.scheduling.tolerations[{i}]") for i, t in enumerate(sched_raw.get("tolerations") or ())),
+        node_selector={
+            str(k): str(v)
+            for k, v in _mapping(sched_raw.get("nodeSelector"), "spec.scheduling.nodeSelector").items()
+        },
+        tolerations=tuple(
+            _toleration(t, f"spec.scheduling.tolerations[{i}]")
+            for i, t in enumerate(sched_raw.get("tolerations") or ())
+        ),
         affinity=_mapping(sched_raw.get("affinity"), "spec.scheduling.affinity"),
         topology_spread_constraints=tuple(sched_raw.get("topologySpreadConstraints") or ()),
         runtime_class_name=str(sched_raw.get("runtimeClassName") or ""),
         priority_class_name=str(sched_raw.get("priorityClassName") or ""),
-    )  # fmt: skip
+    )
 
     autoscaling = None
     auto_raw = spec.get("autoscaling")
@@ -586,6 +613,66 @@ def _control(raw: Any, path: str, promote: bool = False) -> Control | None:
     )
 
 
+def _fraction(value: Any, path: str, default: float | None, maximum: float = 1.0) -> float | None:
+    """A ratio written as a string ("0.99"): the CRD keeps floats out of the spec."""
+    if value is None:
+        return default
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise InvalidSpec(path, f'{value!r} is not a number such as "0.99"') from None
+    if not 0 <= number <= maximum:
+        raise InvalidSpec(path, f"{value!r} must be between 0 and {maximum:g}")
+    return number
+
+
+def parse_analysis(raw_value: Any) -> AnalysisSpec:
+    path = "spec.rollout.analysis"
+    raw = _mapping(raw_value, path)
+    provider = str(raw.get("provider") or "runtime")
+    if provider != "runtime":
+        raise InvalidSpec(
+            f"{path}.provider", f"{provider!r} is not supported by this operator version; use runtime"
+        )
+    success = _mapping(raw.get("successRate"), f"{path}.successRate")
+    latency = _mapping(raw.get("latencyP99"), f"{path}.latencyP99")
+    on_inconclusive = str(raw.get("onInconclusive") or "Pause")
+    if on_inconclusive not in ("Pause", "Abort"):
+        raise InvalidSpec(f"{path}.onInconclusive", f"{on_inconclusive!r} must be Pause or Abort")
+    default = AnalysisSpec()
+    return AnalysisSpec(
+        provider=provider,
+        interval_seconds=max(1, parse_duration(raw.get("interval", "30s"), f"{path}.interval")),
+        initial_delay_seconds=parse_duration(raw.get("initialDelay", 0), f"{path}.initialDelay"),
+        count=_int(raw.get("count"), f"{path}.count", default.count, minimum=1),
+        min_requests=_int(raw.get("minRequests"), f"{path}.minRequests", default.min_requests),
+        success_rate=_fraction(success.get("min"), f"{path}.successRate.min", default.success_rate) or 0.0,
+        max_success_rate_drop=_fraction(
+            success.get("maxDropVsStable"),
+            f"{path}.successRate.maxDropVsStable",
+            default.max_success_rate_drop,
+        ),
+        latency_p99_ms=_int(latency["maxMs"], f"{path}.latencyP99.maxMs", 0, minimum=1)
+        if latency.get("maxMs")
+        else None,
+        max_latency_ratio=_fraction(
+            latency.get("maxRatioVsStable"),
+            f"{path}.latencyP99.maxRatioVsStable",
+            default.max_latency_ratio,
+            maximum=1000,
+        ),
+        failure_limit=_int(raw.get("failureLimit"), f"{path}.failureLimit", default.failure_limit),
+        inconclusive_limit=_int(
+            raw.get("inconclusiveLimit"), f"{path}.inconclusiveLimit", default.inconclusive_limit
+        ),
+        consecutive_error_limit=_int(
+            raw.get("consecutiveErrorLimit"), f"{path}.consecutiveErrorLimit", default.consecutive_error_limit
+        ),
+        on_inconclusive=on_inconclusive,
+        background=bool(raw.get("background", False)),
+    )
+
+
 CAPACITY_POLICIES = ("Auto", "Surge", "Swap")
 
 
@@ -637,8 +724,10 @@ def parse_rollout(raw_value: Any) -> RolloutSpec:
         max_surge=_surge(raw.get("maxSurge"), "spec.rollout.maxSurge", "25%"),
         max_unavailable=_surge(raw.get("maxUnavailable"), "spec.rollout.maxUnavailable", 0),
         progress_deadline_seconds=_int(
-            raw.get("progressDeadlineSeconds"), "spec.rollout.progressDeadlineSeconds",
-            DEFAULT_PROGRESS_DEADLINE_SECONDS, minimum=1,
+            raw.get("progressDeadlineSeconds"),
+            "spec.rollout.progressDeadlineSeconds",
+            DEFAULT_PROGRESS_DEADLINE_SECONDS,
+            minimum=1,
         ),
         progress_deadline_abort=bool(raw.get("progressDeadlineAbort", False)),
         capacity_policy=_capacity_policy(raw.get("capacityPolicy")),
@@ -653,7 +742,8 @@ def parse_rollout(raw_value: Any) -> RolloutSpec:
         promote=_control(raw.get("promote"), "spec.rollout.promote", promote=True),
         abort=_control(raw.get("abort"), "spec.rollout.abort"),
         retry=_control(raw.get("retry"), "spec.rollout.retry"),
-    )  # fmt: skip
+        analysis=parse_analysis(raw.get("analysis")),
+    )
     if _is_zero(rollout.max_surge) and _is_zero(rollout.max_unavailable):
         raise InvalidSpec(
             "spec.rollout.maxSurge",

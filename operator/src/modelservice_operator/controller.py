@@ -25,6 +25,7 @@ from .cache import Key, ObjectCache
 from .capacity import GpuInventory
 from .context import observe
 from .kube.errors import KubeError
+from .metrics_source import MetricsSource
 from .naming import NAME_LABEL
 from .reconcile import Client, Outcome, RouteNotReady, reconcile, release_legacy_finalizer
 from .render import RenderOptions
@@ -49,6 +50,7 @@ class Controller:
         self.timing = timing or Timing()
         self.cache = ObjectCache()
         self.gpus = GpuInventory()
+        self.metrics = MetricsSource()
         self.waiting_for_gpus: set[Key] = set()  # rollouts a freed GPU may unblock
         self.queue: WorkQueue[Key] = WorkQueue(self.timing.backoff_base, self.timing.backoff_max)
         self.workers = workers
@@ -62,6 +64,7 @@ class Controller:
             self.cache.remove_modelservice(namespace, name)
             self.queue.discard((namespace, name))
             self.waiting_for_gpus.discard((namespace, name))
+            self.metrics.forget(namespace, name)
             return
         before = self.cache.modelservice(namespace, name)
         key = self.cache.upsert_modelservice(body)
@@ -134,7 +137,9 @@ class Controller:
             return None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        outcome = await reconcile(body, observe(self.cache, *key, self.gpus), self.client, self.options)
+        outcome = await reconcile(
+            body, observe(self.cache, *key, self.gpus), self.client, self.options, metrics=self.metrics
+        )
         if outcome.capacity_constrained:
             self.waiting_for_gpus.add(key)
         else:

@@ -91,6 +91,13 @@ def format_status(obj: Mapping[str, Any]) -> str:
     if rollout.get("revision"):
         lines.append(f"Attempt:   {rollout.get('attempt', 0)}" + (
             f"  ABORTED: {rollout['aborted'].get('message', '')}" if rollout.get("aborted") else ""))  # fmt: skip
+    for run in (rollout.get("analysis") or {}).get("runs") or []:
+        lines.append(f"Analysis:  {run.get('key', '')} {run.get('verdict', '')}: {run.get('runs', 0)} measured, "
+                     f"{run.get('failures', 0)} failed, {run.get('inconclusive', 0)} inconclusive")  # fmt: skip
+        for measurement in run.get("last") or []:
+            lines.append(
+                f"  {measurement.get('at', '')} {measurement.get('phase', '')}: {measurement.get('message', '')}"
+            )
     capacity: Mapping[str, Any] = status.get("capacity") or {}
     if capacity:
         lines.append(f"Capacity:  {capacity.get('mode', '')} ({capacity.get('freeGPUs', 0)} GPUs free): "

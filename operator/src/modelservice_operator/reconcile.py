@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from . import API_VERSION, KIND
 from . import conditions as c
+from .analysis import Measurement
 from .api import InvalidSpec, ModelServiceSpec, parse_spec
 from .capacity import Free
 from .context import ObservedChildren
@@ -31,6 +32,7 @@ from .kube.errors import (
     ApiUnauthorized,
     KubeError,
 )
+from .metrics_source import MetricsSource, ProxyClient
 from .naming import REVISION_LABEL, child_name
 from .render import RenderOptions
 from .render.deployment import render_deployment
@@ -38,7 +40,7 @@ from .render.fields import spec_field
 from .render.hpa import render_hpa
 from .render.pdb import render_pdb
 from .render.service import render_services
-from .rollout import Plan, RolloutObserved, plan, timestamp
+from .rollout import Plan, RolloutObserved, due_analyses, plan, timestamp
 from .status import blocked_status, compute_status, invalid_status, without_times, workload
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -48,7 +50,7 @@ GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 LEGACY_FINALIZER = "serving.modelservice.io/finalizer"
 
 
-class Client(ChildWriter, Protocol):
+class Client(ChildWriter, ProxyClient, Protocol):
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def scale(self, obj: Mapping[str, Any], replicas: int) -> dict[str, Any]: ...
     async def patch_json(
@@ -114,6 +116,7 @@ class ReconcileContext:
     outcome: Outcome = field(default_factory=Outcome)
     failed_child: tuple[str, str] = ("", "")
     plan: Plan | None = None  # made by reconcile_workloads, carried out by the later steps
+    metrics: MetricsSource | None = None  # analysis scrapes; None: analyses see no measurement
 
     @property
     def generation(self) -> int:
@@ -164,6 +167,7 @@ async def reconcile_workloads(ctx: ReconcileContext) -> None:
     name = desired["metadata"]["name"]
     deployments = ctx.observed.of_kind("Deployment")
     route_weight = await observe_route_weight(ctx)
+    measurements = await measure_due_analyses(ctx)
     ctx.plan = plan(
         ctx.spec,
         RolloutObserved(
@@ -174,6 +178,7 @@ async def reconcile_workloads(ctx: ReconcileContext) -> None:
             route_weight=route_weight,
             gpu_free=free_gpus(ctx, desired),
             scheduled_pods=ctx.observed.scheduled_pods(),
+            measurements=measurements,
         ),
         ctx.clock,
     )
@@ -194,6 +199,18 @@ async def reconcile_workloads(ctx: ReconcileContext) -> None:
         ctx.outcome.children.append(
             ChildResult("Deployment", other_name, "scaled", scaled, detail=f"to {count}")
         )
+
+
+async def measure_due_analyses(ctx: ReconcileContext) -> dict[str, Measurement | None]:
+    """Scrape the runtime pods for every analysis whose interval is up (before planning: the planner
+    is pure and only folds the measurements in)."""
+    status: Mapping[str, Any] = ctx.body.get("status") or {}
+    if ctx.metrics is None:
+        return {}
+    return {
+        key: await ctx.metrics.measure(ctx.client, ctx.spec, ctx.observed, status, key, ctx.clock)
+        for key in due_analyses(status, ctx.clock)
+    }
 
 
 def free_gpus(ctx: ReconcileContext, desired: Mapping[str, Any]) -> Free | None:
@@ -428,7 +445,7 @@ async def post_events(client: Client, body: Mapping[str, Any], events: list[Even
 
 async def reconcile(
     body: Mapping[str, Any], observed: ObservedChildren, client: Client, options: RenderOptions,
-    now: str | None = None,
+    now: str | None = None, metrics: MetricsSource | None = None,
 ) -> Outcome:  # fmt: skip
     clock = _seconds(now) if now else time.time()
     now = now or timestamp(clock)
@@ -447,7 +464,7 @@ async def reconcile(
             await post_events(client, body, outcome.events, now)
         return outcome
 
-    ctx = ReconcileContext(body, spec, observed, client, options, now, clock)
+    ctx = ReconcileContext(body, spec, observed, client, options, now, clock, metrics=metrics)
     try:
         for step in STEPS:
             await step(ctx)

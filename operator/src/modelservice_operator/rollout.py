@@ -28,13 +28,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from . import conditions as c
-from .api import CanaryStep, ModelServiceSpec, format_duration
+from .analysis import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, Limits, Measurement, verdict
+from .api import AnalysisSpec, CanaryStep, ModelServiceSpec, format_duration
 from .capacity import Free
 
 HEALTHY, PROGRESSING, PAUSED, DEGRADED = "Healthy", "Progressing", "Paused", "Degraded"
@@ -49,6 +51,7 @@ ROLLOUT_PROMOTED = c.ROLLOUT_PROMOTED
 ROLLOUT_SUPERSEDED = c.ROLLOUT_SUPERSEDED
 STEP_COMPLETED = c.STEP_COMPLETED
 PROGRESS_DEADLINE = c.PROGRESS_DEADLINE
+ANALYSIS_FAILED = c.ANALYSIS_FAILED
 
 HISTORY_LIMIT = 10
 
@@ -77,6 +80,7 @@ class RolloutObserved:
     desired_revision: str
     previous: Mapping[str, Any] = field(default_factory=dict)  # the previous status
     route_weight: int | None = None  # the canary weight the HTTPRoute carries now (read back)
+    measurements: Mapping[str, Measurement | None] = field(default_factory=dict)  # scraped now, by analysis
     gpu_free: Free | None = None  # room for more GPU pods; None: no GPUs asked for, or no GPU node known
     scheduled_pods: int = 0  # our pods bound to a node (holding their GPUs), whatever their revision
 
@@ -92,6 +96,37 @@ def _time(value: Any) -> float | None:
 
 def timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """One analysis under way: an ``analysis`` step (key ``step-N``) or the background one."""
+
+    key: str
+    next_at: float  # when the next scrape is due (the first one is only a baseline)
+    phases: tuple[str, ...] = ()
+    last: tuple[Mapping[str, Any], ...] = ()  # the last measurements, as written to the status
+    verdict: str = RUNNING
+
+    @classmethod
+    def from_status(cls, raw: Mapping[str, Any]) -> AnalysisRun:
+        return cls(str(raw.get("key", "")), _time(raw.get("nextAt")) or 0.0, tuple(raw.get("phases") or ()),
+                   tuple(raw.get("last") or ()), str(raw.get("verdict") or RUNNING))  # fmt: skip
+
+    def to_status(self) -> dict[str, Any]:
+        return {"key": self.key, "nextAt": timestamp(self.next_at), "phases": list(self.phases),
+                "last": [dict(m) for m in self.last], "verdict": self.verdict,
+                "runs": len(self.phases), "failures": self.phases.count(FAILED),
+                "inconclusive": self.phases.count(INCONCLUSIVE)}  # fmt: skip
+
+
+def due_analyses(status: Mapping[str, Any], now: float) -> list[str]:
+    """Keys of the analyses whose scrape is due (the reconcile scrapes them before planning)."""
+    rollout: Mapping[str, Any] = status.get("rollout") or {}
+    if not rollout.get("revision") or rollout.get("aborted"):
+        return []
+    runs = [AnalysisRun.from_status(r) for r in (rollout.get("analysis") or {}).get("runs") or []]
+    return [run.key for run in runs if run.verdict == RUNNING and run.next_at <= now]
 
 
 @dataclass(frozen=True)
@@ -114,6 +149,7 @@ class State:
     preview_ready_at: float | None = None
     scale_down: tuple[tuple[str, float], ...] = ()  # (Deployment, when) waiting out a scale-down delay
     history: tuple[Mapping[str, Any], ...] = ()
+    analyses: tuple[AnalysisRun, ...] = ()
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> State:
@@ -140,6 +176,9 @@ class State:
                 for item in rollout.get("scaleDown") or status.get("scaleDown") or []
             ),
             history=tuple(status.get("history") or ()),
+            analyses=tuple(
+                AnalysisRun.from_status(r) for r in (rollout.get("analysis") or {}).get("runs") or []
+            ),
         )
 
     def rollout_status(self) -> dict[str, Any] | None:
@@ -158,6 +197,8 @@ class State:
                 out["promoting"] = True
             if self.preview_ready_at is not None:
                 out["previewReadyAt"] = timestamp(self.preview_ready_at)
+            if self.analyses:
+                out["analysis"] = {"runs": [run.to_status() for run in self.analyses]}
         if self.scale_down:
             out["scaleDown"] = [{"deployment": n, "at": timestamp(t)} for n, t in self.scale_down]
         return out or None
@@ -494,7 +535,7 @@ def plan(spec: ModelServiceSpec, observed: RolloutObserved, now: float) -> Plan:
             )
         state = replace(state, revision=observed.desired_revision, canary=desired, attempt=0, step=0,
                         step_started_at=now, progress_at=now, progress_key="", aborted="", abort_message="",
-                        promoting=False, preview_ready_at=None)  # fmt: skip
+                        promoting=False, preview_ready_at=None, analyses=())  # fmt: skip
         draft.event("Normal", ROLLOUT_STARTED, f"Rolling out revision {observed.desired_revision} "
                     f"({rollout.strategy}) over stable revision {stable_revision}")  # fmt: skip
 
@@ -512,7 +553,7 @@ def plan(spec: ModelServiceSpec, observed: RolloutObserved, now: float) -> Plan:
     revision = observed.desired_revision
     if retry and retry.revision == revision and retry.attempt > state.attempt:
         state = replace(state, attempt=retry.attempt, step=0, step_started_at=now, progress_at=now,
-                        aborted="", abort_message="", promoting=False, preview_ready_at=None)  # fmt: skip
+                        aborted="", abort_message="", promoting=False, preview_ready_at=None, analyses=())  # fmt: skip
         draft.event("Normal", ROLLOUT_RETRIED, f"Retrying revision {revision} (attempt {retry.attempt})")
     if abort and abort.revision == revision and abort.attempt == state.attempt and not state.aborted:
         state = replace(state, aborted=ROLLOUT_ABORTED,
@@ -552,7 +593,7 @@ def _steady(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
                     f"Revision {state.revision} abandoned: the spec is back on revision {state.stable_revision}")  # fmt: skip
     draft.state = replace(state, revision="", canary="", attempt=0, step=0, step_started_at=None, progress_at=None,
                           progress_key="", steps_hash="", aborted="", abort_message="", promoting=False,
-                          preview_ready_at=None)  # fmt: skip
+                          preview_ready_at=None, analyses=())  # fmt: skip
     stable = by_name.get(observed.desired_name)
     current = stable.replicas if stable is not None else 0
     others = [w for w in observed.workloads if w.name != observed.desired_name]
@@ -600,7 +641,64 @@ def _advance(draft: _Draft, steps: Sequence[CanaryStep], now: float, why: str) -
     state = draft.state
     step = steps[state.step]
     draft.event("Normal", STEP_COMPLETED, f"Step {state.step + 1}/{len(steps)} {step.describe()} {why}")
-    draft.state = replace(state, step=state.step + 1, step_started_at=now, progress_at=now)
+    analyses = tuple(run for run in state.analyses if run.key != f"step-{state.step}")
+    draft.state = replace(state, step=state.step + 1, step_started_at=now, progress_at=now, analyses=analyses)
+
+
+def _analysis_limits(analysis: AnalysisSpec, background: bool) -> Limits:
+    return Limits(count=sys.maxsize if background else analysis.count, failure_limit=analysis.failure_limit,
+                  inconclusive_limit=analysis.inconclusive_limit,
+                  consecutive_error_limit=analysis.consecutive_error_limit)  # fmt: skip
+
+
+def _run_analysis(spec: ModelServiceSpec, observed: RolloutObserved, draft: _Draft, key: str, now: float,
+                  background: bool = False) -> AnalysisRun:  # fmt: skip
+    """Start or continue the analysis ``key``, folding in what was scraped for it in this reconcile
+    (nothing the first time: that scrape is the baseline the next one is measured against)."""
+    analysis = spec.rollout.analysis
+    runs = {run.key: run for run in draft.state.analyses}
+    run = runs.get(key) or AnalysisRun(key, next_at=now + analysis.initial_delay_seconds)
+    if key in observed.measurements:
+        measurement = observed.measurements[key]
+        run = replace(run, next_at=now + analysis.interval_seconds)
+        if measurement is not None:
+            entry = {**measurement.to_status(), "at": timestamp(now)}
+            run = replace(run, phases=(*run.phases, measurement.phase), last=(*run.last, entry)[-5:])
+            kind = "Warning" if measurement.phase in (FAILED, ERROR) else "Normal"
+            draft.event(kind, f"Analysis{measurement.phase}", f"{key}: {measurement.message}")
+    run = replace(run, verdict=verdict(_analysis_limits(analysis, background), run.phases))
+    runs[key] = run
+    draft.state = replace(draft.state, analyses=tuple(runs.values()))
+    if run.verdict == RUNNING:
+        draft.wait(run.next_at - now)
+    return run
+
+
+def _analysis_stops(spec: ModelServiceSpec, run: AnalysisRun) -> bool:
+    return run.verdict in (FAILED, ERROR) or (
+        run.verdict == INCONCLUSIVE and spec.rollout.analysis.on_inconclusive == "Abort"
+    )
+
+
+def _abort_for_analysis(draft: _Draft, now: float, what: str, run: AnalysisRun) -> None:
+    """Automatic rollback: the reason names the check, the numbers and the window."""
+    state = draft.state
+    telling = next(
+        (m for m in reversed(run.last) if m.get("phase") != SUCCESSFUL), run.last[-1] if run.last else {}
+    )
+    message = (f"Analysis {what} {run.verdict.lower()}: {telling.get('message', 'no measurement')}; all traffic "
+               f"is back on stable revision {state.stable_revision}")  # fmt: skip
+    state = replace(state, aborted=ANALYSIS_FAILED, abort_message=message)
+    draft.state = _history(state, state.revision, "Aborted", now)
+    draft.event("Warning", ANALYSIS_FAILED, message)
+
+
+def _analysis_message(spec: ModelServiceSpec, run: AnalysisRun, now: float, background: bool) -> str:
+    count = "" if background else f"/{spec.rollout.analysis.count}"
+    last = f"; last: {run.last[-1].get('message', '')}" if run.last else ""
+    when = "baseline scrape" if not run.phases and run.next_at <= now + spec.rollout.analysis.interval_seconds \
+        and not run.last else f"measurement {len(run.phases) + 1}{count}"  # fmt: skip
+    return f"{when} in {format_duration(max(0.0, run.next_at - now))}{last}"
 
 
 def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft: _Draft, canary: Workload,
@@ -635,18 +733,16 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
                 return None if step.set_canary_scale.match_traffic_weight else step
         return None
 
-    state = draft.state
-    weight = 0
-    if state.aborted:
+    def abort_counts() -> tuple[int, int]:
         # With a route, the canary keeps its pods until the route has moved its traffic back.
         still_routed = (observed.route_weight or 0) > 0
-        canary_count, stable_count = (
-            (canary.replicas if still_routed else 0, n) if routed
-            else basic_canary_counts(n, 0, surge, unavailable, canary, stable, others)
-        )  # fmt: skip
-        draft.phase, draft.reason, draft.message = DEGRADED, state.aborted, state.abort_message
-        draft.route_weight = 0 if routed else None
-    else:
+        if routed:
+            return canary.replicas if still_routed else 0, n
+        return basic_canary_counts(n, 0, surge, unavailable, canary, stable, others)
+
+    state = draft.state
+    weight = 0
+    if not state.aborted:
         if state.promoting:
             draft.state = state = replace(state, step=len(steps))
         while True:
@@ -687,18 +783,43 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
                 draft.message = f"{label}: {format_duration(left)} left"
                 draft.wait(left)
                 break
+            if step.analysis:
+                run = _run_analysis(spec, observed, draft, f"step-{state.step}", now)
+                if run.verdict == SUCCESSFUL:
+                    _advance(draft, steps, now, f"passed ({len(run.phases)} measurements)")
+                    continue
+                if _analysis_stops(spec, run):
+                    _abort_for_analysis(draft, now, f"at step {state.step + 1}", run)
+                    break
+                if run.verdict == INCONCLUSIVE:
+                    draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
+                    draft.message = (f"{label}: inconclusive ({run.last[-1].get('message', '')}); "
+                                     f"kubectl modelservice promote {spec.name} passes it, abort fails it")  # fmt: skip
+                    break
+                draft.message = f"{label}: {_analysis_message(spec, run, now, background=False)}"
+                break
             draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
-            if step.pause:
-                draft.message = f"{label}: paused until promoted (kubectl modelservice promote {spec.name})"
-            else:
-                draft.message = (f"{label}: waiting for a verdict (kubectl modelservice promote {spec.name} "
-                                 f"to pass it, abort to fail it)")  # fmt: skip
+            draft.message = f"{label}: paused until promoted (kubectl modelservice promote {spec.name})"
             break
+        if spec.rollout.analysis.background and steps and draft.state.step >= 1 and not draft.state.aborted:
+            run = _run_analysis(spec, observed, draft, "background", now, background=True)
+            if _analysis_stops(spec, run):
+                _abort_for_analysis(draft, now, "in the background", run)
+            elif run.verdict == INCONCLUSIVE and draft.phase != PAUSED:
+                draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
+                draft.message = (f"background analysis inconclusive ({run.last[-1].get('message', '')}); "
+                                 f"kubectl modelservice promote {spec.name} --full or abort")  # fmt: skip
         if routed:
             # Traffic moves only to canary pods that are ready for it.
             current = observed.route_weight if observed.route_weight is not None else 0
             ready_for = weight if canary.available >= weight_replicas(n, weight) else min(current, weight)
             draft.route_weight = ready_for
+    state = draft.state
+    if state.aborted:
+        weight = 0
+        canary_count, stable_count = abort_counts()
+        draft.phase, draft.reason, draft.message = DEGRADED, state.aborted, state.abort_message
+        draft.route_weight = 0 if routed else None
 
     draft.desired_weight = weight
     draft.replicas[canary.name] = canary_count
@@ -743,7 +864,8 @@ def _promote(spec: ModelServiceSpec, draft: _Draft, now: float, new: Workload, o
                 + (f"; revision {state.stable_revision} scales down" if old is not None else ""))  # fmt: skip
     draft.state = replace(state, stable=new.name, stable_revision=new.revision, revision="", canary="",
                           attempt=0, step=0, step_started_at=None, progress_at=None, progress_key="",
-                          steps_hash="", promoting=False, preview_ready_at=None, scale_down=scale_down)  # fmt: skip
+                          steps_hash="", promoting=False, preview_ready_at=None, scale_down=scale_down,
+                          analyses=())  # fmt: skip
     draft.phase, draft.reason = PROGRESSING, ROLLING_OUT
     draft.message = f"Revision {new.revision} promoted" + (
         f"; scaling down {old.name}" if old is not None else ""
@@ -857,7 +979,10 @@ def _finish(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
     canary = by_name.get(state.canary) if state.canary else None
     # Progress: pod counts or the step moved; a pause or an abort is not "no progress".
     if state.revision:
-        key = f"{state.step}/{canary.available if canary else 0}/{stable.available if stable else 0}"
+        measured = sum(len(run.phases) for run in state.analyses)
+        key = (
+            f"{state.step}/{canary.available if canary else 0}/{stable.available if stable else 0}/{measured}"
+        )
         if key != state.progress_key:
             state = replace(state, progress_key=key, progress_at=now)
         deadline = spec.rollout.progress_deadline_seconds

@@ -19,6 +19,7 @@ class FakeClient:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.status: dict[str, Any] | None = None
         self.events: list[dict[str, Any]] = []
+        self.pod_metrics: dict[str, str] = {}  # pod -> the /metrics text its proxy answers
 
     def _check(self, verb: str, kind: str, name: str) -> None:
         self.calls.append((verb, kind, name))
@@ -65,6 +66,10 @@ class FakeClient:
     async def patch_json(self, obj: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         self._check("patch_json", obj["kind"], obj["metadata"]["name"])
         return self._store(obj)
+
+    async def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str) -> str:
+        self._check("pod_proxy_get", "Pod", pod)
+        return self.pod_metrics.get(pod, "")
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
         self._check("create_event", "Event", event["involvedObject"]["name"])

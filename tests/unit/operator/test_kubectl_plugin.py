@@ -60,3 +60,13 @@ def test_status_shows_the_capacity_decision() -> None:
     body = obj()
     body["status"]["capacity"] = {"mode": "Wait", "freeGPUs": 0, "reason": "needs 1 nvidia.com/gpu per pod"}
     assert "Capacity:  Wait (0 GPUs free): needs 1 nvidia.com/gpu per pod" in format_status(body)
+
+
+def test_status_shows_the_analysis_measurements() -> None:
+    body = obj()
+    body["status"]["rollout"]["analysis"] = {"runs": [{
+        "key": "step-2", "verdict": "Running", "runs": 1, "failures": 1, "inconclusive": 0,
+        "last": [{"at": "2026-11-21T10:00:00Z", "phase": "Failed", "message": "canary success rate 0.91 < 0.99"}]}]}  # fmt: skip
+    text = format_status(body)
+    assert "Analysis:  step-2 Running: 1 measured, 1 failed, 0 inconclusive" in text
+    assert "2026-11-21T10:00:00Z Failed: canary success rate 0.91 < 0.99" in text

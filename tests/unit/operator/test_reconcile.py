@@ -17,6 +17,7 @@ from modelservice_operator.kube.errors import (
     ApiUnreachable,
     KubeError,
 )
+from modelservice_operator.metrics_source import MetricsSource
 from modelservice_operator.reconcile import merge_patch, reconcile
 from modelservice_operator.render import RenderOptions
 from modelservice_operator.render.deployment import render_deployment
@@ -250,9 +251,34 @@ async def test_a_spec_turned_invalid_clears_the_url_but_keeps_the_rollout_state(
     assert client.status["stable"] == status["stable"] and client.status["revision"] == status["revision"]
 
 
-def test_the_status_patch_removes_keys_gone_at_any_depth() -> None:
+async def test_the_status_patch_removes_keys_gone_at_any_depth() -> None:
     previous = {"rollout": {"step": 1, "aborted": {"reason": "RolloutAborted"}}, "canary": {"revision": "b"}}
     new = {"rollout": {"step": 0}, "history": [{"outcome": "Aborted"}]}
     assert merge_patch(previous, new) == {
         "canary": None, "rollout": {"aborted": None, "step": 0}, "history": [{"outcome": "Aborted"}],
     }  # fmt: skip
+
+
+async def test_a_due_analysis_scrapes_canary_and_stable_pods_through_the_pod_proxy() -> None:
+    observed, status = await converge(modelservice())
+    stable_revision = status["stable"]["revision"]
+    body = modelservice(status, rollout={"strategy": "canary", "canary": {"steps": [{"setWeight": 50}, {"analysis": {}}]}},
+                        runtime={"image": "runtime:2"})  # fmt: skip
+    canary_revision = deployment_name(body).rsplit("-", 1)[1]
+    ready = [{"type": "Ready", "status": "True"}]
+    observed.children["Pod"] = [
+        {"kind": "Pod", "metadata": {"name": "c-0", "labels": {"serving.modelservice.io/revision": canary_revision}},
+         "status": {"conditions": ready}},
+        {"kind": "Pod", "metadata": {"name": "s-0", "labels": {"serving.modelservice.io/revision": stable_revision}},
+         "status": {"conditions": ready}},
+    ]  # fmt: skip
+    body["status"] = {**status, "rollout": {"revision": canary_revision, "deployment": deployment_name(body),
+                                            "step": 1, "analysis": {"runs": [{"key": "step-1", "nextAt": NOW,
+                                                                              "phases": [], "verdict": "Running"}]}}}  # fmt: skip
+    client = FakeClient()
+    await reconcile(body, observed, client, OPTIONS, NOW, metrics=MetricsSource())
+    scraped = sorted(name for verb, _, name in client.calls if verb == "pod_proxy_get")
+    assert scraped == ["c-0", "s-0"]
+    assert client.status is not None
+    run = client.status["rollout"]["analysis"]["runs"][0]
+    assert run["key"] == "step-1" and run["nextAt"] == "2026-01-01T00:00:30Z"  # the baseline; next in 30 s

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from modelservice_operator.analysis import Measurement
 from modelservice_operator.api import parse_spec
 from modelservice_operator.capacity import Free
 from modelservice_operator.rollout import (
@@ -17,6 +18,7 @@ from modelservice_operator.rollout import (
     Workload,
     approximate_counts,
     basic_canary_counts,
+    due_analyses,
     fenceposts,
     plan,
     timestamp,
@@ -474,3 +476,96 @@ def test_blue_green_with_two_free_gpus_previews_two_pods_then_promotes_in_batche
     done = cluster.settle(promote, "b")
     assert cluster.counts() == {"iris-b": 4} and done.phase == "Healthy" and done.main_revision == "b"
     assert cluster.lowest_available >= 3
+
+
+# ----------------------------------------------------------------------------------------- analysis
+
+
+class AnalysedCluster(Cluster):
+    """Scrapes what is due, as the reconcile does; ``verdicts`` says what each measurement finds."""
+
+    def __init__(self, *workloads: Workload, verdicts: list[str]) -> None:
+        super().__init__(*workloads)
+        self.verdicts = list(verdicts)
+        self.baselines: set[str] = set()
+
+    def observed(self, spec: Any, name: str, revision: str) -> RolloutObserved:
+        measured: dict[str, Measurement | None] = {}
+        for key in due_analyses(self.status, self.now):
+            if key not in self.baselines:
+                self.baselines.add(key)
+                measured[key] = None
+            else:
+                phase = self.verdicts.pop(0) if self.verdicts else "Successful"
+                rate = {"Successful": 1.0, "Failed": 0.91}.get(phase)
+                measured[key] = Measurement(phase, f"canary success rate {rate} over 30s (412 requests)"
+                                            if rate else "canary got 3 requests in 30s", canary_requests=412)  # fmt: skip
+        return RolloutObserved(list(self.workloads.values()), name, revision, self.status, None,
+                               measurements=measured)  # fmt: skip
+
+
+ANALYSED = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}]
+
+
+def analysed(**rollout: Any) -> Any:
+    return ms(
+        canary={"steps": ANALYSED}, analysis={"interval": "30s", **rollout.pop("analysis", {})}, **rollout
+    )
+
+
+def test_an_analysis_step_passes_after_count_measurements_and_the_rollout_goes_on() -> None:
+    cluster = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4), verdicts=[])
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    spec = analysed()
+    first = cluster.settle(spec, "b")
+    assert first.state.step == 1 and first.message.startswith("step 2/3 analysis: ")
+    for _ in range(8):
+        result = cluster.step(spec, "b", advance=30)
+    assert result.state.step >= 2 or result.stable_revision == "b"
+    messages = [e.message for p in cluster.plans for e in p.events]
+    assert "Step 2/3 analysis passed (3 measurements)" in messages
+    reasons = [e.reason for p in cluster.plans for e in p.events]
+    assert reasons.count("AnalysisSuccessful") == 3 and "AnalysisFailed" not in reasons
+
+
+def test_a_failed_measurement_rolls_back_with_the_numbers_in_the_reason() -> None:
+    cluster = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4), verdicts=["Failed"])
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    spec = analysed()
+    cluster.settle(spec, "b")
+    for _ in range(3):
+        result = cluster.step(spec, "b", advance=30)
+    assert result.state.aborted == "AnalysisFailed" and result.phase == "Degraded"
+    assert result.message.startswith(
+        "Analysis at step 2 failed: canary success rate 0.91 over 30s (412 requests)"
+    )
+    cluster.settle(spec, "b")
+    assert cluster.counts() == {"iris-a": 4, "iris-b": 0}
+    assert [h["outcome"] for h in cluster.plans[-1].state.history] == ["Aborted"]
+
+
+def test_an_idle_canary_is_inconclusive_and_pauses_instead_of_failing() -> None:
+    cluster = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4),
+                              verdicts=["Inconclusive"] * 3)  # fmt: skip
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    spec = analysed()
+    cluster.settle(spec, "b")
+    for _ in range(4):
+        result = cluster.step(spec, "b", advance=30)
+    assert (result.phase, result.state.aborted) == (PAUSED, "")
+    assert "inconclusive (canary got 3 requests in 30s)" in result.message
+    passed = cluster.settle(analysed(promote={"revision": "b", "step": 1}), "b")
+    assert passed.state.step >= 2 or passed.stable_revision == "b"
+
+
+def test_background_analysis_aborts_a_canary_paused_at_a_later_step() -> None:
+    steps = [{"setWeight": 25}, {"pause": {}}]
+    spec = ms(canary={"steps": steps}, analysis={"interval": "30s", "background": True})
+    cluster = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4),
+                              verdicts=["Successful", "Failed"])  # fmt: skip
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    cluster.settle(spec, "b")
+    for _ in range(4):
+        result = cluster.step(spec, "b", advance=30)
+    assert result.state.aborted == "AnalysisFailed"
+    assert "in the background failed" in result.message

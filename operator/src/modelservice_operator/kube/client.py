@@ -79,19 +79,20 @@ class KubeClient:
             await self._session.close()
 
     async def request(self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None,
-                      content_type: str = "application/json") -> Any:  # fmt: skip
+                      content_type: str = "application/json", raw: bool = False) -> Any:  # fmt: skip
+        """The JSON the server answers (``raw``: its text, e.g. a pod's metrics through the proxy)."""
         try:
-            return await self._request(method, path, body, params, content_type)
+            return await self._request(method, path, body, params, content_type, raw)
         except ApiUnauthorized:
             # Expired exec-plugin token or rotated credentials: load them again, once.
             await asyncio.to_thread(self.credentials.reload)
             if self._session is not None:
                 await self._session.close()
-            return await self._request(method, path, body, params, content_type)
+            return await self._request(method, path, body, params, content_type, raw)
 
     async def _request(self, method: str, path: str, body: Any, params: Mapping[str, str] | None,
-                       content_type: str) -> Any:  # fmt: skip
-        headers = {"Accept": "application/json"}
+                       content_type: str, raw: bool = False) -> Any:  # fmt: skip
+        headers = {"Accept": "*/*" if raw else "application/json"}
         auth = self.credentials.authorization()
         if auth:
             headers["Authorization"] = auth
@@ -114,6 +115,8 @@ class KubeClient:
                     if not isinstance(payload, dict):
                         payload = None
                     raise error_for(response.status, payload, _retry_after(response.headers), text[:500])
+                if raw:
+                    return text
                 return json.loads(text) if text else None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             m.API_REQUESTS.labels(method, "error").inc()
@@ -222,6 +225,12 @@ class KubeClient:
             "PATCH", path, ops, {"fieldManager": FIELD_MANAGER}, content_type="application/json-patch+json"
         )
         return result
+
+    async def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str) -> str:
+        """GET ``path`` on a pod's port through the API server's pod proxy (RBAC: ``pods/proxy`` get)."""
+        url = f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}:{port}/proxy/{path.lstrip('/')}"
+        text: str = await self.request("GET", url, raw=True)
+        return text
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
         await self.request("POST", object_path("v1", "Event", event["metadata"]["namespace"]), event)
