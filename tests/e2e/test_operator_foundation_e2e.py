@@ -97,7 +97,8 @@ def test_names_that_map_to_the_same_dns_label_get_distinct_children(
     for name in names:
         ms = ready(kubectl, name)
         assert ms["spec"]["rollout"] == {"strategy": "rolling", "maxSurge": "25%", "maxUnavailable": 0,
-                                         "progressDeadlineSeconds": 600, "progressDeadlineAbort": False}  # fmt: skip
+                                         "progressDeadlineSeconds": 600, "progressDeadlineAbort": False,
+                                         "capacityPolicy": "Auto"}  # fmt: skip
         url = ms["status"]["url"]
         service = url.split("//")[1].split(".")[0]
         assert (

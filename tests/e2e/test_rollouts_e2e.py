@@ -456,3 +456,28 @@ def test_blue_green_with_two_free_gpus_for_four_replicas_previews_two_and_promot
     assert condition(done, "CapacityConstrained")["status"] == "False"
     eventually(lambda: dict(endpoints_by_revision(kubectl, name)) == {green: 4}, what="all endpoints green")
     assert kubectl.json("get", "svc", name)["spec"]["selector"][REVISION] == green
+
+
+def test_an_analysis_that_cannot_read_the_canarys_metrics_rolls_back_and_says_why(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    """kwok pods serve no /metrics: the real API server's pod proxy fails, each scrape is an Error
+    measurement, and past consecutiveErrorLimit the canary is rolled back with the reason."""
+    name = "iris-canary"
+    analysed = {"steps": [{"setWeight": 25}, {"analysis": {}}]}
+    analysis = {"interval": "2s", "consecutiveErrorLimit": 1}
+    kubectl.apply(manifest(name, spec__rollout__canary=analysed, spec__rollout__analysis=analysis))
+    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
+    stable = ms(kubectl, name)["status"]["stable"]["revision"]
+    kubectl.apply(manifest(name, spec__model__version="2", spec__rollout__canary=analysed,
+                           spec__rollout__analysis=analysis))  # fmt: skip
+    started(kubectl, name, stable)
+    body = eventually(
+        lambda: (b := ms(kubectl, name)) and condition(b, "Degraded")["reason"] == "AnalysisFailed" and b,
+        timeout=90, what="an automatic rollback",
+    )  # fmt: skip
+    message = condition(body, "Degraded")["message"]
+    assert message.startswith("Analysis at step 2 error: could not scrape /metrics of the canary pods")
+    eventually(lambda: counts_match(kubectl, name, {stable: 4}), what="all traffic back on stable")
+    events = kubectl.json("get", "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    assert sum(e["reason"] == "AnalysisError" for e in events) >= 1
