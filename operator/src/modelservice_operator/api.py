@@ -171,6 +171,8 @@ class BlueGreenSpec:
     auto_promotion_enabled: bool = True
     auto_promotion_seconds: int = 0
     scale_down_delay_seconds: int = 30
+    pre_promotion_analysis: bool = False  # the preview must pass spec.rollout.analysis before promotion
+    post_promotion_analysis: bool = False  # after the switch; a failure switches back to the old revision
 
 
 @dataclass(frozen=True)
@@ -718,6 +720,8 @@ def parse_rollout(raw_value: Any) -> RolloutSpec:
         scale_down_delay_seconds=_int(
             bg_raw.get("scaleDownDelaySeconds"), f"{path}.scaleDownDelaySeconds", 30
         ),
+        pre_promotion_analysis=bool(bg_raw.get("prePromotionAnalysis", False)),
+        post_promotion_analysis=bool(bg_raw.get("postPromotionAnalysis", False)),
     )
     rollout = RolloutSpec(
         strategy=strategy,

@@ -30,14 +30,18 @@ class PluginError(Exception):
 
 
 def _rollout_target(obj: Mapping[str, Any]) -> tuple[str, int, int]:
-    """(revision, attempt, step) of the rollout under way, or PluginError."""
+    """(revision, attempt, step to approve) of the rollout under way, or PluginError.
+
+    A blue-green rollout has one step (0: promote the preview); once clients are switched to it for a
+    post-promotion analysis, approving step 1 passes that analysis."""
     status: Mapping[str, Any] = obj.get("status") or {}
     rollout: Mapping[str, Any] = status.get("rollout") or {}
     revision = rollout.get("revision")
     if not revision:
         name = obj.get("metadata", {}).get("name", "")
         raise PluginError(f"ModelService {name} has no rollout under way (status.rollout.revision is empty)")
-    return str(revision), int(rollout.get("attempt") or 0), int(rollout.get("step") or 0)
+    step = int(rollout.get("step") or 0) + (1 if rollout.get("switched") else 0)
+    return str(revision), int(rollout.get("attempt") or 0), step
 
 
 def control_patch(obj: Mapping[str, Any], action: str, full: bool = False) -> dict[str, Any]:

@@ -146,6 +146,7 @@ class State:
     aborted: str = ""  # reason; "" when not aborted
     abort_message: str = ""
     promoting: bool = False  # promote full requested (canary) / promotion under way (blue-green)
+    switched: bool = False  # blue-green: <name> already serves the new revision (post-promotion analysis)
     preview_ready_at: float | None = None
     scale_down: tuple[tuple[str, float], ...] = ()  # (Deployment, when) waiting out a scale-down delay
     history: tuple[Mapping[str, Any], ...] = ()
@@ -170,6 +171,7 @@ class State:
             aborted=str(aborted.get("reason") or ""),
             abort_message=str(aborted.get("message") or ""),
             promoting=bool(rollout.get("promoting")),
+            switched=bool(rollout.get("switched")),
             preview_ready_at=_time(rollout.get("previewReadyAt")),
             scale_down=tuple(
                 (str(item.get("deployment")), _time(item.get("at")) or 0.0)
@@ -195,6 +197,8 @@ class State:
                 out["aborted"] = {"reason": self.aborted, "message": self.abort_message}
             if self.promoting:
                 out["promoting"] = True
+            if self.switched:
+                out["switched"] = True
             if self.preview_ready_at is not None:
                 out["previewReadyAt"] = timestamp(self.preview_ready_at)
             if self.analyses:
@@ -535,7 +539,7 @@ def plan(spec: ModelServiceSpec, observed: RolloutObserved, now: float) -> Plan:
             )
         state = replace(state, revision=observed.desired_revision, canary=desired, attempt=0, step=0,
                         step_started_at=now, progress_at=now, progress_key="", aborted="", abort_message="",
-                        promoting=False, preview_ready_at=None, analyses=())  # fmt: skip
+                        promoting=False, switched=False, preview_ready_at=None, analyses=())  # fmt: skip
         draft.event("Normal", ROLLOUT_STARTED, f"Rolling out revision {observed.desired_revision} "
                     f"({rollout.strategy}) over stable revision {stable_revision}")  # fmt: skip
 
@@ -553,10 +557,10 @@ def plan(spec: ModelServiceSpec, observed: RolloutObserved, now: float) -> Plan:
     revision = observed.desired_revision
     if retry and retry.revision == revision and retry.attempt > state.attempt:
         state = replace(state, attempt=retry.attempt, step=0, step_started_at=now, progress_at=now,
-                        aborted="", abort_message="", promoting=False, preview_ready_at=None, analyses=())  # fmt: skip
+                        aborted="", abort_message="", promoting=False, switched=False, preview_ready_at=None, analyses=())  # fmt: skip
         draft.event("Normal", ROLLOUT_RETRIED, f"Retrying revision {revision} (attempt {retry.attempt})")
     if abort and abort.revision == revision and abort.attempt == state.attempt and not state.aborted:
-        state = replace(state, aborted=ROLLOUT_ABORTED,
+        state = replace(state, aborted=ROLLOUT_ABORTED, switched=False,
                         abort_message=f"Revision {revision} aborted by spec.rollout.abort; all traffic is back on "
                                       f"stable revision {stable_revision}")  # fmt: skip
         state = _history(state, revision, "Aborted", now)
@@ -593,7 +597,7 @@ def _steady(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
                     f"Revision {state.revision} abandoned: the spec is back on revision {state.stable_revision}")  # fmt: skip
     draft.state = replace(state, revision="", canary="", attempt=0, step=0, step_started_at=None, progress_at=None,
                           progress_key="", steps_hash="", aborted="", abort_message="", promoting=False,
-                          preview_ready_at=None, analyses=())  # fmt: skip
+                          switched=False, preview_ready_at=None, analyses=())  # fmt: skip
     stable = by_name.get(observed.desired_name)
     current = stable.replicas if stable is not None else 0
     others = [w for w in observed.workloads if w.name != observed.desired_name]
@@ -688,7 +692,7 @@ def _abort_for_analysis(draft: _Draft, now: float, what: str, run: AnalysisRun) 
     )
     message = (f"Analysis {what} {run.verdict.lower()}: {telling.get('message', 'no measurement')}; all traffic "
                f"is back on stable revision {state.stable_revision}")  # fmt: skip
-    state = replace(state, aborted=ANALYSIS_FAILED, abort_message=message)
+    state = replace(state, aborted=ANALYSIS_FAILED, abort_message=message, switched=False)
     draft.state = _history(state, state.revision, "Aborted", now)
     draft.event("Warning", ANALYSIS_FAILED, message)
 
@@ -864,7 +868,7 @@ def _promote(spec: ModelServiceSpec, draft: _Draft, now: float, new: Workload, o
                 + (f"; revision {state.stable_revision} scales down" if old is not None else ""))  # fmt: skip
     draft.state = replace(state, stable=new.name, stable_revision=new.revision, revision="", canary="",
                           attempt=0, step=0, step_started_at=None, progress_at=None, progress_key="",
-                          steps_hash="", promoting=False, preview_ready_at=None, scale_down=scale_down,
+                          steps_hash="", promoting=False, switched=False, preview_ready_at=None, scale_down=scale_down,
                           analyses=())  # fmt: skip
     draft.phase, draft.reason = PROGRESSING, ROLLING_OUT
     draft.message = f"Revision {new.revision} promoted" + (
@@ -904,6 +908,49 @@ def _blue_green(spec: ModelServiceSpec, observed: RolloutObserved, now: float, d
         if ready and state.preview_ready_at is None:
             state = replace(state, preview_ready_at=now, progress_at=now)
         promote_now = approved_step >= 0 or state.promoting
+        draft.state = state
+        if ready and not promote_now and bg.pre_promotion_analysis:
+            # The preview must pass before it may be promoted (a promote by hand passes it too).
+            run = _run_analysis(spec, observed, draft, "pre-promotion", now)
+            state = draft.state
+            if _analysis_stops(spec, run):
+                _abort_for_analysis(draft, now, "before promotion", run)
+                draft.replicas[preview.name] = 0
+                draft.phase, draft.reason, draft.message = (
+                    DEGRADED,
+                    draft.state.aborted,
+                    draft.state.abort_message,
+                )
+                _drain(
+                    spec,
+                    draft,
+                    others,
+                    preview.available + (active.available if active else 0),
+                    n,
+                    now,
+                    waiting,
+                )
+                return
+            if run.verdict != SUCCESSFUL:
+                draft.replicas[preview.name] = size
+                if run.verdict == INCONCLUSIVE:
+                    draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
+                    draft.message = (f"pre-promotion analysis inconclusive ({run.last[-1].get('message', '')}); "
+                                     f"kubectl modelservice promote {spec.name} passes it, abort fails it")  # fmt: skip
+                else:
+                    draft.message = (
+                        f"pre-promotion analysis: {_analysis_message(spec, run, now, background=False)}"
+                    )
+                _drain(
+                    spec,
+                    draft,
+                    others,
+                    preview.available + (active.available if active else 0),
+                    n,
+                    now,
+                    waiting,
+                )
+                return
         if ready and not promote_now and bg.auto_promotion_enabled:
             left = (state.preview_ready_at or now) + bg.auto_promotion_seconds - now
             if left <= 0:
@@ -920,6 +967,28 @@ def _blue_green(spec: ModelServiceSpec, observed: RolloutObserved, now: float, d
         draft.replicas[preview.name] = target
         if state.promoting and room is not None and room < n and not _at(preview, n):
             _promote_in_batches(spec, observed, draft, preview, active)
+        elif state.promoting and _at(preview, n) and bg.post_promotion_analysis and active is not None:
+            # Clients move to the new revision now; the old one stays at full size until it passes.
+            draft.state = replace(draft.state, switched=True)
+            run = _run_analysis(spec, observed, draft, "post-promotion", now)
+            if run.verdict == SUCCESSFUL or approved_step >= 1:
+                _promote(spec, draft, now, preview, active, delayed=bool(active.replicas))
+            elif _analysis_stops(spec, run):
+                _abort_for_analysis(draft, now, "after promotion", run)
+                draft.replicas[preview.name] = 0  # clients are back on the old revision at once
+                draft.phase, draft.reason, draft.message = (
+                    DEGRADED,
+                    draft.state.aborted,
+                    draft.state.abort_message,
+                )
+            elif run.verdict == INCONCLUSIVE:
+                draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
+                draft.message = (f"post-promotion analysis inconclusive ({run.last[-1].get('message', '')}); "
+                                 f"kubectl modelservice promote {spec.name} passes it, abort switches back")  # fmt: skip
+            else:
+                draft.message = (
+                    f"post-promotion analysis: {_analysis_message(spec, run, now, background=False)}"
+                )
         elif state.promoting and _at(preview, n):
             _promote(spec, draft, now, preview, active, delayed=bool(active and active.replicas))
         elif state.promoting:
@@ -991,7 +1060,7 @@ def _finish(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
             message = (f"Revision {state.revision} made no progress for {format_duration(deadline)}: "
                        f"{draft.message}")  # fmt: skip
             if spec.rollout.progress_deadline_abort:
-                state = _history(replace(state, aborted=PROGRESS_DEADLINE, abort_message=message + "; aborted"),
+                state = _history(replace(state, aborted=PROGRESS_DEADLINE, abort_message=message + "; aborted", switched=False),
                                  state.revision, "Aborted", now)  # fmt: skip
                 draft.event("Warning", PROGRESS_DEADLINE, state.abort_message)
                 draft.wait(1.0)
@@ -1007,6 +1076,8 @@ def _finish(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
     stable_ready = stable.ready if stable else 0
     if strategy == "blueGreen":
         main = None if draft.batch else state.stable_revision
+        if state.switched and not state.aborted:
+            main = state.revision  # post-promotion analysis: clients already on the new revision
         actual = 0
     else:
         main = None

@@ -569,3 +569,51 @@ def test_background_analysis_aborts_a_canary_paused_at_a_later_step() -> None:
         result = cluster.step(spec, "b", advance=30)
     assert result.state.aborted == "AnalysisFailed"
     assert "in the background failed" in result.message
+
+
+def test_blue_green_pre_promotion_analysis_gates_auto_promotion_and_a_failure_drops_the_preview() -> None:
+    spec = ms("blueGreen", blueGreen={"prePromotionAnalysis": True}, analysis={"interval": "30s"})
+    passing = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4), verdicts=[])
+    passing.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    waiting = passing.settle(spec, "b")
+    assert waiting.main_revision == "a" and waiting.message.startswith("pre-promotion analysis: ")
+    for _ in range(6):
+        result = passing.step(spec, "b", advance=30)
+    assert result.stable_revision == "b" or result.main_revision == "b"
+
+    failing = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4), verdicts=["Failed"])
+    failing.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    failing.settle(spec, "b")
+    for _ in range(3):
+        result = failing.step(spec, "b", advance=30)
+    assert result.state.aborted == "AnalysisFailed" and "before promotion failed" in result.message
+    failing.settle(spec, "b")
+    assert failing.counts() == {"iris-a": 4, "iris-b": 0}
+
+
+def test_blue_green_post_promotion_analysis_switches_back_when_it_fails() -> None:
+    spec = ms("blueGreen", blueGreen={"postPromotionAnalysis": True}, analysis={"interval": "30s"})
+    cluster = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4),
+                              verdicts=["Successful", "Failed"])  # fmt: skip
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    switched = cluster.settle(spec, "b")
+    assert switched.main_revision == "b" and switched.stable_revision == "a"  # clients on b, a kept at 4
+    assert cluster.counts() == {"iris-a": 4, "iris-b": 4}
+    for _ in range(3):
+        result = cluster.step(spec, "b", advance=30)
+    assert result.state.aborted == "AnalysisFailed" and "after promotion failed" in result.message
+    assert result.main_revision == "a"  # switched back at once
+    cluster.settle(spec, "b")
+    assert cluster.counts() == {"iris-a": 4, "iris-b": 0}
+
+
+def test_blue_green_post_promotion_analysis_that_passes_retires_the_old_revision() -> None:
+    spec = ms("blueGreen", blueGreen={"postPromotionAnalysis": True, "scaleDownDelaySeconds": 0},
+              analysis={"interval": "30s"})  # fmt: skip
+    cluster = AnalysedCluster(Workload("iris-a", "a", 4, available=4, ready=4, pods=4), verdicts=[])
+    cluster.status = {"stable": {"deployment": "iris-a", "revision": "a"}}
+    cluster.settle(spec, "b")
+    for _ in range(6):
+        cluster.step(spec, "b", advance=30)
+    done = cluster.settle(spec, "b")
+    assert (done.stable_revision, done.phase) == ("b", "Healthy") and cluster.counts() == {"iris-b": 4}
