@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: venv demo demo-runtime test lint unit integration e2e examples golden bench bench-operator clean \
+.PHONY: prometheus venv demo demo-runtime test lint unit integration e2e examples golden bench bench-operator clean \
 	cluster-build cluster-up cluster-down cluster-status cluster-kubeconfig
 
 venv:
@@ -33,8 +33,12 @@ lint: venv
 unit: venv
 	$(PYTEST) tests/unit -q
 
-integration: venv
+integration: venv prometheus
 	$(PYTEST) tests/integration -q
+
+## prometheus: Debian's Prometheus for the analysis provider's integration test (installed when missing)
+prometheus:
+	@scripts/install-prometheus.sh
 
 e2e: venv
 	$(PYTEST) tests/e2e -q

@@ -176,6 +176,19 @@ INVALID = [
      "spec.rollout.maxSurge and spec.rollout.maxUnavailable cannot both be 0"),
     ("hpa-metric-type", {"spec__autoscaling": {"maxReplicas": 3, "metrics": [{"type": "Magic"}]}},
      "spec.autoscaling.metrics[0].type"),
+    ("canary-steps-with-blue-green", {"spec__rollout": {"strategy": "blueGreen", "canary": {"steps": [{"setWeight": 5}]}}},
+     "spec.rollout.canary is only used with strategy canary"),
+    ("two-fields-in-one-step", {"spec__rollout": {"strategy": "canary", "canary": {"steps": [{"setWeight": 5, "pause": {}}]}}},
+     "spec.rollout.canary.steps[0]"),
+    ("pause-duration", {"spec__rollout": {"strategy": "canary", "canary": {"steps": [{"pause": {"duration": "soon"}}]}}},
+     "spec.rollout.canary.steps[0].pause.duration"),
+    ("canary-scale-without-router", {"spec__rollout": {"strategy": "canary", "canary": {"steps": [
+        {"setCanaryScale": {"replicas": 1}}]}}}, "needs spec.rollout.canary.trafficRouting"),
+    ("prometheus-without-address", {"spec__rollout": {"analysis": {"provider": "prometheus"}}},
+     "spec.rollout.analysis.prometheus.address is required"),
+    ("success-rate-above-one", {"spec__rollout": {"analysis": {"successRate": {"min": "1.5"}}}},
+     "spec.rollout.analysis.successRate.min"),
+    ("capacity-policy", {"spec__rollout": {"capacityPolicy": "Always"}}, "spec.rollout.capacityPolicy"),
 ]  # fmt: skip
 
 

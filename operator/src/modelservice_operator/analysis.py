@@ -56,6 +56,15 @@ def _delta(now: float, before: float) -> float:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """What a check needs of one revision over one window, from whichever provider."""
+
+    requests: float = 0.0
+    success_rate: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class Window:
     """One revision's traffic between two scrapes of each of its pods."""
 
@@ -165,9 +174,8 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}ms"
 
 
-def evaluate(
-    limits: Thresholds, canary: Window, stable: Window | None, seconds: float, at: str = ""
-) -> Measurement:
+def evaluate(limits: Thresholds, canary: Window | Sample, stable: Window | Sample | None, seconds: float,
+             at: str = "") -> Measurement:  # fmt: skip
     """Judge one window of the canary, against the absolute thresholds and against the stable."""
     stable_rate = stable.success_rate if stable else None
     stable_p99 = stable.p99_ms if stable else None
@@ -178,9 +186,11 @@ def evaluate(
 
     over = f"over {seconds:.0f}s ({canary.requests:.0f} requests)"
     stable_note = f"; stable {_rate(stable_rate)}" if stable_rate is not None else ""
-    if canary.requests < limits.min_requests or rate is None:
+    if canary.requests < limits.min_requests:
         return measured(INCONCLUSIVE, f"canary got {canary.requests:.0f} requests in {seconds:.0f}s, fewer than "
                                       f"minRequests {limits.min_requests}")  # fmt: skip
+    if rate is None:
+        return measured(INCONCLUSIVE, f"the canary's success rate over {seconds:.0f}s is unknown")
     if rate < limits.success_rate:
         return measured(
             FAILED, f"canary success rate {rate:.2f} < {limits.success_rate:.2f} {over}{stable_note}"

@@ -210,6 +210,8 @@ class AnalysisSpec:
     consecutive_error_limit: int = 4
     on_inconclusive: str = "Pause"  # Pause | Abort
     background: bool = False  # also measure all along the canary, from its first step on
+    prometheus_address: str = ""  # provider prometheus: the server's base URL
+    prometheus_queries: Mapping[str, str] = field(default_factory=dict)  # requests, successRate, latencyP99Ms
 
 
 @dataclass(frozen=True)
@@ -632,9 +634,20 @@ def parse_analysis(raw_value: Any) -> AnalysisSpec:
     path = "spec.rollout.analysis"
     raw = _mapping(raw_value, path)
     provider = str(raw.get("provider") or "runtime")
-    if provider != "runtime":
+    if provider not in ("runtime", "prometheus"):
+        raise InvalidSpec(f"{path}.provider", f"{provider!r} must be runtime or prometheus")
+    prometheus = _mapping(raw.get("prometheus"), f"{path}.prometheus")
+    address = str(prometheus.get("address") or "")
+    if provider == "prometheus" and not address.startswith(("http://", "https://")):
         raise InvalidSpec(
-            f"{path}.provider", f"{provider!r} is not supported by this operator version; use runtime"
+            f"{path}.prometheus.address", "is required with provider prometheus: http(s)://host:port"
+        )
+    queries = _mapping(prometheus.get("queries"), f"{path}.prometheus.queries")
+    unknown = set(queries) - {"requests", "successRate", "latencyP99Ms"}
+    if unknown:
+        raise InvalidSpec(
+            f"{path}.prometheus.queries",
+            f"unknown {sorted(unknown)}: use requests, successRate, latencyP99Ms",
         )
     success = _mapping(raw.get("successRate"), f"{path}.successRate")
     latency = _mapping(raw.get("latencyP99"), f"{path}.latencyP99")
@@ -672,6 +685,8 @@ def parse_analysis(raw_value: Any) -> AnalysisSpec:
         ),
         on_inconclusive=on_inconclusive,
         background=bool(raw.get("background", False)),
+        prometheus_address=address.rstrip("/"),
+        prometheus_queries={str(k): str(v) for k, v in queries.items()},
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from bench.loadgen import free_port
 from modelservice_operator.api import parse_spec
 from modelservice_operator.context import ObservedChildren
 from modelservice_operator.metrics_source import MetricsSource
@@ -115,3 +118,87 @@ async def test_an_unreachable_canary_is_an_error_measurement(servers: dict[str, 
     )
     measurement = await source.measure(proxy, spec(), observed, STATUS, "step-1", 1000.0)
     assert measurement is not None and measurement.phase == "Error" and "gone-0" in measurement.message
+
+
+@pytest.fixture(scope="module")
+def prometheus(servers: dict[str, Server], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus (Debian's package) scraping the runtimes every second, labelled as the
+    kubernetes-pods job labels pods (namespace, and pod labels through labelmap)."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: make prometheus (or apt-get install prometheus)"
+    tmp = tmp_path_factory.mktemp("prometheus")
+    revisions = {"stable-0": "s", "bad-0": "c"}
+    targets = "\n".join(
+        f'      - targets: ["{servers[pod].url.removeprefix("http://")}"]\n'
+        f"        labels: {{namespace: ml, pod: {pod}, serving_modelservice_io_revision: {revision}}}"
+        for pod, revision in revisions.items()
+    )
+    config = tmp / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                      f"scrape_configs:\n  - job_name: kubernetes-pods\n    static_configs:\n{targets}\n")  # fmt: skip
+    address = f"127.0.0.1:{free_port()}"
+    log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address={address}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp / "prometheus.log").read_text()
+            try:
+                if requests.get(f"http://{address}/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "Prometheus not ready in 60s"
+            time.sleep(0.2)
+        # Discovery hands targets to the scrape loops a few seconds after start: wait for both scraped.
+        while True:
+            targets = requests.get(f"http://{address}/api/v1/targets", timeout=2).json()["data"][
+                "activeTargets"
+            ]
+            if len(targets) == 2 and all(t["health"] == "up" for t in targets):
+                break
+            assert time.monotonic() < deadline, f"targets not scraped in 60s: {targets}"
+            time.sleep(0.2)
+        yield f"http://{address}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def prometheus_spec(address: str) -> Any:
+    return parse_spec({"metadata": {"name": "linear", "namespace": "ml"},
+                       "spec": {"model": {"storageUri": "pvc://models/linear"}, "rollout": {
+                           "strategy": "canary", "analysis": {"provider": "prometheus", "interval": "10s",
+                                                              "minRequests": 10,
+                                                              "prometheus": {"address": address}}}}})  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_the_prometheus_provider_fails_a_canary_that_rejects_the_clients_inputs(
+    servers: dict[str, Server], prometheus: str
+) -> None:
+    def steady_load() -> None:  # spread over several scrapes, as real traffic is
+        for _ in range(8):
+            load(servers["bad-0"], 5)
+            load(servers["stable-0"], 5)
+            time.sleep(0.5)
+
+    await asyncio.to_thread(steady_load)
+    await asyncio.sleep(2)  # the last scrapes
+    measurement = await MetricsSource().measure(PodProxy(servers), prometheus_spec(prometheus),
+                                                ObservedChildren(), STATUS, "step-1", 1000.0)  # fmt: skip
+    assert measurement is not None and measurement.phase == "Failed", measurement
+    assert measurement.message.startswith("canary success rate 0.00 < 0.99 over 10s")
+    assert measurement.stable_success_rate == 1.0
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_prometheus_is_an_error_measurement(servers: dict[str, Server]) -> None:
+    measurement = await MetricsSource().measure(PodProxy(servers), prometheus_spec("http://127.0.0.1:9"),
+                                                ObservedChildren(), STATUS, "step-1", 1000.0)  # fmt: skip
+    assert measurement is not None and measurement.phase == "Error"
+    assert "Prometheus at http://127.0.0.1:9 failed" in measurement.message
