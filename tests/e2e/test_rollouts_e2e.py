@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modelservice_operator.rollout import approximate_counts
 from tests.cluster import harness
 from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually
 
@@ -481,3 +482,37 @@ def test_an_analysis_that_cannot_read_the_canarys_metrics_rolls_back_and_says_wh
     eventually(lambda: counts_match(kubectl, name, {stable: 4}), what="all traffic back on stable")
     events = kubectl.json("get", "events", "--field-selector", f"involvedObject.name={name}")["items"]
     assert sum(e["reason"] == "AnalysisError" for e in events) >= 1
+
+
+def test_the_hpa_scaling_a_paused_canary_keeps_its_share(kubectl: Kubectl, operator: OperatorProcess) -> None:
+    """A real HPA decision (kwok reports the pods' CPU through metrics-server) during a canary at 50%."""
+    name = "iris-autoscaled"
+    canary = {"strategy": "canary", "maxSurge": 1, "maxUnavailable": 0,
+              "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}  # fmt: skip
+    kubectl.apply(manifest("iris-autoscaling", spec__rollout=canary))
+    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
+    stable = ms(kubectl, name)["status"]["stable"]["revision"]
+    kubectl.apply(manifest("iris-autoscaling", spec__rollout=canary, spec__model__version="2"))
+    revision = started(kubectl, name, stable)
+    at_step(kubectl, name, 1)
+    eventually(
+        lambda: dict(ready_pods_by_revision(kubectl, name)) == {stable: 1, revision: 1}, what="50% of 2"
+    )
+
+    def scaled_up() -> bool:
+        for pod in kubectl.json("get", "pods", "-l", f"{MS_LABEL}={name}")["items"]:
+            kubectl.run(
+                "annotate", "--overwrite", "pod", pod["metadata"]["name"], "kwok.x-k8s.io/usage-cpu=1800m"
+            )
+        return int(ms(kubectl, name)["spec"]["replicas"]) >= 4
+
+    eventually(scaled_up, timeout=180, interval=3, what="the HPA to scale the ModelService up")
+
+    def share_held() -> bool:
+        replicas = int(ms(kubectl, name)["spec"]["replicas"])
+        canary_pods, stable_pods = approximate_counts(replicas, 50, 1)  # the planner's (unit-tested) maths
+        return dict(ready_pods_by_revision(kubectl, name)) == {stable: stable_pods, revision: canary_pods}
+
+    eventually(share_held, timeout=90, what="50% of the HPA's replicas on each revision")
+    assert int(ms(kubectl, name)["spec"]["replicas"]) >= 4
+    assert ms(kubectl, name)["status"]["rollout"]["step"] == 1, "the pause holds while the HPA scales"
