@@ -41,6 +41,7 @@ ROLLOUT_PROMOTED = "RolloutPromoted"
 ROLLOUT_SUPERSEDED = "RolloutSuperseded"
 STEP_COMPLETED = "StepCompleted"
 ANALYSIS_FAILED = "AnalysisFailed"  # an automatic rollback
+PROMOTING_IN_BATCHES = "PromotingInBatches"  # blue-green without GPUs for a full-size preview
 INSUFFICIENT_GPU_CAPACITY = "InsufficientGPUCapacity"
 GPU_CAPACITY_AVAILABLE = "GPUCapacityAvailable"
 # Clients cannot reach the ready pods through the Service yet, or at all.

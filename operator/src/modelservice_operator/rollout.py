@@ -52,6 +52,7 @@ ROLLOUT_SUPERSEDED = c.ROLLOUT_SUPERSEDED
 STEP_COMPLETED = c.STEP_COMPLETED
 PROGRESS_DEADLINE = c.PROGRESS_DEADLINE
 ANALYSIS_FAILED = c.ANALYSIS_FAILED
+PROMOTING_IN_BATCHES = c.PROMOTING_IN_BATCHES
 
 HISTORY_LIMIT = 10
 
@@ -965,7 +966,10 @@ def _blue_green(spec: ModelServiceSpec, observed: RolloutObserved, now: float, d
         draft.state = state
         target = n if state.promoting else size
         draft.replicas[preview.name] = target
-        if state.promoting and room is not None and room < n and not _at(preview, n):
+        # Once the old revision has started handing its GPUs over, the batches go on to the end even
+        # when the GPUs it freed would now fit a full preview: switching back would take them away again.
+        handing_over = active is not None and active.replicas < n
+        if state.promoting and not _at(preview, n) and ((room is not None and room < n) or handing_over):
             _promote_in_batches(spec, observed, draft, preview, active)
         elif state.promoting and _at(preview, n) and bg.post_promotion_analysis and active is not None:
             # Clients move to the new revision now; the old one stays at full size until it passes.
@@ -1031,6 +1035,9 @@ def _promote_in_batches(spec: ModelServiceSpec, observed: RolloutObserved, draft
         draft.message = f"promotion: waiting for GPU capacity: {draft.capacity.reason}"
         return
     preview_count, active_count = basic_canary_counts(n, 100, 0, unavailable, preview, active)
+    if preview_count != preview.replicas:
+        draft.event("Normal", PROMOTING_IN_BATCHES, f"Revision {draft.state.revision}: {preview_count}/{n} pods "
+                    f"(GPUs handed over {unavailable} at a time)")  # fmt: skip
     draft.replicas[preview.name] = preview_count
     if active is not None:
         draft.replicas[active.name] = active_count

@@ -473,9 +473,14 @@ def test_blue_green_with_two_free_gpus_previews_two_pods_then_promotes_in_batche
     batch = cluster.step(promote, "b")
     assert batch.main_revision is None  # both revisions serve while the old one hands over its GPUs
     assert batch.capacity is not None and batch.capacity.mode == "Swap"
+    started = len(cluster.plans)
     done = cluster.settle(promote, "b")
     assert cluster.counts() == {"iris-b": 4} and done.phase == "Healthy" and done.main_revision == "b"
     assert cluster.lowest_available >= 3
+    # The handover only goes one way: the old revision never gets pods (or clients) back meanwhile.
+    old_pods = [p.replicas["iris-a"] for p in cluster.plans[started - 1 :] if "iris-a" in p.replicas]
+    assert old_pods == sorted(old_pods, reverse=True), old_pods
+    assert all(p.main_revision != "a" for p in cluster.plans[started - 1 :])
 
 
 # ----------------------------------------------------------------------------------------- analysis
