@@ -44,6 +44,7 @@ ANALYSIS_FAILED = "AnalysisFailed"  # an automatic rollback
 PROMOTING_IN_BATCHES = "PromotingInBatches"  # blue-green without GPUs for a full-size preview
 INSUFFICIENT_GPU_CAPACITY = "InsufficientGPUCapacity"
 GPU_CAPACITY_AVAILABLE = "GPUCapacityAvailable"
+GPU_CAPACITY = "GPUCapacity"  # Events: the capacity decision of a rollout changed
 # Clients cannot reach the ready pods through the Service yet, or at all.
 ENDPOINTS_PENDING = "EndpointsPending"
 SERVICE_NOT_SELECTING = "ServiceNotSelectingPods"

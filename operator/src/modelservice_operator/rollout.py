@@ -581,6 +581,7 @@ def plan(spec: ModelServiceSpec, observed: RolloutObserved, now: float) -> Plan:
     else:
         if not (rollout.canary.http_route and steps):  # a routed canary sizes the stable by the weight
             surge, unavailable, draft.capacity = capacity_decision(spec, observed, surge, unavailable)
+            _capacity_event(draft, observed)
         _canary(spec, observed, now, draft, canary, stable, steps, approved_step, surge, unavailable, waiting)
     return _finish(spec, observed, now, draft, by_name)
 
@@ -846,6 +847,15 @@ def _canary(spec: ModelServiceSpec, observed: RolloutObserved, now: float, draft
                 f"waiting for GPU capacity: {draft.capacity.reason}" if draft.capacity and draft.capacity.constrained
                 else _pods_message(canary, n, "new") if not _at(canary, n) else "waiting for the route's weight"
             )  # fmt: skip
+
+
+def _capacity_event(draft: _Draft, observed: RolloutObserved) -> None:
+    """An Event when the capacity decision changes (Surge -> Swap -> Wait ...), so it stays on record."""
+    decision = draft.capacity
+    previous = (observed.previous.get("capacity") or {}).get("mode")
+    if decision is not None and decision.mode != previous:
+        kind = "Warning" if decision.constrained else "Normal"
+        draft.event(kind, c.GPU_CAPACITY, f"{decision.mode}: {decision.reason}")
 
 
 def _has_pods(workloads: Sequence[Workload]) -> bool:

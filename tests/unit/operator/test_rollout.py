@@ -129,6 +129,8 @@ class Cluster:
         s = result.state
         self.status = {"stable": {"deployment": s.stable, "revision": s.stable_revision},
                        "rollout": s.rollout_status() or {}, "history": list(s.history)}  # fmt: skip
+        if result.capacity is not None:
+            self.status["capacity"] = {"mode": result.capacity.mode}
         self.plans.append(result)
         return result
 
@@ -422,6 +424,10 @@ def test_without_free_gpus_and_without_max_unavailable_the_rollout_waits_and_say
     assert result.capacity.reason == ("needs 1 nvidia.com/gpu per pod, 0 free; allow maxUnavailable >= 1 "
                                       "or free a GPU")  # fmt: skip
     assert cluster.counts() == {"iris-a": 4, "iris-b": 0} and "waiting for GPU capacity" in result.message
+    decisions = [e for p in cluster.plans for e in p.events if e.reason == "GPUCapacity"]
+    assert [(e.type, e.message.split(":")[0]) for e in decisions] == [
+        ("Warning", "Wait")
+    ]  # once, not per pass
 
 
 def test_without_free_gpus_a_rollout_swaps_within_max_unavailable_and_completes() -> None:
