@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.cluster import harness
 
@@ -70,6 +71,18 @@ def eventually(check: Callable[[], Any], timeout: float = 90, interval: float = 
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last result {last!r}")
+
+
+def example(name: str, **changes: Any) -> str:
+    """``examples/<name>.yaml`` with changes, e.g. ``spec__model__version="2"`` sets spec.model.version."""
+    doc = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    for path, value in changes.items():
+        target = doc
+        keys = path.split("__")
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    return str(yaml.safe_dump(doc))
 
 
 def stable_deployment(kubectl: Kubectl, ms_name: str) -> dict[str, Any]:

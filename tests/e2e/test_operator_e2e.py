@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, stable_deployment
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, example, stable_deployment
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -27,17 +27,6 @@ def ready(kubectl: Kubectl, name: str, timeout: float = 120) -> dict[str, Any]:
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", f"--timeout={int(timeout)}s")
     ms: dict[str, Any] = kubectl.json("get", "ms", name)
     return ms
-
-
-def example(name: str, **changes: Any) -> str:
-    doc = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
-    for path, value in changes.items():
-        target = doc
-        keys = path.split("__")
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
-    return yaml.safe_dump(doc)
 
 
 def pods_of(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:

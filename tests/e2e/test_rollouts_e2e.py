@@ -16,26 +16,14 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import yaml
 
 from modelservice_operator.rollout import approximate_counts
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, example
 
 pytestmark = pytest.mark.e2e
 REVISION = "serving.modelservice.io/revision"
 MS_LABEL = "serving.modelservice.io/name"
-
-
-def manifest(name: str, **changes: Any) -> str:
-    doc = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
-    for path, value in changes.items():
-        target = doc
-        keys = path.split("__")
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
-    return yaml.safe_dump(doc)
 
 
 def ms(kubectl: Kubectl, name: str) -> dict[str, Any]:
@@ -116,11 +104,11 @@ def test_canary_walks_every_step_to_promotion_with_pods_and_endpoints_following_
     kubectl: Kubectl, operator: OperatorProcess
 ) -> None:
     name = "iris-canary"
-    kubectl.apply(manifest(name))
+    kubectl.apply(example(name))
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
     stable = ms(kubectl, name)["status"]["stable"]["revision"]
     fast = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {"duration": "5s"}}]
-    kubectl.apply(manifest(name, spec__model__version="2", spec__rollout__canary={"steps": fast}))
+    kubectl.apply(example(name, spec__model__version="2", spec__rollout__canary={"steps": fast}))
     canary = started(kubectl, name, stable)
 
     # setWeight 25 of 4 pods: 1 canary, 3 stable, both in the <name> Service; then pause {} holds.
@@ -166,10 +154,10 @@ def test_abort_returns_traffic_to_stable_retry_resumes_and_a_new_revision_restar
     kubectl: Kubectl, operator: OperatorProcess
 ) -> None:
     name = "iris-canary"
-    kubectl.apply(manifest(name))
+    kubectl.apply(example(name))
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
     stable = ms(kubectl, name)["status"]["stable"]["revision"]
-    kubectl.apply(manifest(name, spec__model__version="2"))
+    kubectl.apply(example(name, spec__model__version="2"))
     canary = started(kubectl, name, stable)
     at_step(kubectl, name, 1)
 
@@ -192,7 +180,7 @@ def test_abort_returns_traffic_to_stable_retry_resumes_and_a_new_revision_restar
     kubectl.run("scale", f"ms/{name}", "--replicas=8")
     eventually(lambda: counts_match(kubectl, name, {stable: 6, canary: 2}), what="25% of 8")
 
-    kubectl.apply(manifest(name, spec__model__version="3", spec__replicas=8))
+    kubectl.apply(example(name, spec__model__version="3", spec__replicas=8))
     newest = started(kubectl, name, canary)
     body = at_step(kubectl, name, 1)
     assert body["status"]["canary"]["revision"] == newest
@@ -207,11 +195,11 @@ def test_blue_green_preview_then_an_instant_switch_and_the_old_revision_goes_aft
     kubectl: Kubectl, operator: OperatorProcess
 ) -> None:
     name = "iris-bluegreen"
-    kubectl.apply(manifest(name, spec__rollout__blueGreen={"previewReplicas": 1, "autoPromotionEnabled": False,
+    kubectl.apply(example(name, spec__rollout__blueGreen={"previewReplicas": 1, "autoPromotionEnabled": False,
                                                           "scaleDownDelaySeconds": 10}))  # fmt: skip
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
     blue = ms(kubectl, name)["status"]["stable"]["revision"]
-    kubectl.apply(manifest(name, spec__model__version="2", spec__rollout__blueGreen={
+    kubectl.apply(example(name, spec__model__version="2", spec__rollout__blueGreen={
         "previewReplicas": 1, "autoPromotionEnabled": False, "scaleDownDelaySeconds": 10}))  # fmt: skip
     green = started(kubectl, name, blue)
     eventually(
@@ -271,10 +259,10 @@ def test_gateway_api_route_weights_follow_the_steps(
     routed = {"trafficRouting": {"gatewayAPI": {"httpRoute": "iris"}},
               "steps": [{"setWeight": 20}, {"pause": {}}, {"setCanaryScale": {"replicas": 3}}, {"pause": {}},
                         {"setWeight": 60}, {"pause": {"duration": "3s"}}]}  # fmt: skip
-    kubectl.apply(manifest(name, spec__replicas=5, spec__rollout__canary=routed))
+    kubectl.apply(example(name, spec__replicas=5, spec__rollout__canary=routed))
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
     stable = ms(kubectl, name)["status"]["stable"]["revision"]
-    kubectl.apply(manifest(name, spec__replicas=5, spec__model__version="2", spec__rollout__canary=routed))
+    kubectl.apply(example(name, spec__replicas=5, spec__model__version="2", spec__rollout__canary=routed))
     canary = started(kubectl, name, stable)
 
     at_step(kubectl, name, 1)
@@ -357,6 +345,26 @@ def _gpus_held_elsewhere(admin: Kubectl, namespace: str) -> int:
     )
 
 
+def fill_gpus(admin: Kubectl, kubectl: Kubectl, leave_free: int) -> int:
+    """Another tenant's one-GPU pods take every GPU but ours (4) and ``leave_free``; the cluster's total."""
+    total = sum(
+        int(n["status"]["allocatable"].get("nvidia.com/gpu", 0)) for n in admin.json("get", "nodes")["items"]
+    )
+    replicas = total - 4 - leave_free
+    filler = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other-tenant"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "other-tenant"}}, "template": {
+            "metadata": {"labels": {"app": "other-tenant"}},
+            "spec": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                     "containers": [{"name": "train", "image": "trainer:1",
+                                     "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}},
+    }  # fmt: skip
+    kubectl.apply(json.dumps(filler))
+    eventually(lambda: kubectl.json("get", "deploy", "other-tenant")["status"].get("availableReplicas") == replicas,
+               what="the other tenant's pods bound")  # fmt: skip
+    return total
+
+
 def capacity_events(kubectl: Kubectl, name: str) -> list[str]:
     """The capacity decisions of ``name``'s rollouts, oldest first."""
     events = kubectl.json("get", "events", "--field-selector", f"involvedObject.name={name}")["items"]
@@ -373,25 +381,13 @@ def test_a_gpu_canary_waits_without_free_gpus_swaps_when_allowed_and_surges_once
     name = "digits"
     canary = {"steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}]}
     rollout = {"strategy": "canary", "maxSurge": 1, "maxUnavailable": 0, "canary": canary}
-    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__rollout=rollout))
+    kubectl.apply(example("digits-gpu", spec__replicas=4, spec__rollout=rollout))
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
     # Another tenant takes every other GPU: 2 nodes x 8, 4 are ours.
-    total = sum(int(n["status"]["allocatable"].get("nvidia.com/gpu", 0))
-                for n in admin.json("get", "nodes")["items"])  # fmt: skip
-    filler = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other-tenant"},
-        "spec": {"replicas": total - 4, "selector": {"matchLabels": {"app": "other-tenant"}}, "template": {
-            "metadata": {"labels": {"app": "other-tenant"}},
-            "spec": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                     "containers": [{"name": "train", "image": "trainer:1",
-                                     "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}},
-    }  # fmt: skip
-    kubectl.apply(json.dumps(filler))
-    eventually(lambda: kubectl.json("get", "deploy", "other-tenant")["status"].get("availableReplicas") == total - 4,
-               what="the other tenant's pods bound")  # fmt: skip
+    total = fill_gpus(admin, kubectl, leave_free=0)
 
     stable = ms(kubectl, name)["status"]["stable"]["revision"]
-    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=rollout))
+    kubectl.apply(example("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=rollout))
     canary_revision = started(kubectl, name, stable)
     body = eventually(
         lambda: (b := ms(kubectl, name)) and condition(b, "CapacityConstrained")["status"] == "True" and b,
@@ -408,7 +404,7 @@ def test_a_gpu_canary_waits_without_free_gpus_swaps_when_allowed_and_surges_once
     )
 
     swap = {**rollout, "maxUnavailable": 1}
-    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=swap))
+    kubectl.apply(example("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=swap))
     done = eventually(lambda: (b := ms(kubectl, name))["status"]["stable"]["revision"] == canary_revision and b,
                       timeout=120, what="the swapped rollout completes")  # fmt: skip
     # kwok pods are ready at once: the decisions are read from their Events, not raced in the status.
@@ -417,7 +413,7 @@ def test_a_gpu_canary_waits_without_free_gpus_swaps_when_allowed_and_surges_once
     assert kubectl.json("get", "deploy", "other-tenant")["status"]["availableReplicas"] == total - 4
 
     kubectl.run("scale", "deploy", "other-tenant", f"--replicas={total - 5}")  # one GPU frees
-    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="3", spec__rollout=swap))
+    kubectl.apply(example("digits-gpu", spec__replicas=4, spec__model__version="3", spec__rollout=swap))
     started(kubectl, name, canary_revision)
     eventually(lambda: any(m.startswith("Surge: ") for m in capacity_events(kubectl, name)),
                what="surge once a GPU is free")  # fmt: skip
@@ -431,23 +427,11 @@ def test_blue_green_with_two_free_gpus_for_four_replicas_previews_two_and_promot
                what="GPUs of earlier tests' namespaces released")  # fmt: skip
     name = "digits"
     rollout = {"strategy": "blueGreen", "maxUnavailable": 1, "blueGreen": {"autoPromotionEnabled": False}}
-    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__rollout=rollout))
+    kubectl.apply(example("digits-gpu", spec__replicas=4, spec__rollout=rollout))
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
-    total = sum(int(n["status"]["allocatable"].get("nvidia.com/gpu", 0))
-                for n in admin.json("get", "nodes")["items"])  # fmt: skip
-    filler = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other-tenant"},
-        "spec": {"replicas": total - 6, "selector": {"matchLabels": {"app": "other-tenant"}}, "template": {
-            "metadata": {"labels": {"app": "other-tenant"}},
-            "spec": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                     "containers": [{"name": "train", "image": "trainer:1",
-                                     "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}},
-    }  # fmt: skip
-    kubectl.apply(json.dumps(filler))
-    eventually(lambda: kubectl.json("get", "deploy", "other-tenant")["status"].get("availableReplicas") == total - 6,
-               what="the other tenant's pods bound")  # fmt: skip
+    fill_gpus(admin, kubectl, leave_free=2)
     blue = ms(kubectl, name)["status"]["stable"]["revision"]
-    kubectl.apply(manifest("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=rollout))
+    kubectl.apply(example("digits-gpu", spec__replicas=4, spec__model__version="2", spec__rollout=rollout))
     green = started(kubectl, name, blue)
     eventually(lambda: dict(endpoints_by_revision(kubectl, f"{name}-preview")) == {green: 2},
                what="a preview of the 2 pods that fit")  # fmt: skip
@@ -475,10 +459,10 @@ def test_an_analysis_that_cannot_read_the_canarys_metrics_rolls_back_and_says_wh
     name = "iris-canary"
     analysed = {"steps": [{"setWeight": 25}, {"analysis": {}}]}
     analysis = {"interval": "2s", "consecutiveErrorLimit": 1}
-    kubectl.apply(manifest(name, spec__rollout__canary=analysed, spec__rollout__analysis=analysis))
+    kubectl.apply(example(name, spec__rollout__canary=analysed, spec__rollout__analysis=analysis))
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
     stable = ms(kubectl, name)["status"]["stable"]["revision"]
-    kubectl.apply(manifest(name, spec__model__version="2", spec__rollout__canary=analysed,
+    kubectl.apply(example(name, spec__model__version="2", spec__rollout__canary=analysed,
                            spec__rollout__analysis=analysis))  # fmt: skip
     started(kubectl, name, stable)
     body = eventually(
@@ -497,10 +481,10 @@ def test_the_hpa_scaling_a_paused_canary_keeps_its_share(kubectl: Kubectl, opera
     name = "iris-autoscaled"
     canary = {"strategy": "canary", "maxSurge": 1, "maxUnavailable": 0,
               "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}  # fmt: skip
-    kubectl.apply(manifest("iris-autoscaling", spec__rollout=canary))
+    kubectl.apply(example("iris-autoscaling", spec__rollout=canary))
     kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", "--timeout=120s")
     stable = ms(kubectl, name)["status"]["stable"]["revision"]
-    kubectl.apply(manifest("iris-autoscaling", spec__rollout=canary, spec__model__version="2"))
+    kubectl.apply(example("iris-autoscaling", spec__rollout=canary, spec__model__version="2"))
     revision = started(kubectl, name, stable)
     at_step(kubectl, name, 1)
     eventually(

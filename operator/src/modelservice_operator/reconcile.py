@@ -117,6 +117,7 @@ class ReconcileContext:
     failed_child: tuple[str, str] = ("", "")
     plan: Plan | None = None  # made by reconcile_workloads, carried out by the later steps
     metrics: MetricsSource | None = None  # analysis scrapes; None: analyses see no measurement
+    route: dict[str, Any] | None = None  # the user's HTTPRoute, once read
 
     @property
     def generation(self) -> int:
@@ -249,6 +250,9 @@ def _route_names(spec: ModelServiceSpec) -> tuple[str, str]:
 
 
 async def _read_route(ctx: ReconcileContext) -> dict[str, Any]:
+    """The user's HTTPRoute, read once per reconcile (its weights are planned and set from this copy)."""
+    if ctx.route is not None:
+        return ctx.route
     route_name = ctx.spec.rollout.canary.http_route
     ctx.failed_child = ("HTTPRoute", route_name)
     route = await ctx.client.get(GATEWAY_API_VERSION, "HTTPRoute", ctx.spec.namespace, route_name)
@@ -265,6 +269,7 @@ async def _read_route(ctx: ReconcileContext) -> dict[str, Any]:
             f"HTTPRoute {route_name} must list both Services {stable} and {canary} in its backendRefs "
             "(the operator sets their weights)"
         )
+    ctx.route = route
     return route
 
 

@@ -920,100 +920,85 @@ def _blue_green(spec: ModelServiceSpec, observed: RolloutObserved, now: float, d
             state = replace(state, preview_ready_at=now, progress_at=now)
         promote_now = approved_step >= 0 or state.promoting
         draft.state = state
-        if ready and not promote_now and bg.pre_promotion_analysis:
+        held = ready and not promote_now and bg.pre_promotion_analysis
+        if held:
             # The preview must pass before it may be promoted (a promote by hand passes it too).
-            run = _run_analysis(spec, observed, draft, "pre-promotion", now)
+            held = _pre_promotion_holds(spec, observed, draft, preview, size, now)
             state = draft.state
-            if _analysis_stops(spec, run):
-                _abort_for_analysis(draft, now, "before promotion", run)
-                draft.replicas[preview.name] = 0
-                draft.phase, draft.reason, draft.message = (
-                    DEGRADED,
-                    draft.state.aborted,
-                    draft.state.abort_message,
-                )
-                _drain(
-                    spec,
-                    draft,
-                    others,
-                    preview.available + (active.available if active else 0),
-                    n,
-                    now,
-                    waiting,
-                )
-                return
-            if run.verdict != SUCCESSFUL:
-                draft.replicas[preview.name] = size
-                if run.verdict == INCONCLUSIVE:
+        if not held:
+            if ready and not promote_now and bg.auto_promotion_enabled:
+                left = (state.preview_ready_at or now) + bg.auto_promotion_seconds - now
+                if left <= 0:
+                    promote_now = True
+                    draft.event("Normal", ROLLOUT_PROMOTED, f"Revision {state.revision} auto-promoted")
+                else:
                     draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
-                    draft.message = (f"pre-promotion analysis inconclusive ({run.last[-1].get('message', '')}); "
-                                     f"kubectl modelservice promote {spec.name} passes it, abort fails it")  # fmt: skip
+                    draft.message = f"preview ready; auto-promotion in {format_duration(left)}"
+                    draft.wait(left)
+            if promote_now and not state.promoting:
+                state = replace(state, promoting=True)
+            draft.state = state
+            target = n if state.promoting else size
+            draft.replicas[preview.name] = target
+            # Once the old revision has started handing its GPUs over, the batches go on to the end even
+            # when the GPUs it freed would now fit a full preview: switching back would take them away again.
+            handing_over = active is not None and active.replicas < n
+            if state.promoting and not _at(preview, n) and ((room is not None and room < n) or handing_over):
+                _promote_in_batches(spec, observed, draft, preview, active)
+            elif state.promoting and _at(preview, n) and bg.post_promotion_analysis and active is not None:
+                # Clients move to the new revision now; the old one stays at full size until it passes.
+                draft.state = replace(draft.state, switched=True)
+                run = _run_analysis(spec, observed, draft, "post-promotion", now)
+                if run.verdict == SUCCESSFUL or approved_step >= 1:
+                    _promote(spec, draft, now, preview, active, delayed=bool(active.replicas))
+                elif _analysis_stops(spec, run):
+                    _abort_for_analysis(draft, now, "after promotion", run)
+                    draft.replicas[preview.name] = 0  # clients are back on the old revision at once
+                    draft.phase, draft.reason, draft.message = (
+                        DEGRADED,
+                        draft.state.aborted,
+                        draft.state.abort_message,
+                    )
+                elif run.verdict == INCONCLUSIVE:
+                    draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
+                    draft.message = (f"post-promotion analysis inconclusive ({run.last[-1].get('message', '')}); "
+                                     f"kubectl modelservice promote {spec.name} passes it, abort switches back")  # fmt: skip
                 else:
                     draft.message = (
-                        f"pre-promotion analysis: {_analysis_message(spec, run, now, background=False)}"
+                        f"post-promotion analysis: {_analysis_message(spec, run, now, background=False)}"
                     )
-                _drain(
-                    spec,
-                    draft,
-                    others,
-                    preview.available + (active.available if active else 0),
-                    n,
-                    now,
-                    waiting,
-                )
-                return
-        if ready and not promote_now and bg.auto_promotion_enabled:
-            left = (state.preview_ready_at or now) + bg.auto_promotion_seconds - now
-            if left <= 0:
-                promote_now = True
-                draft.event("Normal", ROLLOUT_PROMOTED, f"Revision {state.revision} auto-promoted")
-            else:
+            elif state.promoting and _at(preview, n):
+                _promote(spec, draft, now, preview, active, delayed=bool(active and active.replicas))
+            elif state.promoting:
+                draft.message = "promotion: " + _pods_message(preview, n, "new")
+            elif not ready:
+                draft.message = "preview: " + _pods_message(preview, size, "preview")
+            elif not bg.auto_promotion_enabled:
                 draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
-                draft.message = f"preview ready; auto-promotion in {format_duration(left)}"
-                draft.wait(left)
-        if promote_now and not state.promoting:
-            state = replace(state, promoting=True)
-        draft.state = state
-        target = n if state.promoting else size
-        draft.replicas[preview.name] = target
-        # Once the old revision has started handing its GPUs over, the batches go on to the end even
-        # when the GPUs it freed would now fit a full preview: switching back would take them away again.
-        handing_over = active is not None and active.replicas < n
-        if state.promoting and not _at(preview, n) and ((room is not None and room < n) or handing_over):
-            _promote_in_batches(spec, observed, draft, preview, active)
-        elif state.promoting and _at(preview, n) and bg.post_promotion_analysis and active is not None:
-            # Clients move to the new revision now; the old one stays at full size until it passes.
-            draft.state = replace(draft.state, switched=True)
-            run = _run_analysis(spec, observed, draft, "post-promotion", now)
-            if run.verdict == SUCCESSFUL or approved_step >= 1:
-                _promote(spec, draft, now, preview, active, delayed=bool(active.replicas))
-            elif _analysis_stops(spec, run):
-                _abort_for_analysis(draft, now, "after promotion", run)
-                draft.replicas[preview.name] = 0  # clients are back on the old revision at once
-                draft.phase, draft.reason, draft.message = (
-                    DEGRADED,
-                    draft.state.aborted,
-                    draft.state.abort_message,
-                )
-            elif run.verdict == INCONCLUSIVE:
-                draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
-                draft.message = (f"post-promotion analysis inconclusive ({run.last[-1].get('message', '')}); "
-                                 f"kubectl modelservice promote {spec.name} passes it, abort switches back")  # fmt: skip
-            else:
-                draft.message = (
-                    f"post-promotion analysis: {_analysis_message(spec, run, now, background=False)}"
-                )
-        elif state.promoting and _at(preview, n):
-            _promote(spec, draft, now, preview, active, delayed=bool(active and active.replicas))
-        elif state.promoting:
-            draft.message = "promotion: " + _pods_message(preview, n, "new")
-        elif not ready:
-            draft.message = "preview: " + _pods_message(preview, size, "preview")
-        elif not bg.auto_promotion_enabled:
-            draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
-            draft.message = f"preview ready behind its Service; paused until promoted (kubectl modelservice promote {spec.name})"
+                draft.message = f"preview ready behind its Service; paused until promoted (kubectl modelservice promote {spec.name})"
     kept = preview.available + (active.available if active else 0)
     _drain(spec, draft, others, kept, n, now, waiting)
+
+
+def _pre_promotion_holds(spec: ModelServiceSpec, observed: RolloutObserved, draft: _Draft, preview: Workload,
+                         size: int, now: float) -> bool:  # fmt: skip
+    """Run the pre-promotion analysis of a ready preview; True while (or because) it stops the promotion."""
+    run = _run_analysis(spec, observed, draft, "pre-promotion", now)
+    if run.verdict == SUCCESSFUL:
+        return False
+    if _analysis_stops(spec, run):
+        _abort_for_analysis(draft, now, "before promotion", run)
+        draft.replicas[preview.name] = 0
+        draft.phase, draft.reason, draft.message = DEGRADED, draft.state.aborted, draft.state.abort_message
+    elif run.verdict == INCONCLUSIVE:
+        draft.replicas[preview.name] = size
+        draft.phase, draft.reason = PAUSED, ROLLOUT_PAUSED
+        draft.message = (f"pre-promotion analysis inconclusive ({run.last[-1].get('message', '')}); "
+                         f"kubectl modelservice promote {spec.name} passes it, abort fails it")  # fmt: skip
+    else:
+        draft.replicas[preview.name] = size
+        draft.message = f"pre-promotion analysis: {_analysis_message(spec, run, now, background=False)}"
+    return True
 
 
 def _needs(spec: ModelServiceSpec, observed: RolloutObserved) -> str:
