@@ -30,7 +30,7 @@ kube_ldflags="-s -w \
  -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 
 need_kube=false
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   have "$c-$K8S_VERSION" || need_kube=true
 done
 if $need_kube; then
@@ -50,7 +50,7 @@ if $need_kube; then
       | sed -E "s#^\s*(k8s\.io/[a-z0-9-]+) => .*#replace \1 => \1 $staging#"
   } > "$wrapper/go.mod"
   echo "$(grep -c '^replace' "$wrapper/go.mod") staging modules replaced with $staging" >&2
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     if have "$c-$K8S_VERSION"; then continue; fi
     pkg=k8s.io/kubernetes/cmd/$c
     [ "$c" = kubectl ] && pkg=k8s.io/kubernetes/cmd/kubectl
@@ -83,6 +83,9 @@ install_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
   "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 install_tool metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server \
   "-s -w -X k8s.io/component-base/version.gitVersion=$METRICS_SERVER_VERSION"
+# CoreDNS for the real node's pods (cluster DNS: *.svc.cluster.local).
+install_tool coredns "$COREDNS_VERSION" github.com/coredns/coredns \
+  "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 

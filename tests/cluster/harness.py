@@ -5,11 +5,13 @@
     python -m tests.cluster.harness kubeconfig  # prints the admin kubeconfig's path
     python -m tests.cluster.harness down        # stops every process it started
 
-It runs etcd, kube-apiserver (RBAC on), kube-controller-manager (all controllers), kube-scheduler, kwok
-(fake nodes whose pods turn Running and Ready) and metrics-server (fed by kwok's emulated kubelet
-resource metrics, so the HPA controller sees pod CPU, settable per pod with the annotation
-``kwok.x-k8s.io/usage-cpu``). Binaries come from build.sh's cache; state, logs and PKI live in
-``${MODELSERVICE_CACHE:-~/.cache/modelservice}/cluster/state``, outside the repository.
+It runs etcd, kube-apiserver (RBAC and the Node authorizer), kube-controller-manager (all controllers),
+kube-scheduler, kwok (fake nodes whose pods turn Running and Ready), one real node (node.py: containerd,
+kubelet, kube-proxy, CoreDNS; pods from our own images) and metrics-server (fed by the real kubelet and
+by kwok's emulated kubelet resource metrics, so the HPA controller sees pod CPU: real CPU on the real
+node, on kwok's nodes settable per pod with the annotation ``kwok.x-k8s.io/usage-cpu``). Binaries come
+from build.sh's cache; state, logs and PKI live in ``${MODELSERVICE_CACHE:-~/.cache/modelservice}/cluster/state``,
+outside the repository.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.cluster import node
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("MODELSERVICE_CACHE", Path.home() / ".cache" / "modelservice")) / "cluster"
@@ -46,8 +50,19 @@ PORTS = {
     "kube-scheduler": BASE_PORT + 59,
     "kwok": BASE_PORT + 47,
     "metrics-server": BASE_PORT + 44,
+    "containerd": BASE_PORT + 45,
+    "kubelet": BASE_PORT + 50,
+    "kubelet-healthz": BASE_PORT + 48,
+    "kube-proxy": BASE_PORT + 56,
+    "kube-proxy-metrics": BASE_PORT + 49,
+    "coredns": BASE_PORT + 53,
 }
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "metrics-server")
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+              *(NODE_COMPONENTS if node.enabled() else ()), "metrics-server")  # fmt: skip
+# The API server listens where the real node's pods can reach it: the pod bridge's gateway address.
+ADDRESS = node.GATEWAY if node.enabled() else "127.0.0.1"
+PAUSE_IMAGE = "localhost/modelservice-pause:3.10"  # scripts/images.sh builds it
 GPU_NODES = ("gpu-node-1", "gpu-node-2")
 CPU_NODES = ("cpu-node-1",)
 GPU_PRODUCT = "NVIDIA-A100-SXM4-80GB"
@@ -63,9 +78,22 @@ def binary(name: str) -> Path:
     v = versions()
     version = {
         "etcd": v["ETCD_VERSION"], "kwok": v["KWOK_VERSION"], "metrics-server": v["METRICS_SERVER_VERSION"],
-        "helm": v["HELM_VERSION"],
+        "helm": v["HELM_VERSION"], "coredns": v["COREDNS_VERSION"],
     }.get(name, v["K8S_VERSION"])  # fmt: skip
     return BIN / f"{name}-{version}"
+
+
+def api_server_url() -> str:
+    return f"https://{ADDRESS}:{PORTS['kube-apiserver']}"
+
+
+def images() -> dict[str, str]:
+    """The image tags scripts/images.sh built last (RUNTIME_IMAGE, OPERATOR_IMAGE, PAUSE_IMAGE); {} if none."""
+    path = CACHE.parent / "images.env"
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs}
 
 
 def kwok_stages() -> Path:
@@ -144,7 +172,7 @@ def _write_pki() -> None:
     ca = issue("ca", "modelservice-local-ca", None, is_ca=True)
     front_ca = issue("front-proxy-ca", "modelservice-front-proxy-ca", None, is_ca=True)
     local = {"dns": ("localhost",), "ips": ("127.0.0.1",)}
-    issue("apiserver", "kube-apiserver", ca, server=True, ips=("127.0.0.1", "10.96.0.1"),
+    issue("apiserver", "kube-apiserver", ca, server=True, ips=("127.0.0.1", "10.96.0.1", node.GATEWAY),
           dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                "kubernetes.default.svc.cluster.local"))  # fmt: skip
     issue("admin", "kubernetes-admin", ca, orgs=("system:masters",), client=True)
@@ -156,6 +184,13 @@ def _write_pki() -> None:
     issue("kwok-serving", "kwok", ca, server=True, **local)  # type: ignore[arg-type]
     issue("metrics-server", "metrics-server", ca, server=True, client=True, **local)  # type: ignore[arg-type]
     issue("front-proxy-client", "front-proxy-client", front_ca, client=True)
+    # The real node: its kubelet (Node authorizer identity), the kubelet's serving certificate, the API
+    # server's client certificate for kubelets (logs, exec, port-forward), kube-proxy and CoreDNS.
+    issue("kubelet", f"system:node:{node.NODE_NAME}", ca, orgs=("system:nodes",), client=True)
+    issue("kubelet-serving", node.NODE_NAME, ca, server=True, dns=(node.NODE_NAME,), ips=(node.GATEWAY,))
+    issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ca, orgs=("system:masters",), client=True)
+    issue("kube-proxy", "system:kube-proxy", ca, client=True)
+    issue("coredns", "system:coredns", ca, client=True)
     sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     save_key(sa, "sa")
     (PKI / "sa.pub").write_bytes(
@@ -167,7 +202,7 @@ def _write_pki() -> None:
 
 def _kubeconfig(name: str, user_cert: str) -> Path:
     path = STATE / f"{name}.kubeconfig"
-    server = f"https://127.0.0.1:{PORTS['kube-apiserver']}"
+    server = api_server_url()
     path.write_text(
         f"""apiVersion: v1
 kind: Config
@@ -240,8 +275,12 @@ def _components() -> list[Component]:
         ], f"http://127.0.0.1:{p['etcd']}/health"),
         Component("kube-apiserver", [
             str(binary("kube-apiserver")), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['kube-apiserver']}",
-            "--authorization-mode=RBAC", f"--client-ca-file={pki / 'ca.crt'}",
+            f"--bind-address={ADDRESS}", f"--advertise-address={ADDRESS}", f"--secure-port={p['kube-apiserver']}",
+            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -254,7 +293,7 @@ def _components() -> list[Component]:
             "--audit-log-path=" + str(LOGS / "audit.log"), f"--audit-policy-file={STATE / 'audit-policy.yaml'}",
             # Rotated files are read too (audit_entries), but rotate rarely: 1 GiB, three kept.
             "--audit-log-maxsize=1024", "--audit-log-maxbackup=3",
-        ], f"https://127.0.0.1:{p['kube-apiserver']}/readyz"),
+        ], f"{api_server_url()}/readyz"),
         Component("kube-controller-manager", [
             str(binary("kube-controller-manager")), *common_auth(STATE / "controller-manager.kubeconfig"),
             "--bind-address=127.0.0.1", f"--secure-port={p['kube-controller-manager']}", "--controllers=*",
@@ -284,7 +323,10 @@ def _components() -> list[Component]:
             "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{p['kwok']}", f"--tls-cert-file={pki / 'kwok-serving.crt'}",
             f"--tls-private-key-file={pki / 'kwok-serving.key'}",
+            # Fake pods get addresses the real node's bridge holds: traffic to them stays on this machine.
+            f"--cidr={node.KWOK_POD_CIDR}",
         ], f"https://127.0.0.1:{p['kwok']}/healthz"),
+        *(_node_components() if node.enabled() else ()),
         Component("metrics-server", [
             str(binary("metrics-server")), *common_auth(STATE / "metrics-server.kubeconfig"),
             "--bind-address=127.0.0.1", f"--secure-port={p['metrics-server']}",
@@ -292,6 +334,22 @@ def _components() -> list[Component]:
             "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port",
             "--kubelet-insecure-tls", "--metric-resolution=15s",
         ], f"https://127.0.0.1:{p['metrics-server']}/livez"),
+    ]  # fmt: skip
+
+
+def _node_components() -> list[Component]:
+    p, cfg = PORTS, STATE / "node"
+    return [
+        Component("containerd", ["containerd", f"--config={cfg / 'containerd.toml'}"],
+                  f"http://127.0.0.1:{p['containerd']}/v1/metrics"),
+        Component("kubelet", [
+            str(binary("kubelet")), f"--config={cfg / 'kubelet.yaml'}", f"--kubeconfig={STATE / 'kubelet.kubeconfig'}",
+            f"--root-dir={cfg / 'kubelet'}", f"--hostname-override={node.NODE_NAME}", f"--node-ip={node.GATEWAY}",
+            "--node-labels=modelservice.io/real-node=true",
+        ], f"http://127.0.0.1:{p['kubelet-healthz']}/healthz"),
+        Component("kube-proxy", [str(binary("kube-proxy")), f"--config={cfg / 'kube-proxy.yaml'}"],
+                  f"http://127.0.0.1:{p['kube-proxy']}/livez"),
+        Component("coredns", [str(binary("coredns")), f"-conf={cfg / 'Corefile'}"], f"http://127.0.0.1:{p['coredns']}/health"),
     ]  # fmt: skip
 
 
@@ -410,6 +468,9 @@ def _write_configs() -> None:
     _kubeconfig("kwok", "kwok")
     _kubeconfig("metrics-server", "admin")
     _kubeconfig("operator", "operator")
+    if node.enabled():
+        _kubeconfig("kubelet", "kubelet")
+        node.write_configs(STATE, CACHE / "node", PKI, PORTS, images().get("PAUSE_IMAGE", PAUSE_IMAGE), _kubeconfig)
     # Audit only the operator's own identity: its writes with their bodies (the e2e steady-state tests
     # show them), every other request as metadata (the scale benchmark counts requests per second).
     # Auditing every component's writes costs the API server more CPU than the 1,000-object benchmark
@@ -429,7 +490,7 @@ def status() -> dict[str, bool]:
 
 
 def up() -> Path:
-    missing = [c for c in (*COMPONENTS, "kubectl") if not binary(c).exists()]
+    missing = [c for c in (*COMPONENTS, "kubectl") if c != "containerd" and not binary(c).exists()]
     if not (kwok_stages() / "pod-ready.yaml").exists():
         missing.append("kwok stages")
     if missing:
@@ -437,6 +498,8 @@ def up() -> Path:
         subprocess.run(["bash", str(HERE / "build.sh")], check=True)
     if all(status().values()):
         log(f"Already up; kubeconfig {admin_kubeconfig()}")
+        if node.enabled():
+            load_images()
         return admin_kubeconfig()
     down(quiet=True)
     shutil.rmtree(STATE, ignore_errors=True)
@@ -445,6 +508,10 @@ def up() -> Path:
     started = time.monotonic()
     log("Writing PKI and kubeconfigs")
     _write_pki()
+    if node.enabled():
+        subprocess.run(["bash", str(HERE.parents[1] / node.DEBIAN_PACKAGES_SCRIPT)], check=True)
+        log(f"Real node network: bridge {node.BRIDGE} {node.GATEWAY} (pods {node.POD_CIDR}, Services {node.SERVICE_CIDR})")
+        node.setup_network(STATE)
     _write_configs()
     for component in _components():
         if component.name == "kwok":
@@ -452,8 +519,13 @@ def up() -> Path:
                 f"Creating fake nodes: {', '.join(GPU_NODES)} (8 x {GPU_PRODUCT} each), {', '.join(CPU_NODES)}"
             )
             kubectl("apply", "-f", "-", input_text=_nodes())
+        if component.name == "coredns":
+            kubectl("apply", "-f", "-", input_text=node.rbac())
         if component.name == "metrics-server":
-            log("Waiting for the fake nodes to turn Ready")
+            if node.enabled():
+                log(f"Waiting for the real node {node.NODE_NAME} to register")
+                _wait_for(lambda: kubectl("get", "node", node.NODE_NAME, check=False).returncode == 0, 60, "node")
+            log("Waiting for the nodes to turn Ready")
             kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=90s")
             # metrics-server misses addresses that appear after it has listed the nodes: start it after.
             kubectl(
@@ -467,14 +539,37 @@ def up() -> Path:
         log(f"Starting {component.name}")
         _start(component)
         _wait(component)
+        if component.name == "containerd":
+            load_images()
     log("Waiting for the metrics API (metrics-server's first scrapes of kwok)")
     kubectl("wait", "--for=condition=Available", "apiservice/v1beta1.metrics.k8s.io", "--timeout=120s")
     log(f"Up in {time.monotonic() - started:.0f}s; kubeconfig {admin_kubeconfig()}")
     return admin_kubeconfig()
 
 
+def load_images() -> None:
+    """The images scripts/images.sh built (and the pause image), into the real node's containerd."""
+    built = images()
+    if not built:
+        log("No images built yet (make images): the real node can run no pod until they are loaded")
+        return
+    node.load_images(list(built.values()), CACHE.parent / "images", log)
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
 def down(quiet: bool = False) -> None:
-    for name in reversed(COMPONENTS):
+    everything = (*COMPONENTS[:5], *NODE_COMPONENTS, "metrics-server")
+    api_up = _pid("kube-apiserver") is not None and _healthy(f"{api_server_url()}/readyz")
+    for name in reversed(everything):
+        if name == "kube-proxy" and _pid("kubelet") is not None:
+            node.remove_pods(kubectl, api_up)  # kubelet tears every pod down while it and containerd run
         pid = _pid(name)
         if pid is None:
             continue
@@ -490,18 +585,23 @@ def down(quiet: bool = False) -> None:
         if _pid(name) is not None:
             os.killpg(pid, signal.SIGKILL)
         (PIDS / name).unlink(missing_ok=True)
+    if (STATE / "host-before.json").exists() or Path("/sys/class/net", node.BRIDGE).exists():
+        node.teardown(STATE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build"))
+    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build", "load-images"))
     args = parser.parse_args(argv)
     if args.command == "build":
         subprocess.run(["bash", str(HERE / "build.sh")], check=True)
     elif args.command == "up":
         up()
+    elif args.command == "load-images":
+        if all(status().values()):
+            load_images()
     elif args.command == "down":
         down()
         log("Down: no component process left")
