@@ -4,15 +4,15 @@ SHELL := bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: prometheus venv demo demo-runtime test lint unit integration e2e examples golden bench bench-operator clean \
+.PHONY: images prometheus venv demo demo-runtime test lint unit integration e2e examples golden bench bench-operator clean \
 	cluster-build cluster-up cluster-down cluster-status cluster-kubeconfig
 
 venv:
 	@scripts/bootstrap.sh
 
-## demo: local control plane + CRD + operator + a GPU ModelService Ready, then the same model served by
-##       the runtime and a real prediction
-demo: venv
+## demo: local control plane + our images + CRD + operator; a GPU ModelService Ready on a (kwok) A100 node,
+##       then the iris example on the real node answering predictions through its Service
+demo: venv images
 	@scripts/demo.sh
 
 ## demo-runtime: only the runtime: train the iris example, serve it under Gunicorn, call it with curl
@@ -40,8 +40,14 @@ integration: venv prometheus
 prometheus:
 	@scripts/install-prometheus.sh
 
-e2e: venv
+e2e: venv images
 	$(PYTEST) tests/e2e -q
+
+## images: build Dockerfile.runtime and Dockerfile.operator with buildah on a local Debian base (root; the
+##         first build takes minutes, an unchanged tree seconds) and load them into the real node when it is up
+images: venv
+	@scripts/images.sh
+	@$(PY) -m tests.cluster.harness load-images
 
 ## bench: the runtime against a naive Flask server and the in-process ceiling (about 5 minutes; see README)
 bench: venv
@@ -52,6 +58,7 @@ bench-operator: venv
 	$(PY) -m bench.operator_scale
 
 ## cluster-*: the local control plane (etcd, apiserver, controller-manager, scheduler, kwok, metrics-server)
+##            and the real node (containerd, kubelet, kube-proxy, CoreDNS; see tests/cluster/node.py)
 cluster-build:
 	@bash tests/cluster/build.sh
 

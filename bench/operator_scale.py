@@ -60,7 +60,7 @@ def admin_ssl() -> ssl.SSLContext:
 
 
 def server() -> str:
-    return f"https://127.0.0.1:{harness.PORTS['kube-apiserver']}"
+    return harness.api_server_url()
 
 
 def bench_nodes(count: int) -> list[dict[str, Any]]:

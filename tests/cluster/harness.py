@@ -188,7 +188,9 @@ def _write_pki() -> None:
     # server's client certificate for kubelets (logs, exec, port-forward), kube-proxy and CoreDNS.
     issue("kubelet", f"system:node:{node.NODE_NAME}", ca, orgs=("system:nodes",), client=True)
     issue("kubelet-serving", node.NODE_NAME, ca, server=True, dns=(node.NODE_NAME,), ips=(node.GATEWAY,))
-    issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ca, orgs=("system:masters",), client=True)
+    issue(
+        "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ca, orgs=("system:masters",), client=True
+    )
     issue("kube-proxy", "system:kube-proxy", ca, client=True)
     issue("coredns", "system:coredns", ca, client=True)
     sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -345,7 +347,7 @@ def _node_components() -> list[Component]:
         Component("kubelet", [
             str(binary("kubelet")), f"--config={cfg / 'kubelet.yaml'}", f"--kubeconfig={STATE / 'kubelet.kubeconfig'}",
             f"--root-dir={cfg / 'kubelet'}", f"--hostname-override={node.NODE_NAME}", f"--node-ip={node.GATEWAY}",
-            "--node-labels=modelservice.io/real-node=true",
+            f"--node-labels=modelservice.io/real-node=true,nvidia.com/gpu.present=true,nvidia.com/gpu.product={node.GPU_PRODUCT}",
         ], f"http://127.0.0.1:{p['kubelet-healthz']}/healthz"),
         Component("kube-proxy", [str(binary("kube-proxy")), f"--config={cfg / 'kube-proxy.yaml'}"],
                   f"http://127.0.0.1:{p['kube-proxy']}/livez"),
@@ -470,7 +472,9 @@ def _write_configs() -> None:
     _kubeconfig("operator", "operator")
     if node.enabled():
         _kubeconfig("kubelet", "kubelet")
-        node.write_configs(STATE, CACHE / "node", PKI, PORTS, images().get("PAUSE_IMAGE", PAUSE_IMAGE), _kubeconfig)
+        node.write_configs(
+            STATE, CACHE / "node", PKI, PORTS, images().get("PAUSE_IMAGE", PAUSE_IMAGE), _kubeconfig
+        )
     # Audit only the operator's own identity: its writes with their bodies (the e2e steady-state tests
     # show them), every other request as metadata (the scale benchmark counts requests per second).
     # Auditing every component's writes costs the API server more CPU than the 1,000-object benchmark
@@ -510,7 +514,9 @@ def up() -> Path:
     _write_pki()
     if node.enabled():
         subprocess.run(["bash", str(HERE.parents[1] / node.DEBIAN_PACKAGES_SCRIPT)], check=True)
-        log(f"Real node network: bridge {node.BRIDGE} {node.GATEWAY} (pods {node.POD_CIDR}, Services {node.SERVICE_CIDR})")
+        log(
+            f"Real node network: bridge {node.BRIDGE} {node.GATEWAY} (pods {node.POD_CIDR}, Services {node.SERVICE_CIDR})"
+        )
         node.setup_network(STATE)
     _write_configs()
     for component in _components():
@@ -524,7 +530,14 @@ def up() -> Path:
         if component.name == "metrics-server":
             if node.enabled():
                 log(f"Waiting for the real node {node.NODE_NAME} to register")
-                _wait_for(lambda: kubectl("get", "node", node.NODE_NAME, check=False).returncode == 0, 60, "node")
+                _wait_for(
+                    lambda: kubectl("get", "node", node.NODE_NAME, check=False).returncode == 0, 60, "node"
+                )
+                log(
+                    f"The real node advertises {node.GPUS} x nvidia.com/gpu ({node.GPU_PRODUCT}): no device, TensorFlow runs on CPU"
+                )
+                kubectl("patch", "node", node.NODE_NAME, "--subresource=status", "--type=json", "-p", json.dumps(
+                    [{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": str(node.GPUS)}]))  # fmt: skip
             log("Waiting for the nodes to turn Ready")
             kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=90s")
             # metrics-server misses addresses that appear after it has listed the nodes: start it after.

@@ -10,7 +10,9 @@ Beside kwok's fake nodes (scheduling and scale tests) one node runs real pods fr
   kube-proxy -> ``GATEWAY``) and the host does too; CoreDNS (no upstream: cluster names only) and the
   kubelet listen there as well;
 - the node is tainted ``modelservice.io/real-node``: only pods that tolerate the taint (tests that ask for a
-  real pod) run on it; everything else keeps landing on kwok's nodes.
+  real pod) run on it; everything else keeps landing on kwok's nodes;
+- it advertises two ``nvidia.com/gpu`` (product ``FAKE-GPU-RUNS-ON-CPU``) so GPU ModelServices run for real:
+  there is no GPU, TensorFlow falls back to the CPU.
 
 kubelet changes host state; ``teardown`` undoes all of it: pods and their network namespaces, mounts under
 our directories, the bridge and routes, every iptables chain kubelet, kube-proxy or we created (and the
@@ -20,6 +22,7 @@ the kubelet's cgroups. Needs root (as CI has); ``MODELSERVICE_REAL_NODE=0`` leav
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -39,6 +42,10 @@ SERVICE_CIDR = "10.96.0.0/16"
 KWOK_POD_CIDR = "10.244.128.0/17"
 CLUSTER_CIDR = "10.244.0.0/16"
 TAINT = "modelservice.io/real-node"
+# An extended resource the node advertises (status.capacity) so GPU ModelServices run here for real; there
+# is no GPU behind it: TensorFlow falls back to the CPU. The product label says so.
+GPUS = 2
+GPU_PRODUCT = "FAKE-GPU-RUNS-ON-CPU"
 RUN = Path("/run/modelservice")
 # Sysctls kubelet, kube-proxy or the bridge network change; recorded at start, restored on teardown.
 SYSCTLS = (
@@ -61,7 +68,9 @@ def enabled() -> bool:
 
 
 def _run(*args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), check=check, text=True, capture_output=True, input=input_text, timeout=120)
+    return subprocess.run(
+        list(args), check=check, text=True, capture_output=True, input=input_text, timeout=120
+    )
 
 
 def _sysctl_path(name: str) -> Path:
@@ -78,10 +87,8 @@ def record_host_state(state: Path) -> None:
         return
     sysctls = {}
     for name in SYSCTLS:
-        try:
+        with contextlib.suppress(OSError):
             sysctls[name] = _sysctl_path(name).read_text().strip()
-        except OSError:
-            pass
     modules = Path("/proc/modules").read_text() if Path("/proc/modules").exists() else ""
     record.write_text(json.dumps({
         "sysctls": sysctls,
@@ -91,10 +98,8 @@ def record_host_state(state: Path) -> None:
 
 
 def _write_sysctl(name: str, value: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         _sysctl_path(name).write_text(value)
-    except OSError:
-        pass
 
 
 def setup_network(state: Path) -> None:
@@ -114,7 +119,18 @@ def setup_network(state: Path) -> None:
     _write_sysctl("net/bridge/bridge-nf-call-ip6tables", "1")
     if _run("iptables", "-w", "-n", "-L", "MODELSERVICE-FORWARD", check=False).returncode != 0:
         _run("iptables", "-w", "-N", "MODELSERVICE-FORWARD")
-        _run("iptables", "-w", "-A", "MODELSERVICE-FORWARD", "-s", CLUSTER_CIDR, "-d", CLUSTER_CIDR, "-j", "RETURN")
+        _run(
+            "iptables",
+            "-w",
+            "-A",
+            "MODELSERVICE-FORWARD",
+            "-s",
+            CLUSTER_CIDR,
+            "-d",
+            CLUSTER_CIDR,
+            "-j",
+            "RETURN",
+        )
         _run("iptables", "-w", "-A", "MODELSERVICE-FORWARD", "-s", CLUSTER_CIDR, "-j", "DROP")
         _run("iptables", "-w", "-I", "FORWARD", "1", "-j", "MODELSERVICE-FORWARD")
 
@@ -153,10 +169,8 @@ def _kill_pod_processes() -> None:
     """Whatever still runs in the kubelet's pod cgroups (a container whose shim died first) is killed."""
     for procs in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs"):
         for pid in procs.read_text().split():
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def _remove_cgroups() -> None:
@@ -170,15 +184,13 @@ def _remove_cgroups() -> None:
             base = controller / top
             if not base.is_dir():
                 continue
-            for directory in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                try:
+            for directory in sorted(
+                (p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            ):
+                with contextlib.suppress(OSError):
                     directory.rmdir()
-                except OSError:
-                    pass
-            try:
+            with contextlib.suppress(OSError):
                 base.rmdir()
-            except OSError:
-                pass
 
 
 def _kill_shims(address: Path) -> None:
@@ -191,10 +203,8 @@ def _kill_shims(address: Path) -> None:
         except OSError:
             continue
         if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(address).encode() in cmdline:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(proc.name), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def remove_pods(kubectl: Callable[..., subprocess.CompletedProcess[str]], api_up: bool) -> None:

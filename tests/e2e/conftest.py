@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The safety net only: child changes reach the operator through its watches. 20 s keeps the one-minute
 # steady-state windows meaningful (three passes) while a 2-second repair can only come from a watch.
 RESYNC_SECONDS = "20"
+# The image `make images` built (pods on the real node run it; kwok's pods never start any image).
+RUNTIME_IMAGE = harness.images().get("RUNTIME_IMAGE", "modelservice/runtime:e2e")
 
 
 class Kubectl:
@@ -96,7 +98,7 @@ def stable_deployment(kubectl: Kubectl, ms_name: str) -> dict[str, Any]:
 def token_kubeconfig(path: Path, token: str) -> Path:
     """A kubeconfig for the local cluster that authenticates with a bearer token (a ServiceAccount's)."""
     ca = base64.b64encode((harness.PKI / "ca.crt").read_bytes()).decode()
-    server = f"https://127.0.0.1:{harness.PORTS['kube-apiserver']}"
+    server = harness.api_server_url()
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: sa\n"
         f"clusters: [{{name: local, cluster: {{server: '{server}', certificate-authority-data: {ca}}}}}]\n"
@@ -141,7 +143,7 @@ class OperatorProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "modelservice_operator", "run", *scope,
-                 "--liveness-port=0", "--metrics-port=0", "--runtime-image=modelservice/runtime:e2e", *self.extra_args],
+                 "--liveness-port=0", "--metrics-port=0", f"--runtime-image={RUNTIME_IMAGE}", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
 
@@ -168,9 +170,8 @@ def operator(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     process.stop()
 
 
-@pytest.fixture()
-def namespace(cluster: Path) -> Iterator[str]:
-    """A fresh namespace with a ``models`` PVC bound to its own PersistentVolume."""
+def create_models_namespace(cluster: Path, host_path: str) -> str:
+    """A fresh namespace with a ``models`` PVC bound to its own PersistentVolume on ``host_path``."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     admin = Kubectl(cluster)
     admin.run("create", "namespace", name)
@@ -183,7 +184,7 @@ spec:
   capacity: {{storage: 1Gi}}
   accessModes: [ReadOnlyMany]
   storageClassName: ""
-  hostPath: {{path: /srv/models}}
+  hostPath: {{path: {host_path}}}
   claimRef: {{namespace: {name}, name: models}}
 ---
 apiVersion: v1
@@ -199,9 +200,21 @@ spec:
     admin.run(
         "wait", "--for=jsonpath={.status.phase}=Bound", "pvc/models", f"--namespace={name}", "--timeout=60s"
     )
-    yield name
+    return name
+
+
+def delete_namespace(cluster: Path, name: str) -> None:
+    admin = Kubectl(cluster)
     admin.run("delete", "namespace", name, "--wait=false", check=False)
     admin.run("delete", "pv", f"models-{name}", "--wait=false", check=False)
+
+
+@pytest.fixture()
+def namespace(cluster: Path) -> Iterator[str]:
+    """A fresh namespace with a ``models`` PVC (kwok's pods never read it)."""
+    name = create_models_namespace(cluster, "/srv/models")
+    yield name
+    delete_namespace(cluster, name)
 
 
 @pytest.fixture()

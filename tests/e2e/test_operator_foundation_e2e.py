@@ -192,7 +192,7 @@ def test_a_kubeconfig_split_over_two_files_with_an_exec_credential_plugin_works(
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "exec",
-        "clusters": [{"name": "local", "cluster": {"server": f"https://127.0.0.1:{harness.PORTS['kube-apiserver']}",
+        "clusters": [{"name": "local", "cluster": {"server": harness.api_server_url(),
                                                    "certificate-authority-data": ca}}],
         "contexts": [{"name": "exec", "context": {"cluster": "local", "user": "exec-user"}}],
     }))  # fmt: skip

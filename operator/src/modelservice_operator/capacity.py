@@ -11,7 +11,7 @@ until it terminates). A pod holds its GPUs while it is terminating, as the kubel
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ class Node:
     allocatable: Mapping[str, int]
     labels: Mapping[str, str]
     schedulable: bool
+    taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, effect) of NoSchedule/NoExecute taints
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,28 @@ def _node(body: Mapping[str, Any]) -> Node:
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
     )
     allocatable = {k: parse_count(v) for k, v in (status.get("allocatable") or {}).items() if _is_gpu(k)}
+    taints = tuple(
+        (str(t.get("key", "")), str(t.get("value", "")), str(t.get("effect", "")))
+        for t in spec.get("taints") or ()
+        if t.get("effect") in ("NoSchedule", "NoExecute")
+    )
     return Node(str(meta.get("name", "")), allocatable, dict(meta.get("labels") or {}),
-                schedulable=ready and not spec.get("unschedulable", False))  # fmt: skip
+                schedulable=ready and not spec.get("unschedulable", False), taints=taints)  # fmt: skip
+
+
+def tolerates(tolerations: Sequence[Mapping[str, Any]], taint: tuple[str, str, str]) -> bool:
+    """The scheduler's rule: a toleration matches a taint by key (empty key + Exists: every key), by
+    value unless its operator is Exists, and by effect unless it names none."""
+    key, value, effect = taint
+    for toleration in tolerations:
+        if toleration.get("effect") and toleration["effect"] != effect:
+            continue
+        if toleration.get("operator", "Equal") == "Exists":
+            if not toleration.get("key") or toleration["key"] == key:
+                return True
+        elif toleration.get("key") == key and str(toleration.get("value", "")) == value:
+            return True
+    return False
 
 
 @dataclass
@@ -107,10 +128,11 @@ class GpuInventory:
         self.version += changed
         return changed
 
-    def free(self, resource: str, per_pod: int, selector: Mapping[str, str]) -> Free:
+    def free(self, resource: str, per_pod: int, selector: Mapping[str, str],
+             tolerations: Sequence[Mapping[str, Any]] = ()) -> Free:  # fmt: skip
         """Room for more pods that need ``per_pod`` of ``resource`` on nodes whose labels match
-        ``selector`` (the pod's nodeSelector: the GPU product among others). GPUs are per node: two free
-        on two nodes do not fit a pod that needs two."""
+        ``selector`` (the pod's nodeSelector: the GPU product among others) and whose taints the pod's
+        ``tolerations`` tolerate. GPUs are per node: two free on two nodes do not fit a pod that needs two."""
         used: dict[str, int] = {}
         for node_name, held in self.pods.values():
             used[node_name] = used.get(node_name, 0) + held.get(resource, 0)
@@ -119,6 +141,8 @@ class GpuInventory:
             if not node.schedulable or node.allocatable.get(resource, 0) <= 0:
                 continue
             if any(node.labels.get(k) != v for k, v in selector.items()):
+                continue
+            if not all(tolerates(tolerations, taint) for taint in node.taints):
                 continue
             count += 1
             left = max(0, node.allocatable[resource] - used.get(node.name, 0))

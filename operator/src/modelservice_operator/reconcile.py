@@ -215,13 +215,14 @@ async def measure_due_analyses(ctx: ReconcileContext) -> dict[str, Measurement |
 
 
 def free_gpus(ctx: ReconcileContext, desired: Mapping[str, Any]) -> Free | None:
-    """Room for more pods shaped like ``desired`` on the nodes its nodeSelector allows; None when the
-    spec asks for no GPU or no node with that GPU is known (no Node watch, no such nodes yet)."""
+    """Room for more pods shaped like ``desired`` on the nodes its nodeSelector and tolerations allow;
+    None when the spec asks for no GPU or no node with that GPU is known (no Node watch, no such nodes yet)."""
     gpu = ctx.spec.gpu
     if gpu is None or ctx.observed.gpus is None:
         return None
-    selector = desired["spec"]["template"]["spec"].get("nodeSelector") or {}
-    found = ctx.observed.gpus.free(gpu.resource_name, gpu.count, selector)
+    pod = desired["spec"]["template"]["spec"]
+    found = ctx.observed.gpus.free(gpu.resource_name, gpu.count, pod.get("nodeSelector") or {},
+                                   pod.get("tolerations") or ())  # fmt: skip
     return found if found.nodes else None
 
 

@@ -65,3 +65,23 @@ def test_pod_gpus_sum_containers_and_read_limits_or_requests() -> None:
     body = {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "1"}}},
                                     {"resources": {"requests": {"nvidia.com/gpu": 1}}}]}}  # fmt: skip
     assert pod_gpus(body) == {"nvidia.com/gpu": 3}
+
+
+def test_a_tainted_node_counts_only_for_pods_that_tolerate_its_taint() -> None:
+    inventory = GpuInventory()
+    inventory.node_event(None, node("gpu-1", 8))
+    tainted = node("real", 2)
+    tainted["spec"]["taints"] = [{"key": "modelservice.io/real-node", "value": "true", "effect": "NoSchedule"},
+                                 {"key": "note", "value": "x", "effect": "PreferNoSchedule"}]  # fmt: skip
+    inventory.node_event(None, tainted)
+    assert inventory.free("nvidia.com/gpu", 1, A100).gpus == 8
+    assert inventory.free("nvidia.com/gpu", 1, A100, [{"key": "nvidia.com/gpu", "operator": "Exists"}]).gpus == 8
+    exists = [{"key": "modelservice.io/real-node", "operator": "Exists", "effect": "NoSchedule"}]
+    assert inventory.free("nvidia.com/gpu", 1, A100, exists).gpus == 10
+    assert inventory.free("nvidia.com/gpu", 1, A100, [{"operator": "Exists"}]).gpus == 10
+    equal = [{"key": "modelservice.io/real-node", "value": "true"}]
+    assert inventory.free("nvidia.com/gpu", 1, A100, equal).gpus == 10
+    wrong_value = [{"key": "modelservice.io/real-node", "value": "false"}]
+    assert inventory.free("nvidia.com/gpu", 1, A100, wrong_value).gpus == 8
+    wrong_effect = [{"key": "modelservice.io/real-node", "operator": "Exists", "effect": "NoExecute"}]
+    assert inventory.free("nvidia.com/gpu", 1, A100, wrong_effect).gpus == 8

@@ -1,0 +1,335 @@
+"""Real pods on the local cluster's real node (tests/cluster/node.py): the runtime image built from
+Dockerfile.runtime, real TensorFlow SavedModels on a hostPath PersistentVolume, requests from the host
+through each Service's ClusterIP (kube-proxy's iptables rules), real probes, real drains on rollout, the
+HPA on real CPU (metrics-server scraping the real kubelet), and the Helm chart's operator in a pod.
+
+The real node has two cores' worth of room beside the control plane: examples run with one replica and
+a CPU request of 100m here (what is proven is that each example's shape serves for real; replica maths
+are kwok's tests). The node's ``nvidia.com/gpu`` is advertised, not real: TensorFlow runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import harness, node
+from tests.e2e.conftest import (
+    ROOT,
+    Kubectl,
+    OperatorProcess,
+    create_models_namespace,
+    delete_namespace,
+    eventually,
+)  # fmt: skip
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not node.enabled(), reason="MODELSERVICE_REAL_NODE=0: the cluster has no real node"),
+]
+REAL_NODE = {
+    "nodeSelector": {"modelservice.io/real-node": "true"},
+    "tolerations": [{"key": node.TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+}
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]  # a setosa and a virginica
+POD_TIMEOUT = 300  # a TensorFlow pod starting on two busy cores
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """iris (versions 1 and 2) and digits, trained from scikit-learn's bundled data; readable by the
+    runtime's non-root user (the directory is mounted into the pods as it is)."""
+    out = tmp_path_factory.mktemp("real-models")
+    for script in ("iris", "digits"):
+        subprocess.run([sys.executable, f"examples/models/{script}.py", "--out", str(out)], cwd=ROOT,
+                       check=True, timeout=600, capture_output=True)  # fmt: skip
+    os.chmod(out, 0o755)
+    return out
+
+
+@pytest.fixture()
+def real_kubectl(cluster: Path, models: Path) -> Iterator[Kubectl]:
+    name = create_models_namespace(cluster, str(models))
+    yield Kubectl(cluster, name)
+    delete_namespace(cluster, name)
+
+
+def on_real_node(name: str, **spec: Any) -> dict[str, Any]:
+    """``examples/<name>.yaml`` scheduled onto the real node, one replica, 100m CPU, GPU product of the
+    real node; ``spec`` entries replace the example's (None removes one)."""
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    body = doc["spec"]
+    body["scheduling"] = json.loads(json.dumps(REAL_NODE))
+    body["replicas"] = 1
+    body.setdefault("resources", {}).setdefault("requests", {})["cpu"] = "100m"
+    if "autoscaling" in body:
+        body["autoscaling"]["minReplicas"] = 1
+    if "gpu" in body and "product" in body["gpu"]:
+        body["gpu"]["product"] = node.GPU_PRODUCT
+    for key, value in spec.items():
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return doc
+
+
+def apply(kubectl: Kubectl, doc: dict[str, Any]) -> None:
+    kubectl.apply(yaml.safe_dump(doc))
+
+
+def wait_ready(kubectl: Kubectl, name: str, timeout: int = POD_TIMEOUT) -> None:
+    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", f"--timeout={timeout}s")
+
+
+def cluster_ip(kubectl: Kubectl, service: str) -> tuple[str, int]:
+    body = kubectl.json("get", "svc", service)
+    port = next(p["port"] for p in body["spec"]["ports"] if p["name"] == "http")
+    return body["spec"]["clusterIP"], port
+
+
+def post(address: tuple[str, int], path: str, body: dict[str, Any], routed_within: float = 30) -> Any:
+    """POST JSON to a ClusterIP. A Service that just got its endpoint is refused until kube-proxy has
+    written its rules (a second or so after the pod turned Ready): that much is retried, nothing else."""
+    request = urllib.request.Request(f"http://{address[0]}:{address[1]}{path}", data=json.dumps(body).encode())
+    deadline = time.monotonic() + routed_within
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+                return json.load(response)
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def pods_of(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl.json("get", "pods", "-l", f"serving.modelservice.io/name={name}")[
+        "items"
+    ]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def v2_infer(rows: list[list[float]]) -> dict[str, Any]:
+    return {"inputs": [{"name": "features", "shape": [len(rows), 4], "datatype": "FP32",
+                        "data": [x for row in rows for x in row]}]}  # fmt: skip
+
+
+def digits_request(models: Path) -> tuple[dict[str, Any], list[int]]:
+    """Three of the sample PNGs digits.py wrote (``<index>-<label>.png``) as TF Serving's b64 JSON."""
+    samples = sorted((models / "digits-samples").glob("*.png"))[:3]
+    body = {
+        "instances": [{"image_bytes": {"b64": base64.b64encode(p.read_bytes()).decode()}} for p in samples]
+    }
+    return body, [int(p.stem.split("-")[1]) for p in samples]
+
+
+# ------------------------------------------------------------------------------------------ examples
+
+
+def test_every_example_serves_real_predictions_through_its_service_from_non_root_read_only_pods(
+    operator: OperatorProcess, real_kubectl: Kubectl, models: Path
+) -> None:
+    examples = {"iris-cpu": "iris", "iris-canary": "iris-canary", "iris-bluegreen": "iris-bluegreen",
+                "iris-autoscaling": "iris-autoscaled", "digits-gpu": "digits"}  # fmt: skip
+    for example in examples:
+        apply(real_kubectl, on_real_node(example))
+    for name in examples.values():
+        wait_ready(real_kubectl, name)
+
+    for name in ("iris", "iris-canary", "iris-bluegreen", "iris-autoscaled"):
+        answer = post(cluster_ip(real_kubectl, name), "/v1/models/iris:predict" if name in ("iris", "iris-autoscaled")
+                      else f"/v1/models/{name}:predict", {"instances": IRIS_ROWS})  # fmt: skip
+        assert [p["class_ids"] for p in answer["predictions"]] == [0, 2], (name, answer)
+    body, labels = digits_request(models)
+    answer = post(cluster_ip(real_kubectl, "digits"), "/v1/models/digits:predict", body)
+    assert [p["digit"] for p in answer["predictions"]] == labels
+
+    for name in examples.values():
+        (pod,) = pods_of(real_kubectl, name)
+        assert pod["spec"]["nodeName"] == node.NODE_NAME
+        statuses = pod["status"]["containerStatuses"]
+        assert all(s["ready"] and s["restartCount"] == 0 for s in statuses), statuses
+        container = pod["spec"]["containers"][0]
+        assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(container), "probes rendered"
+        probe = real_kubectl.run("exec", pod["metadata"]["name"], "--", "python3", "-c",
+                                 "import os\ntry:\n    open('/probe', 'w')\nexcept OSError as e:\n    print(os.getuid(), e.strerror)")  # fmt: skip
+        assert probe.stdout.split(None, 1) == ["10001", "Read-only file system\n"], probe.stdout
+    gpu_pod = pods_of(real_kubectl, "digits")[0]
+    assert gpu_pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+# -------------------------------------------------------------------------------- rollout under load
+
+
+class SteadyLoad:
+    """Requests from the host to a ClusterIP, one connection each (kube-proxy picks an endpoint per
+    connection), from a few threads until stopped; every answer that is not a 200 is a failure."""
+
+    def __init__(self, address: tuple[str, int], path: str, body: dict[str, Any], threads: int = 3) -> None:
+        self.address, self.path, self.body = address, path, json.dumps(body).encode()
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            connection = http.client.HTTPConnection(*self.address, timeout=30)
+            try:
+                connection.request("POST", self.path, self.body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                payload = response.read()
+                with self.lock:
+                    if response.status == 200:
+                        self.versions[json.loads(payload)["model_version"]] += 1
+                    else:
+                        self.failures.append(f"{time.strftime('%X')} {response.status} {payload[:200]!r}")
+            except (OSError, http.client.HTTPException) as exc:
+                with self.lock:
+                    self.failures.append(f"{time.strftime('%X')} {exc!r}")
+            finally:
+                connection.close()
+            time.sleep(0.02)
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def test_a_rollout_under_steady_load_through_the_service_fails_no_request(
+    operator: OperatorProcess, real_kubectl: Kubectl
+) -> None:
+    doc = on_real_node("iris-cpu")
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["model"] = {"storageUri": "pvc://models/iris", "version": "1"}
+    apply(real_kubectl, doc)
+    wait_ready(real_kubectl, "iris")
+    address = cluster_ip(real_kubectl, "iris")
+
+    with SteadyLoad(address, "/v2/models/iris/infer", v2_infer(IRIS_ROWS)) as load:
+        eventually(lambda: load.versions["1"] > 20, timeout=60, what="answers from version 1")
+        doc["spec"]["model"]["version"] = "2"
+        apply(real_kubectl, doc)
+
+        def rolled_out() -> bool:
+            status = real_kubectl.json("get", "ms", "iris").get("status", {})
+            pods = pods_of(real_kubectl, "iris")
+            revisions = {p["metadata"]["labels"]["serving.modelservice.io/revision"] for p in pods}
+            return (status.get("rollout", {}).get("phase") in (None, "Healthy", "Completed")
+                    and revisions == {status.get("stable", {}).get("revision")} and len(pods) == 2
+                    and all(ready(p) for p in pods) and load.versions["2"] > 20)  # fmt: skip
+
+        eventually(rolled_out, timeout=POD_TIMEOUT, interval=2, what="the rollout to version 2")
+        before = load.versions["2"]
+        eventually(
+            lambda: load.versions["2"] > before + 20, timeout=60, what="more answers after the rollout"
+        )
+    assert load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:10]}"
+    assert load.versions["1"] > 20 and load.versions["2"] > 40, load.versions
+    old_pods = [e for e in real_kubectl.json("get", "events")["items"] if e["reason"] == "Killing"]
+    assert len(old_pods) >= 2, "both version 1 pods were stopped while the load ran"
+
+
+# ------------------------------------------------------------------------------------ HPA on real CPU
+
+
+def test_the_hpa_scales_real_pods_on_real_cpu_and_back_down(
+    operator: OperatorProcess, real_kubectl: Kubectl
+) -> None:
+    doc = on_real_node("iris-cpu", autoscaling={
+        "minReplicas": 1, "maxReplicas": 2,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+    })  # fmt: skip
+    apply(real_kubectl, doc)
+    wait_ready(real_kubectl, "iris")
+    hpa = eventually(lambda: real_kubectl.json("get", "hpa")["items"], what="the HPA")[0]["metadata"]["name"]
+
+    def cpu_known() -> bool:
+        metrics = real_kubectl.json("get", "hpa", hpa).get("status", {}).get("currentMetrics") or []
+        return any(
+            (m.get("resource") or {}).get("current", {}).get("averageUtilization") is not None
+            for m in metrics
+        )
+
+    eventually(cpu_known, timeout=120, interval=2, what="metrics-server's first CPU sample of the real pod")
+    address = cluster_ip(real_kubectl, "iris")
+    with SteadyLoad(address, "/v2/models/iris/infer", v2_infer(IRIS_ROWS), threads=4) as load:
+        eventually(lambda: sum(ready(p) for p in pods_of(real_kubectl, "iris")) == 2,
+                   timeout=POD_TIMEOUT, interval=2, what="a second pod for the CPU load")  # fmt: skip
+        scaled_up_at = real_kubectl.json("get", "hpa", hpa)["status"]
+    assert scaled_up_at["desiredReplicas"] == 2
+    assert load.failures == [], load.failures[:10]
+    eventually(lambda: len(pods_of(real_kubectl, "iris")) == 1, timeout=240, interval=2,
+               what="the HPA scaling back down once the load stopped")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------- the chart, for real
+
+
+def test_the_chart_runs_the_operator_in_a_pod_that_reconciles_an_example_to_real_endpoints(
+    operator: OperatorProcess, real_kubectl: Kubectl, tmp_path: Path
+) -> None:
+    images = harness.images()
+    repository, tag = images["OPERATOR_IMAGE"].rsplit(":", 1)
+    values = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "runtimeImage": images["RUNTIME_IMAGE"], **REAL_NODE,
+    }  # fmt: skip
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    helm = [str(harness.binary("helm")), f"--kubeconfig={real_kubectl.kubeconfig}"]
+    release_ns = f"{real_kubectl.namespace}-system"
+    operator.stop()  # one operator at a time: the chart's takes over
+    try:
+        subprocess.run([*helm, "install", "ms", str(ROOT / "charts" / "modelservice-operator"), "--namespace",
+                        release_ns, "--create-namespace", "-f", str(tmp_path / "values.yaml"), "--skip-crds",
+                        "--wait", "--timeout=180s"], check=True, capture_output=True, text=True, timeout=240)  # fmt: skip
+        admin = Kubectl(real_kubectl.kubeconfig, release_ns)
+        (operator_pod,) = admin.json("get", "pods")["items"]
+        assert operator_pod["spec"]["nodeName"] == node.NODE_NAME and ready(operator_pod)
+        assert operator_pod["spec"]["serviceAccountName"] == "ms-modelservice-operator"
+
+        apply(real_kubectl, on_real_node("iris-cpu"))
+        wait_ready(real_kubectl, "iris")
+        slices = real_kubectl.json("get", "endpointslices", "-l", "kubernetes.io/service-name=iris")["items"]
+        endpoints = [e for s in slices for e in s.get("endpoints") or [] if e["conditions"].get("ready")]
+        assert [e["targetRef"]["name"] for e in endpoints] == [
+            p["metadata"]["name"] for p in pods_of(real_kubectl, "iris")
+        ]
+        answer = post(cluster_ip(real_kubectl, "iris"), "/v1/models/iris:predict", {"instances": IRIS_ROWS})
+        assert [p["class_ids"] for p in answer["predictions"]] == [0, 2]
+        log = admin.run("logs", operator_pod["metadata"]["name"]).stdout
+        assert f"{real_kubectl.namespace}/iris" in log, log[-2000:]
+    finally:
+        subprocess.run([*helm, "uninstall", "ms", "--namespace", release_ns, "--wait", "--timeout=120s"],
+                       capture_output=True, timeout=180)  # fmt: skip
+        Kubectl(real_kubectl.kubeconfig).run("delete", "namespace", release_ns, "--wait=false", check=False)
+        operator.start()
