@@ -112,6 +112,19 @@ def token_kubeconfig(path: Path, token: str) -> Path:
 def cluster() -> Path:
     kubeconfig = harness.up()
     admin = Kubectl(kubeconfig)
+    # `make demo` leaves its operator running in the cluster; the tests run their own, one at a time.
+    if admin.run("get", "namespace", "modelservice-system", check=False).returncode == 0:
+        subprocess.run([str(harness.binary("helm")), f"--kubeconfig={kubeconfig}", "uninstall", "modelservice",
+                        "--namespace=modelservice-system", "--wait", "--timeout=120s"], capture_output=True, timeout=180)  # fmt: skip
+        admin.run(
+            "delete",
+            "namespace",
+            "modelservice-system",
+            "demo",
+            "demo-real",
+            "--ignore-not-found",
+            "--wait=false",
+        )
     admin.apply(ROOT / "crds" / "modelservice.yaml")
     admin.apply(ROOT / "crds" / "kopf-peering.yaml")
     admin.run(

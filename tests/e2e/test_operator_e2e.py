@@ -78,7 +78,12 @@ def test_kubectl_scale_works_through_the_scale_subresource(
 
 
 def test_hpa_scales_up_on_high_pod_cpu_and_back_down(kubectl: Kubectl, operator: OperatorProcess) -> None:
-    kubectl.apply(ROOT / "examples" / "iris-autoscaling.yaml")
+    # The example's 120 s scale-down stabilization, shortened: the HPA's own window is not under test.
+    kubectl.apply(
+        example(
+            "iris-autoscaling", spec__autoscaling__behavior={"scaleDown": {"stabilizationWindowSeconds": 5}}
+        )
+    )
     ready(kubectl, "iris-autoscaled")
 
     def set_cpu(usage: str) -> None:
@@ -211,7 +216,12 @@ def test_unsatisfiable_gpu_request_reports_the_schedulers_message(
 def test_deleting_a_modelservice_garbage_collects_every_child(
     kubectl: Kubectl, operator: OperatorProcess
 ) -> None:
-    kubectl.apply(ROOT / "examples" / "iris-autoscaling.yaml")
+    # The example's 120 s scale-down stabilization, shortened: the HPA's own window is not under test.
+    kubectl.apply(
+        example(
+            "iris-autoscaling", spec__autoscaling__behavior={"scaleDown": {"stabilizationWindowSeconds": 5}}
+        )
+    )
     ready(kubectl, "iris-autoscaled")
     kubectl.run("delete", "ms", "iris-autoscaled", "--wait=true", "--timeout=60s")
 

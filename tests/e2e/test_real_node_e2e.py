@@ -11,6 +11,7 @@ are kwok's tests). The node's ``nvidia.com/gpu`` is advertised, not real: Tensor
 from __future__ import annotations
 
 import base64
+import datetime
 import http.client
 import json
 import os
@@ -106,7 +107,9 @@ def cluster_ip(kubectl: Kubectl, service: str) -> tuple[str, int]:
 def post(address: tuple[str, int], path: str, body: dict[str, Any], routed_within: float = 30) -> Any:
     """POST JSON to a ClusterIP. A Service that just got its endpoint is refused until kube-proxy has
     written its rules (a second or so after the pod turned Ready): that much is retried, nothing else."""
-    request = urllib.request.Request(f"http://{address[0]}:{address[1]}{path}", data=json.dumps(body).encode())
+    request = urllib.request.Request(
+        f"http://{address[0]}:{address[1]}{path}", data=json.dumps(body).encode()
+    )
     deadline = time.monotonic() + routed_within
     while True:
         try:
@@ -182,12 +185,21 @@ def test_every_example_serves_real_predictions_through_its_service_from_non_root
 # -------------------------------------------------------------------------------- rollout under load
 
 
-class SteadyLoad:
-    """Requests from the host to a ClusterIP, one connection each (kube-proxy picks an endpoint per
-    connection), from a few threads until stopped; every answer that is not a 200 is a failure."""
+def _now() -> str:
+    return datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
 
-    def __init__(self, address: tuple[str, int], path: str, body: dict[str, Any], threads: int = 3) -> None:
+
+class SteadyLoad:
+    """Requests from the host to a ClusterIP from a few threads until stopped; every answer that is not a
+    200, and every connection error, is a failure (nothing is retried). Without ``keep_alive`` each request
+    has its own connection (kube-proxy picks an endpoint per connection); with it each thread keeps one
+    connection open as HTTP clients do, and opens a new one only when the server answered
+    ``Connection: close`` (a draining pod does)."""
+
+    def __init__(self, address: tuple[str, int], path: str, body: dict[str, Any], threads: int = 3,
+                 keep_alive: bool = False) -> None:  # fmt: skip
         self.address, self.path, self.body = address, path, json.dumps(body).encode()
+        self.keep_alive = keep_alive
         self.versions: Counter[str] = Counter()
         self.failures: list[str] = []
         self.stop_event = threading.Event()
@@ -195,8 +207,9 @@ class SteadyLoad:
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
+        connection: http.client.HTTPConnection | None = None
         while not self.stop_event.is_set():
-            connection = http.client.HTTPConnection(*self.address, timeout=30)
+            connection = connection or http.client.HTTPConnection(*self.address, timeout=30)
             try:
                 connection.request("POST", self.path, self.body, {"Content-Type": "application/json"})
                 response = connection.getresponse()
@@ -205,13 +218,18 @@ class SteadyLoad:
                     if response.status == 200:
                         self.versions[json.loads(payload)["model_version"]] += 1
                     else:
-                        self.failures.append(f"{time.strftime('%X')} {response.status} {payload[:200]!r}")
+                        self.failures.append(f"{_now()} {response.status} {payload[:200]!r}")
+                if not self.keep_alive or response.will_close:
+                    connection.close()
+                    connection = None
             except (OSError, http.client.HTTPException) as exc:
                 with self.lock:
-                    self.failures.append(f"{time.strftime('%X')} {exc!r}")
-            finally:
+                    self.failures.append(f"{_now()} {exc!r}")
                 connection.close()
+                connection = None
             time.sleep(0.02)
+        if connection is not None:
+            connection.close()
 
     def __enter__(self) -> SteadyLoad:
         for thread in self.threads:
@@ -224,8 +242,9 @@ class SteadyLoad:
             thread.join(timeout=60)
 
 
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["connection-per-request", "keep-alive"])
 def test_a_rollout_under_steady_load_through_the_service_fails_no_request(
-    operator: OperatorProcess, real_kubectl: Kubectl
+    operator: OperatorProcess, real_kubectl: Kubectl, keep_alive: bool
 ) -> None:
     doc = on_real_node("iris-cpu")
     doc["spec"]["replicas"] = 2
@@ -233,8 +252,9 @@ def test_a_rollout_under_steady_load_through_the_service_fails_no_request(
     apply(real_kubectl, doc)
     wait_ready(real_kubectl, "iris")
     address = cluster_ip(real_kubectl, "iris")
+    post(address, "/v2/models/iris/infer", v2_infer(IRIS_ROWS))  # kube-proxy routes the new Service
 
-    with SteadyLoad(address, "/v2/models/iris/infer", v2_infer(IRIS_ROWS)) as load:
+    with SteadyLoad(address, "/v2/models/iris/infer", v2_infer(IRIS_ROWS), keep_alive=keep_alive) as load:
         eventually(lambda: load.versions["1"] > 20, timeout=60, what="answers from version 1")
         doc["spec"]["model"]["version"] = "2"
         apply(real_kubectl, doc)
@@ -282,6 +302,7 @@ def test_the_hpa_scales_real_pods_on_real_cpu_and_back_down(
 
     eventually(cpu_known, timeout=120, interval=2, what="metrics-server's first CPU sample of the real pod")
     address = cluster_ip(real_kubectl, "iris")
+    post(address, "/v2/models/iris/infer", v2_infer(IRIS_ROWS))  # kube-proxy routes the new Service
     with SteadyLoad(address, "/v2/models/iris/infer", v2_infer(IRIS_ROWS), threads=4) as load:
         eventually(lambda: sum(ready(p) for p in pods_of(real_kubectl, "iris")) == 2,
                    timeout=POD_TIMEOUT, interval=2, what="a second pod for the CPU load")  # fmt: skip

@@ -346,10 +346,10 @@ def _gpus_held_elsewhere(admin: Kubectl, namespace: str) -> int:
 
 
 def fill_gpus(admin: Kubectl, kubectl: Kubectl, leave_free: int) -> int:
-    """Another tenant's one-GPU pods take every GPU but ours (4) and ``leave_free``; the cluster's total."""
-    total = sum(
-        int(n["status"]["allocatable"].get("nvidia.com/gpu", 0)) for n in admin.json("get", "nodes")["items"]
-    )
+    """Another tenant's one-GPU pods take every GPU but ours (4) and ``leave_free``; the total of kwok's GPU
+    nodes (the real node's GPUs are behind its taint, which neither these pods nor ours tolerate)."""
+    nodes = admin.json("get", "nodes", "-l", "type=kwok")["items"]
+    total = sum(int(n["status"]["allocatable"].get("nvidia.com/gpu", 0)) for n in nodes)
     replicas = total - 4 - leave_free
     filler = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other-tenant"},

@@ -75,7 +75,9 @@ def test_a_tainted_node_counts_only_for_pods_that_tolerate_its_taint() -> None:
                                  {"key": "note", "value": "x", "effect": "PreferNoSchedule"}]  # fmt: skip
     inventory.node_event(None, tainted)
     assert inventory.free("nvidia.com/gpu", 1, A100).gpus == 8
-    assert inventory.free("nvidia.com/gpu", 1, A100, [{"key": "nvidia.com/gpu", "operator": "Exists"}]).gpus == 8
+    assert (
+        inventory.free("nvidia.com/gpu", 1, A100, [{"key": "nvidia.com/gpu", "operator": "Exists"}]).gpus == 8
+    )
     exists = [{"key": "modelservice.io/real-node", "operator": "Exists", "effect": "NoSchedule"}]
     assert inventory.free("nvidia.com/gpu", 1, A100, exists).gpus == 10
     assert inventory.free("nvidia.com/gpu", 1, A100, [{"operator": "Exists"}]).gpus == 10
