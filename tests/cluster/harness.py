@@ -611,12 +611,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build", "load-images"))
+    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build", "load-images", "leftovers"))
     args = parser.parse_args(argv)
     if args.command == "build":
         subprocess.run(["bash", str(HERE / "build.sh")], check=True)
     elif args.command == "up":
         up()
+    elif args.command == "leftovers":  # after down: what the cluster left on the host, if anything
+        found = node.leftovers(STATE, BIN)
+        for item in found:
+            print(f"left behind: {item}")
+        log("Nothing left behind" if not found else f"{len(found)} things left behind")
+        return 1 if found else 0
     elif args.command == "load-images":
         if all(status().values()):
             load_images()

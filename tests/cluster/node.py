@@ -265,8 +265,49 @@ def teardown(state: Path) -> None:
                     shutil.rmtree(path, ignore_errors=True)
         if not before.get("br_netfilter_loaded", True) and shutil.which("modprobe"):
             _run("modprobe", "-r", "br_netfilter", check=False)
-        record.unlink()
+        record.rename(state / "host-restored.json")  # what `leftovers` compares the host with
     shutil.rmtree(RUN, ignore_errors=True)
+
+
+def leftovers(state: Path, binaries: Path) -> list[str]:
+    """What the node left on the host after teardown (empty when it undid everything): our processes,
+    the bridge, routes, iptables chains, mounts, cgroups, directories, and sysctls not back as recorded."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(proc / "exe")
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if exe.startswith(str(binaries)) or str(RUN) in cmdline or str(state / "node") in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:120]}")
+    if Path("/sys/class/net", BRIDGE).exists():
+        found.append(f"interface {BRIDGE}")
+    routes = _run("ip", "route", "show", check=False).stdout
+    found += [f"route {cidr}" for cidr in (SERVICE_CIDR, KWOK_POD_CIDR, POD_CIDR) if cidr in routes]
+    for save in ("iptables-save", "ip6tables-save"):
+        if shutil.which(save):
+            chains = sorted(set(OUR_CHAINS.findall(_run(save, check=False).stdout)))
+            found += [f"{save}: chain {c}" for c in chains]
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith((str(RUN), str(state / "node"), "/run/netns/cni-", "/var/run/netns/cni-")):
+            found.append(f"mount {target}")
+    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/kubepods")]
+    if RUN.exists():
+        found.append(f"directory {RUN}")
+    restored = state / "host-restored.json"
+    if restored.exists():
+        before = json.loads(restored.read_text())
+        for name, value in before["sysctls"].items():
+            with contextlib.suppress(OSError):
+                now = _sysctl_path(name).read_text().strip()
+                if now != value:
+                    found.append(f"sysctl {name.replace('/', '.')} = {now} (was {value})")
+        found += [f"directory {d}" for d in HOST_DIRS if d not in before["existing_dirs"] and Path(d).exists()]
+    return found
 
 
 # -------------------------------------------------------------------------------------------- configs
