@@ -611,7 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build", "load-images", "leftovers"))
+    parser.add_argument(
+        "command", choices=("up", "down", "status", "kubeconfig", "build", "load-images", "leftovers")
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         subprocess.run(["bash", str(HERE / "build.sh")], check=True)

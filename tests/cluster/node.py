@@ -306,7 +306,9 @@ def leftovers(state: Path, binaries: Path) -> list[str]:
                 now = _sysctl_path(name).read_text().strip()
                 if now != value:
                     found.append(f"sysctl {name.replace('/', '.')} = {now} (was {value})")
-        found += [f"directory {d}" for d in HOST_DIRS if d not in before["existing_dirs"] and Path(d).exists()]
+        found += [
+            f"directory {d}" for d in HOST_DIRS if d not in before["existing_dirs"] and Path(d).exists()
+        ]
     return found
 
 

@@ -65,6 +65,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def real_kubectl(cluster: Path, models: Path) -> Iterator[Kubectl]:
+    assert harness.images(), "no images to run: `make images` builds them (make e2e does it first)"
     name = create_models_namespace(cluster, str(models))
     yield Kubectl(cluster, name)
     delete_namespace(cluster, name)
