@@ -182,6 +182,12 @@ def test_every_example_serves_real_predictions_through_its_service_from_non_root
     gpu_pod = pods_of(real_kubectl, "digits")[0]
     assert gpu_pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
+    # Pod to Service by name: CoreDNS resolves it, kube-proxy routes the ClusterIP from inside the pod network.
+    url = f"http://iris.{real_kubectl.namespace}.svc.cluster.local:8501/v1/models/iris"
+    fetch = real_kubectl.run("exec", gpu_pod["metadata"]["name"], "--", "python3", "-c",
+                             f"import json, urllib.request; print(json.load(urllib.request.urlopen({url!r}, timeout=10)))")  # fmt: skip
+    assert "'state': 'AVAILABLE'" in fetch.stdout, fetch.stdout + fetch.stderr
+
 
 # -------------------------------------------------------------------------------- rollout under load
 
