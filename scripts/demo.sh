@@ -12,7 +12,7 @@ OUT=examples/models/out
 mkdir -p "$OUT"
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-say "Starting the local cluster (first run builds it from the Go module proxy: ~10 min on 2 cores)"
+say "Starting the local cluster (first run builds it from the Go module proxy: ~12 min on 2 cores)"
 $PY -m tests.cluster.harness up
 export KUBECONFIG
 KUBECONFIG=$($PY -m tests.cluster.harness kubeconfig)
