@@ -251,6 +251,19 @@ def test_regress_uses_context_features_for_every_example(client: FlaskClient) ->
     assert (status, json.loads(text)) == (200, {"results": [3.0, 5.0]})
 
 
+def test_example_numbers_follow_rapidjson_a_whole_number_beyond_int64_is_a_float_feature(
+    client: FlaskClient,
+) -> None:
+    # TF Serving's MakeExampleFromJsonObject: rapidjson holds -2^63-1 as a double, so it is a float feature
+    # (the regress signature reads x as float); 2^64-1 is a uint64, which Example cannot hold.
+    body = {"signature_name": "regress_x", "examples": [{"x": -(2**63) - 1}]}
+    status, text = post(client, "/v1/models/examples:regress", body)
+    assert status == 200 and json.loads(text)["results"][0] == pytest.approx(2 * -(2.0**63) + 1)
+    body = {"signature_name": "regress_x", "examples": [{"x": 2**64 - 1}]}
+    status, text = post(client, "/v1/models/examples:regress", body)
+    assert (status, error_of(text)) == (400, "Feature: x has uint64_t element. Only int64_t is supported.")
+
+
 def test_classify_on_a_regress_signature_is_a_400_naming_both_methods(client: FlaskClient) -> None:
     status, text = post(
         client, "/v1/models/examples:classify", {"signature_name": "regress_x", "examples": [{"x": 1.0}]}
@@ -279,6 +292,16 @@ def test_bad_examples_are_400_with_tf_serving_messages(
     assert status == 400 and message in error_of(text)
 
 
+def test_whole_numbers_that_a_float_cannot_hold_are_rounded_and_trailing_bytes_ignored_as_tf_serving_does(
+    client: FlaskClient,
+) -> None:
+    status, text = post(client, "/v1/models/linear:predict", '{"instances": [[16777217, 2, 3, 4]]} trailing')
+    same_status, same_text = post(
+        client, "/v1/models/linear:predict", '{"instances": [[16777216.0, 2, 3, 4]]}'
+    )
+    assert (status, text) == (same_status, same_text) and status == 200
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 
 
@@ -291,7 +314,7 @@ def test_bad_examples_are_400_with_tf_serving_messages(
         ({"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, 400,
          "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
         ({"instances": []}, 400, "No values in 'instances' array"),
-        ({"instances": 5}, 400, "Excepting 'instances' to be an list/array"),
+        ({"instances": 5}, 400, "Expecting 'instances' to be an list/array"),
         ({"nothing": 1}, 400, "Missing 'inputs' or 'instances' key"),
         ({"signature_name": 7, "instances": [1]}, 400, "'signature_name' key must be a string value."),
         ({"signature_name": "nope", "instances": [[1, 2, 3, 4]]}, 400,
@@ -303,8 +326,6 @@ def test_bad_examples_are_400_with_tf_serving_messages(
         ({"instances": [[1, 2, 3]]}, 400,
          "input 'x' has shape [1,3] but the signature expects [-1,4]"),
         ({"instances": [[True, 2, 3, 4]]}, 400, "Type: True is not of expected type: float"),
-        ({"instances": [[16777217, 2, 3, 4]]}, 400,
-         "Cannot convert JSON value: 16777217 to float without loss of precision."),
         ({"inputs": [[[1, 2, 3, 4]]]}, 400, "has shape [1,1,4] but the signature expects [-1,4]"),
     ],
 )  # fmt: skip

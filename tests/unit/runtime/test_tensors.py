@@ -9,6 +9,7 @@ import pytest
 
 from modelservice_runtime.errors import InvalidArgument, Unimplemented
 from modelservice_runtime.protocols import tensors as t
+from modelservice_runtime.protocols.rapidjson import parse_json_body
 
 FLOAT4 = {"x": t.TensorSpec("x", t.DT_FLOAT, (-1, 4))}
 
@@ -47,9 +48,6 @@ def test_fast_path_and_exact_walker_agree(dtype: int, value: Any) -> None:
         (t.DT_INT32, [1.5], "JSON Value: 1.5 Type: Number is not of expected type: int32"),
         (t.DT_INT32, [2**31], "is not of expected type: int32"),
         (t.DT_UINT32, [-1], "is not of expected type: uint32"),
-        (t.DT_FLOAT, [2**24], "Cannot convert JSON value: 16777216 to float without loss of precision."),
-        (t.DT_FLOAT, [1e39], "to float without loss of precision."),
-        (t.DT_DOUBLE, [2**53], "to double without loss of precision."),
         (t.DT_FLOAT, [[1, 2], [3]], "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
         (t.DT_FLOAT, [[1, 2], 3], "found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
         (t.DT_FLOAT, [1, [2]], "Encountered list at unexpected level: 1 expected < 1"),
@@ -147,3 +145,41 @@ def test_string_outputs_are_utf8_and_bytes_outputs_are_b64() -> None:
     )
     assert '"name": "café"' in text
     assert '"raw_bytes": {\n                "b64": "/w=="\n            }' in text
+
+
+# Ported from tensorflow_serving/util/json_tensor_test.cc: FloatTensorWithPrecisionLoss (b/181409782: a
+# whole number and the same number with ".0" behave alike, rounded to the nearest float) and
+# FloatTensorThatExceedsMaxReturnsInf; and the same rules for doubles (rapidjson's GetDouble).
+@pytest.mark.parametrize("body", [b'{"instances": [1435774380]}', b'{"instances": [1435774380.0]}'])
+def test_json_tensor_test_float_tensor_with_precision_loss_rounds_whole_and_decimal_alike(
+    body: bytes,
+) -> None:
+    spec = {"x": t.TensorSpec("x", t.DT_FLOAT, None)}
+    _, tensors, _ = t.decode_predict_request(parse_json_body(body), lambda _: spec)
+    assert tensors["x"].dtype == np.float32 and tensors["x"].tolist() == [1435774336.0]
+
+
+@pytest.mark.parametrize(
+    ("literal", "expected"), [("1.7976931348623157e+308", np.inf), ("-1.7976931348623157e+308", -np.inf)]
+)
+def test_json_tensor_test_float_tensor_that_exceeds_max_returns_inf(literal: str, expected: float) -> None:
+    spec = {"x": t.TensorSpec("x", t.DT_FLOAT, None)}
+    for body in (f'{{"instances": [{literal}]}}', f'{{"instances": [[{literal}, 1.0]]}}'):
+        _, tensors, _ = t.decode_predict_request(parse_json_body(body.encode()), lambda _: spec)
+        assert tensors["x"].ravel()[0] == expected
+
+
+@pytest.mark.parametrize(("value", "dtype", "expected"), [
+    (2**53 + 1, t.DT_DOUBLE, 9007199254740992.0), (2**24 + 1, t.DT_FLOAT, 16777216.0),
+    (2**70, t.DT_FLOAT, float(np.float32(2**70))), (10**400, t.DT_DOUBLE, np.inf),
+])  # fmt: skip
+def test_whole_numbers_round_to_the_nearest_float_instead_of_being_refused(
+    value: int, dtype: int, expected: float
+) -> None:
+    assert t._tensor([value, 1], dtype, may_have_bools=False)[0] == expected
+    assert t._exact_tensor([value, 1], dtype)[0] == expected
+
+
+def test_bytes_after_the_json_document_are_ignored_as_rapidjson_stop_when_done_does() -> None:
+    assert parse_json_body(b'{"instances": [1.0]}  trailing bytes') == {"instances": [1.0]}
+    assert parse_json_body(b' \n{"a": 1}{"b": 2}') == {"a": 1}

@@ -243,6 +243,11 @@ def parse_json_body(body: bytes) -> Any:
             f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}"
         ) from None
     except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            # rapidjson's kParseStopWhenDoneFlag (TF Serving sets it): parsing stops after the document,
+            # whatever follows it is ignored.
+            start = len(exc.doc) - len(exc.doc.lstrip(" \t\n\r"))
+            return json.JSONDecoder().raw_decode(exc.doc, start)[0]
         raise InvalidArgument(f"JSON Parse error: {exc.msg}. at offset: {exc.pos}") from None
     except RecursionError:
         raise InvalidArgument("JSON Parse error: The document is nested too deeply.") from None

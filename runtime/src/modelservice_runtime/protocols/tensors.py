@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,6 @@ _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT32 = (0, 2**32 - 1)
 _UINT64 = (0, 2**64 - 1)
-_F32_MAX = float(np.finfo(np.float32).max)
-_F64_MAX = float(np.finfo(np.float64).max)
-# Largest integer each float type holds exactly: (1 << digits) - 1.
-_MAX_EXACT_INT = {DT_FLOAT: 2**24 - 1, DT_DOUBLE: 2**53 - 1}
 _INT_RANGES = {
     DT_INT32: _INT32, DT_INT16: _INT32, DT_INT8: _INT32, DT_UINT8: _INT32,
     DT_INT64: _INT64, DT_UINT32: _UINT32, DT_UINT64: _UINT64,
@@ -102,14 +99,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_lossless(value: int | float, dtype: int) -> bool:
-    if isinstance(value, int) and _INT64[0] <= value <= _UINT64[1]:
-        return abs(value) <= _MAX_EXACT_INT[dtype]
-    as_float = float(value)
-    if as_float != as_float or as_float in (float("inf"), float("-inf")):
-        return True
-    limit = _F32_MAX if dtype == DT_FLOAT else _F64_MAX
-    return -limit <= as_float <= limit
+def to_double(value: int | float) -> float:
+    """A JSON number as rapidjson's GetDouble gives it (an integer too large for a double: +-inf)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
@@ -135,12 +130,9 @@ def _convert_scalar(value: Any, dtype: int) -> Any:
     if dtype in (DT_FLOAT, DT_DOUBLE):
         if not _is_number(value):
             raise _type_error(value, dtype)
-        if not _is_lossless(value, dtype):
-            target = "float" if dtype == DT_FLOAT else "double"
-            raise InvalidArgument(
-                f"Cannot convert JSON value: {value_to_string(value)} to {target} without loss of precision."
-            )
-        return float(value)
+        # rapidjson's GetFloat/GetDouble, as TF Serving calls them since 2021: whole numbers round to the
+        # nearest float or double, a double beyond float's range becomes +-inf (the cast in _to_array).
+        return to_double(value)
     if dtype in _INT_RANGES:
         low, high = _INT_RANGES[dtype]
         if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
@@ -204,7 +196,8 @@ def _to_array(values: list[Any], shape: list[int], dtype: int) -> np.ndarray:
         # TF Serving stores small ints in int_val and casts: keep its wrap-around for int8/int16/uint8.
         wide = np.array(values, dtype=np.int64 if dtype != DT_UINT64 else np.uint64)
         return wide.astype(NUMPY_DTYPES[dtype]).reshape(shape)
-    return np.array(values, dtype=NUMPY_DTYPES[dtype]).reshape(shape)
+    with np.errstate(over="ignore"):  # a double beyond float32's range is +-inf, as C++'s cast makes it
+        return np.array(values, dtype=NUMPY_DTYPES[dtype]).reshape(shape)
 
 
 def _exact_tensor(value: Any, dtype: int) -> np.ndarray:
@@ -230,14 +223,8 @@ def _fast_tensor(value: Any, dtype: int, may_have_bools: bool) -> np.ndarray | N
     if kind not in "iuf" or array.size == 0:
         return None
     if dtype in (DT_FLOAT, DT_DOUBLE):
-        if kind in "iu":
-            if int(np.abs(array).max()) > _MAX_EXACT_INT[dtype]:
-                return None
-        elif dtype == DT_FLOAT:
-            finite = array[np.isfinite(array)]
-            if finite.size and float(np.abs(finite).max()) > _F32_MAX:
-                return None
-        return array.astype(NUMPY_DTYPES[dtype], copy=False)
+        with np.errstate(over="ignore"):  # rounding and float32 overflow to +-inf, as rapidjson + C++ do
+            return array.astype(NUMPY_DTYPES[dtype], copy=False)
     if kind == "f":
         return None
     low, high = _INT_RANGES[dtype]
@@ -397,7 +384,7 @@ def decode_predict_request(
     if has_instances:
         instances = doc["instances"]
         if not isinstance(instances, list):
-            raise doc_error(doc, "Excepting 'instances' to be an list/array")
+            raise doc_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
             raise doc_error(doc, "No values in 'instances' array")
         return signature_name, _instances(instances, specs, may_have_bools), Format.ROW

@@ -8,7 +8,6 @@ and errors are checked in TF Serving's order (body first, then the model).
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
@@ -33,7 +32,7 @@ _STATUS_PATH = re.compile(
     re.IGNORECASE,
 )
 _INT64_MAX = 2**63 - 1
-_F32_MAX = float(np.finfo(np.float32).max)
+_UINT64_MAX = 2**64 - 1
 
 
 def json_response(text: str, status: int = 200) -> Response:
@@ -181,21 +180,16 @@ def _add_feature_value(value: Any, name: str, feature: Any) -> None:
     elif isinstance(value, str):
         require("bytes_list")
         feature.bytes_list.value.append(value.encode("utf-8", "surrogatepass"))
-    elif isinstance(value, float):
+    elif isinstance(value, float) or not -(2**63) <= value <= _UINT64_MAX:
+        # rapidjson holds a number with a fraction or exponent, or a whole one beyond (u)int64, as a
+        # double: a float feature (GetFloat: beyond float's range, +-inf).
         require("float_list")
-        if math.isfinite(value) and abs(value) > _F32_MAX:
-            raise InvalidArgument(
-                f"Cannot convert JSON value: {value_to_string(value)} to float without loss of precision."
-            )
-        feature.float_list.value.append(value)
+        with np.errstate(over="ignore"):
+            feature.float_list.value.append(float(np.float32(tensors.to_double(value))))
     else:
         require("int64_list")
         if value > _INT64_MAX:
-            raise InvalidArgument(f"Feature: {name} has uint64 element. Only int64 is supported.")
-        if value < -(2**63):
-            raise InvalidArgument(
-                f"Cannot convert JSON value: {value_to_string(value)} to float without loss of precision."
-            )
+            raise InvalidArgument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
         feature.int64_list.value.append(value)
 
 
