@@ -55,6 +55,7 @@ model_config_list {{
   config {{ name: "strings" base_path: "{root}/strings" }}
   config {{ name: "examples" base_path: "{root}/examples" }}
   config {{ name: "warm" base_path: "{root}/warm" }}
+  config {{ name: "team/strings:v1" base_path: "{root}/strings" }}
 }}
 """
 

@@ -82,7 +82,7 @@ def test_model_status_errors_match_tf_serving(
 
 def test_list_models_answers_kserve_v1_clients(client: FlaskClient) -> None:
     body = json.loads(client.get("/v1/models").get_data())
-    assert body["models"] == ["examples", "linear", "multi", "strings", "warm"]
+    assert body["models"] == ["examples", "linear", "multi", "strings", "team/strings:v1", "warm"]
 
 
 def test_failed_load_is_reported_in_status_while_other_models_serve(model_root, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -300,6 +300,30 @@ def test_whole_numbers_that_a_float_cannot_hold_are_rounded_and_trailing_bytes_i
         client, "/v1/models/linear:predict", '{"instances": [[16777216.0, 2, 3, 4]]}'
     )
     assert (status, text) == (same_status, same_text) and status == 200
+
+
+# Ported from tensorflow_serving/model_servers/http_rest_api_util.cc (ParseModelInfo): the regexes match the
+# raw, case-insensitive path; the model name and label are percent-decoded afterwards.
+@pytest.mark.parametrize(
+    "path", ["/v1/models/team%2Fstrings%3Av1:predict", "/V1/MODELS/team%2fstrings%3av1:predict"]
+)
+def test_model_names_with_an_encoded_slash_or_colon_are_addressable_and_paths_ignore_case(
+    client: FlaskClient, path: str
+) -> None:
+    status, text = post(client, path, {"instances": ["ab"]})
+    assert (status, json.loads(text)) == (200, {"predictions": [{"length": 2, "upper": "AB"}]})
+    upper_method = post(client, path.replace(":predict", ":PREDICT"), {"instances": ["ab"]})
+    assert upper_method[0] == 400 and "Malformed request" in error_of(upper_method[1]), (
+        "as TF Serving: method compared as is"
+    )
+    response = client.get(
+        path.rsplit(":", 1)[0].replace("%3A", ":").replace("%3a", ":").replace(":v1", "%3Av1")
+    )
+    assert response.status_code == 200 and '"state": "AVAILABLE"' in response.get_data(as_text=True)
+
+
+def test_percent_encoded_letters_in_a_model_name_decode_to_the_same_model(client: FlaskClient) -> None:
+    assert client.get("/v1/models/lin%65ar/labels/st%61ble").status_code == 200
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from typing import Any
 
 import numpy as np
@@ -60,15 +61,30 @@ def _version(text: str | None) -> int | None:
     return version
 
 
+def raw_path() -> str:
+    """The path as the client sent it, still percent-encoded: TF Serving matches its regexes on that and
+    decodes the model name and label afterwards (``DecodeArg``), so names may hold an encoded / or :."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if not raw:
+        return urllib.parse.quote(request.path)
+    path = str(raw).split("?", 1)[0]
+    return urllib.parse.urlsplit(path).path if "://" in path else path
+
+
+def _decoded(arg: str | None) -> str | None:
+    return None if arg is None else urllib.parse.unquote(arg)
+
+
 @blueprint.route("/v1", defaults={"rest": ""}, methods=["GET", "POST"])
 @blueprint.route("/v1/<path:rest>", methods=["GET", "POST"])
 def dispatch(rest: str) -> Response:
-    path = request.path
+    path = raw_path()
     g.api = "v1"
     if request.method == "POST":
         match = _PREDICT_PATH.fullmatch(path)
         if match:
             name, version_text, label, method = match.groups()
+            name, label = urllib.parse.unquote(name), _decoded(label)
             g.model, g.api = name, method.lower()
             version = _version(version_text)
             if method == "predict":
@@ -81,6 +97,7 @@ def dispatch(rest: str) -> Response:
         match = _STATUS_PATH.fullmatch(path)
         if match:
             name, version_text, label, subresource = match.groups()
+            name, label = _decoded(name), _decoded(label)
             version = _version(version_text)
             if not name:
                 g.api = "list"
