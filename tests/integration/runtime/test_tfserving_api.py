@@ -322,6 +322,14 @@ def test_model_names_with_an_encoded_slash_or_colon_are_addressable_and_paths_ig
     assert response.status_code == 200 and '"state": "AVAILABLE"' in response.get_data(as_text=True)
 
 
+def test_a_cors_preflight_needs_an_origin_as_in_tf_serving_http_server(client: FlaskClient) -> None:
+    allowed = client.options("/v1/models/linear:predict", headers={"Origin": "https://app.example"})
+    assert (allowed.status_code, allowed.get_data()) == (200, b"")
+    refused = client.options("/v1/models/linear:predict")
+    assert refused.status_code == 400 and refused.mimetype == "application/json"
+    assert error_of(refused.get_data(as_text=True)) == "Origin header is missing in CORS preflight"
+
+
 def test_percent_encoded_letters_in_a_model_name_decode_to_the_same_model(client: FlaskClient) -> None:
     assert client.get("/v1/models/lin%65ar/labels/st%61ble").status_code == 200
 

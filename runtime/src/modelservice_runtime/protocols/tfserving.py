@@ -16,7 +16,7 @@ import numpy as np
 from flask import Blueprint, Response, current_app, g, request
 
 from ..dataplane import DataPlane
-from ..errors import InvalidArgument, code_number
+from ..errors import FailedPrecondition, InvalidArgument, code_number
 from ..repository import VersionStatus
 from . import tensors
 from .protojson import proto_to_json
@@ -75,11 +75,16 @@ def _decoded(arg: str | None) -> str | None:
     return None if arg is None else urllib.parse.unquote(arg)
 
 
-@blueprint.route("/v1", defaults={"rest": ""}, methods=["GET", "POST"])
-@blueprint.route("/v1/<path:rest>", methods=["GET", "POST"])
+@blueprint.route("/v1", defaults={"rest": ""}, methods=["GET", "POST", "OPTIONS"])
+@blueprint.route("/v1/<path:rest>", methods=["GET", "POST", "OPTIONS"])
 def dispatch(rest: str) -> Response:
     path = raw_path()
     g.api = "v1"
+    if request.method == "OPTIONS":
+        # TF Serving answers a CORS preflight itself: empty 200 when an http(s) Origin is present.
+        if re.search(r"https?://", request.headers.get("Origin", "")):
+            return Response(b"", status=200)
+        raise FailedPrecondition("Origin header is missing in CORS preflight")
     if request.method == "POST":
         match = _PREDICT_PATH.fullmatch(path)
         if match:
