@@ -183,3 +183,26 @@ def test_whole_numbers_round_to_the_nearest_float_instead_of_being_refused(
 def test_bytes_after_the_json_document_are_ignored_as_rapidjson_stop_when_done_does() -> None:
     assert parse_json_body(b'{"instances": [1.0]}  trailing bytes') == {"instances": [1.0]}
     assert parse_json_body(b' \n{"a": 1}{"b": 2}') == {"a": 1}
+
+
+def test_an_unsupported_input_type_in_row_format_is_a_400_wrapping_the_unimplemented_status() -> None:
+    specs = {"x": t.TensorSpec("x", t.DT_HALF, None)}
+    with pytest.raises(InvalidArgument) as raised:
+        decode({"instances": [1.0]}, specs)
+    assert raised.value.status == 400
+    assert raised.value.message == (
+        "Failed to process element: 0 of 'instances' list. "
+        "Error: UNIMPLEMENTED: Conversion of JSON Value: 1.0 to type: half"
+    )
+    with pytest.raises(Unimplemented):  # the columnar format passes the status on, as TF Serving does
+        decode({"inputs": [1.0]}, specs)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "name"), [(np.complex64, "complex64"), (np.complex128, "complex128"), (np.float16, "half")]
+)
+def test_outputs_of_a_type_tf_serving_cannot_write_are_a_400_naming_the_type(dtype: Any, name: str) -> None:
+    for fmt in t.Format:
+        with pytest.raises(InvalidArgument) as raised:
+            t.encode_predict_response({"y": np.ones((1, 2), dtype=dtype)}, fmt)
+        assert raised.value.message == f"Failed to write JSON value for tensor type: {name}"

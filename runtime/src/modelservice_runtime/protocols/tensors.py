@@ -278,10 +278,10 @@ def _instances_exact(instances: list[Any], specs: Mapping[str, TensorSpec]) -> d
             for name, item in element.items():
                 try:
                     add_item(item, name)
-                except InvalidArgument as exc:
+                except (InvalidArgument, Unimplemented) as exc:
                     raise InvalidArgument(
                         f"Failed to process element: {count} key: {name} of 'instances' list. "
-                        f"Error: INVALID_ARGUMENT: {exc.message}"
+                        f"Error: {exc.code}: {exc.message}"
                     ) from None
             if sorted(element) != input_names:
                 raise InvalidArgument(
@@ -293,10 +293,11 @@ def _instances_exact(instances: list[Any], specs: Mapping[str, TensorSpec]) -> d
                 raise InvalidArgument(f"Expecting value/list but got object at item {count} of input list")
             try:
                 add_item(element, input_names[0])
-            except InvalidArgument as exc:
+            except (InvalidArgument, Unimplemented) as exc:
+                # status.ToString() of whatever failed: an unsupported type is 400 here, not 501
                 raise InvalidArgument(
                     f"Failed to process element: {count} of 'instances' list. "
-                    f"Error: INVALID_ARGUMENT: {exc.message}"
+                    f"Error: {exc.code}: {exc.message}"
                 ) from None
     n = len(instances)
     return {name: _to_array(vals, [n, *shapes[name]], specs[name].dtype) for name, vals in values.items()}
@@ -415,8 +416,15 @@ def check_against_signature(tensors: Mapping[str, np.ndarray], specs: Mapping[st
 # ---------------------------------------------------------------------------------------------- encoding
 
 
+# What TF Serving's JSON writer (``AddSingleValueAndAdvance``) has no case for, by TF's type names.
+_UNWRITABLE = {"float16": "half", "bfloat16": "bfloat16", "complex64": "complex64", "complex128": "complex128"}
+
+
 def _value_texts(array: np.ndarray, as_bytes: bool) -> list[str]:
     kind = array.dtype.kind
+    if array.dtype.name in _UNWRITABLE or kind not in "fiubOSU":
+        name = _UNWRITABLE.get(array.dtype.name, array.dtype.name)
+        raise InvalidArgument(f"Failed to write JSON value for tensor type: {name}")
     if kind == "f":
         return format_decimals(array, single=array.dtype != np.float64)
     if kind in "iu":
