@@ -206,3 +206,26 @@ def test_outputs_of_a_type_tf_serving_cannot_write_are_a_400_naming_the_type(dty
         with pytest.raises(InvalidArgument) as raised:
             t.encode_predict_response({"y": np.ones((1, 2), dtype=dtype)}, fmt)
         assert raised.value.message == f"Failed to write JSON value for tensor type: {name}"
+
+
+# TF Serving words parse errors as rapidjson's GetParseError_En with the byte offset ("JSON Parse error:
+# Invalid value" for "instances = [1, 2]" is http_rest_api_handler_test.cc's case).
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "The document is empty. at offset: 0"),
+        (b"instances = [1, 2]", "Invalid value. at offset: 0"),
+        (b"{not json", "Missing a name for object member. at offset: 1"),
+        (b'{"a" 1}', "Missing a colon after a name of object member. at offset: 5"),
+        (b'{"a": 1 "b": 2}', "Missing a comma or '}' after an object member. at offset: 8"),
+        (b'{"a": [1 2]}', "Missing a comma or ']' after an array element. at offset: 9"),
+        (b'{"a": "[x", "b": [1 2]}', "Missing a comma or ']' after an array element. at offset: 20"),
+        (b"[1,]", "Invalid value. at offset: 3"),
+        (b'{"a": "\xc3\xa9abc', "Missing a closing quotation mark in string. at offset: 12"),
+        (b'{"a": "\\q"}', "Invalid escape character in string."),
+    ],
+)
+def test_parse_errors_use_rapidjsons_words_and_byte_offsets(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        parse_json_body(body)
+    assert raised.value.message.startswith("JSON Parse error: " + message), raised.value.message

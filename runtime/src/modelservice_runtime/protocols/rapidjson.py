@@ -228,10 +228,55 @@ def error_body(message: str) -> str:
     return writer.getvalue()
 
 
+def _innermost_open(text: str, end: int) -> str:
+    """The bracket (``[`` or ``{``) enclosing position ``end`` of a JSON text, ignoring strings."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for char in text[:end]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append(char)
+        elif char in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def rapidjson_parse_error(exc: json.JSONDecodeError) -> str:
+    """Python's parse error as rapidjson's ``GetParseError_En`` words it, with the byte offset."""
+    text, pos = exc.doc, exc.pos
+    message = exc.msg
+    if message.startswith("Expecting property name"):
+        words = "Missing a name for object member."
+    elif message == "Expecting ':' delimiter":
+        words = "Missing a colon after a name of object member."
+    elif message == "Expecting ',' delimiter":
+        words = ("Missing a comma or '}' after an object member." if _innermost_open(text, pos) == "{"
+                 else "Missing a comma or ']' after an array element.")  # fmt: skip
+    elif message.startswith("Unterminated string"):
+        words, pos = "Missing a closing quotation mark in string.", len(text)
+    elif message.startswith("Invalid control character"):
+        words = "Invalid encoding in string."
+    elif message.startswith("Invalid \\u"):
+        words = "Incorrect hex digit after \\u escape in string."
+    elif message.startswith("Invalid \\escape"):
+        words = "Invalid escape character in string."
+    else:  # "Expecting value" and anything else rapidjson finds where a value should start
+        words = "Invalid value."
+    return f"JSON Parse error: {words} at offset: {len(text[:pos].encode('utf-8', 'surrogatepass'))}"
+
+
 def parse_json_body(body: bytes) -> Any:
     """``ParseJson``: orjson first; Python's parser for what orjson refuses (NaN, Infinity, huge ints)."""
     if not body.strip():
-        raise InvalidArgument("JSON Parse error: The document is empty")
+        raise InvalidArgument(f"JSON Parse error: The document is empty. at offset: {len(body)}")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -248,6 +293,6 @@ def parse_json_body(body: bytes) -> Any:
             # whatever follows it is ignored.
             start = len(exc.doc) - len(exc.doc.lstrip(" \t\n\r"))
             return json.JSONDecoder().raw_decode(exc.doc, start)[0]
-        raise InvalidArgument(f"JSON Parse error: {exc.msg}. at offset: {exc.pos}") from None
+        raise InvalidArgument(rapidjson_parse_error(exc)) from None
     except RecursionError:
         raise InvalidArgument("JSON Parse error: The document is nested too deeply.") from None

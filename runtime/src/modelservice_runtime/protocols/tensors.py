@@ -417,7 +417,12 @@ def check_against_signature(tensors: Mapping[str, np.ndarray], specs: Mapping[st
 
 
 # What TF Serving's JSON writer (``AddSingleValueAndAdvance``) has no case for, by TF's type names.
-_UNWRITABLE = {"float16": "half", "bfloat16": "bfloat16", "complex64": "complex64", "complex128": "complex128"}
+_UNWRITABLE = {
+    "float16": "half",
+    "bfloat16": "bfloat16",
+    "complex64": "complex64",
+    "complex128": "complex128",
+}
 
 
 def _value_texts(array: np.ndarray, as_bytes: bool) -> list[str]:
