@@ -95,20 +95,6 @@ class AdmissionMiddleware:
             self.limit.release()
 
 
-class CaseInsensitiveV1:
-    """TF Serving matches its REST paths case-insensitively (``(?i)/v1/models...``): ``/V1/Models/m``
-    reaches the same handler, which matches the rest of the path without regard to case."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        path = environ.get("PATH_INFO", "")
-        if path[:3] == "/V1" and (len(path) == 3 or path[3] == "/"):
-            environ["PATH_INFO"] = "/v1" + path[3:]
-        return self.app(environ, start_response)
-
-
 def _error(message: str, status: int) -> Response:
     return Response(error_body(message), status=status, mimetype="application/json")
 
@@ -134,7 +120,7 @@ def create_app(
     )
     admission = AdmissionLimit(config.concurrency_limit())
     app.extensions["modelservice.admission"] = admission
-    app.wsgi_app = AdmissionMiddleware(CaseInsensitiveV1(app.wsgi_app), admission)  # type: ignore[method-assign]
+    app.wsgi_app = AdmissionMiddleware(app.wsgi_app, admission)  # type: ignore[method-assign]
     app.extensions["modelservice.draining"] = False
     app.register_blueprint(tfserving_blueprint)
     app.register_blueprint(v2_blueprint)

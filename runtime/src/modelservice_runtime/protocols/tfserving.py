@@ -75,8 +75,12 @@ def _decoded(arg: str | None) -> str | None:
     return None if arg is None else urllib.parse.unquote(arg)
 
 
+# "/V1" too: TF Serving matches its paths case-insensitively ("(?i)/v1/models..."); the regexes above
+# match the rest of the path without regard to case.
 @blueprint.route("/v1", defaults={"rest": ""}, methods=["GET", "POST", "OPTIONS"])
 @blueprint.route("/v1/<path:rest>", methods=["GET", "POST", "OPTIONS"])
+@blueprint.route("/V1", defaults={"rest": ""}, methods=["GET", "POST", "OPTIONS"])
+@blueprint.route("/V1/<path:rest>", methods=["GET", "POST", "OPTIONS"])
 def dispatch(rest: str) -> Response:
     path = raw_path()
     g.api = "v1"
