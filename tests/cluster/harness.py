@@ -58,8 +58,9 @@ PORTS = {
     "coredns": BASE_PORT + 53,
 }
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
-              *(NODE_COMPONENTS if node.enabled() else ()), "metrics-server")  # fmt: skip
+ALL_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+                  *NODE_COMPONENTS, "metrics-server")  # fmt: skip
+COMPONENTS = tuple(c for c in ALL_COMPONENTS if node.enabled() or c not in NODE_COMPONENTS)
 # The API server listens where the real node's pods can reach it: the pod bridge's gateway address.
 ADDRESS = node.GATEWAY if node.enabled() else "127.0.0.1"
 PAUSE_IMAGE = "localhost/modelservice-pause:3.10"  # scripts/images.sh builds it
@@ -583,9 +584,8 @@ def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def down(quiet: bool = False) -> None:
-    everything = (*COMPONENTS[:5], *NODE_COMPONENTS, "metrics-server")
     api_up = _pid("kube-apiserver") is not None and _healthy(f"{api_server_url()}/readyz")
-    for name in reversed(everything):
+    for name in reversed(ALL_COMPONENTS):  # a node started before MODELSERVICE_REAL_NODE=0 stops too
         if name == "kube-proxy" and _pid("kubelet") is not None:
             node.remove_pods(kubectl, api_up)  # kubelet tears every pod down while it and containerd run
         pid = _pid(name)

@@ -154,6 +154,11 @@ def _restore_iptables() -> None:
         _run(restore, "-w", input_text=_strip_our_chains(dump), check=False)
 
 
+def _mount_prefixes(state: Path) -> tuple[str, ...]:
+    """Where the node mounts: its run and state directories, and the CRI's pod network namespaces."""
+    return (str(RUN) + "/", str(state / "node") + "/", "/var/run/netns/cni-", "/run/netns/cni-")
+
+
 def _unmount_under(prefixes: tuple[str, ...]) -> None:
     mounts = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
@@ -240,15 +245,15 @@ def teardown(state: Path) -> None:
     """Undo what the node changed on the host (processes are already stopped by the harness)."""
     _kill_shims(RUN / "containerd.sock")
     _kill_pod_processes()
-    _unmount_under((str(RUN) + "/", str(state / "node") + "/", "/var/run/netns/cni-", "/run/netns/cni-"))
+    _unmount_under(_mount_prefixes(state))
     for netns in Path("/run/netns").glob("cni-*") if Path("/run/netns").exists() else ():
         netns.unlink(missing_ok=True)
-    if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
-        _run("ip", "link", "delete", BRIDGE, check=False)  # its routes and addresses go with it
     for link in _run("ip", "-o", "link", "show", "type", "veth", check=False).stdout.splitlines():
-        # veth ends whose pod namespace is gone already went with it; any left on our bridge go now
+        # veth ends whose pod namespace is gone already went with it; any still on our bridge go now
         if f"master {BRIDGE}" in link:
             _run("ip", "link", "delete", link.split(":")[1].strip().split("@")[0], check=False)
+    if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+        _run("ip", "link", "delete", BRIDGE, check=False)  # its routes and addresses go with it
     _restore_iptables()
     _remove_cgroups()
     record = state / "host-before.json"
@@ -293,7 +298,7 @@ def leftovers(state: Path, binaries: Path) -> list[str]:
             found += [f"{save}: chain {c}" for c in chains]
     for line in Path("/proc/self/mounts").read_text().splitlines():
         target = line.split()[1]
-        if target.startswith((str(RUN), str(state / "node"), "/run/netns/cni-", "/var/run/netns/cni-")):
+        if target.startswith(_mount_prefixes(state)):
             found.append(f"mount {target}")
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/kubepods")]
     if RUN.exists():

@@ -75,9 +75,15 @@ def eventually(check: Callable[[], Any], timeout: float = 90, interval: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last result {last!r}")
 
 
+def example_doc(name: str) -> dict[str, Any]:
+    """``examples/<name>.yaml``, parsed."""
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    return doc
+
+
 def example(name: str, **changes: Any) -> str:
     """``examples/<name>.yaml`` with changes, e.g. ``spec__model__version="2"`` sets spec.model.version."""
-    doc = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    doc = example_doc(name)
     for path, value in changes.items():
         target = doc
         keys = path.split("__")
@@ -85,6 +91,17 @@ def example(name: str, **changes: Any) -> str:
             target = target.setdefault(key, {})
         target[keys[-1]] = value
     return str(yaml.safe_dump(doc))
+
+
+def helm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """The pinned helm against the local cluster, as its admin."""
+    result = subprocess.run(
+        [str(harness.binary("helm")), f"--kubeconfig={harness.admin_kubeconfig()}", *args],
+        text=True, capture_output=True, timeout=timeout,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def stable_deployment(kubectl: Kubectl, ms_name: str) -> dict[str, Any]:
@@ -114,8 +131,14 @@ def cluster() -> Path:
     admin = Kubectl(kubeconfig)
     # `make demo` leaves its operator running in the cluster; the tests run their own, one at a time.
     if admin.run("get", "namespace", "modelservice-system", check=False).returncode == 0:
-        subprocess.run([str(harness.binary("helm")), f"--kubeconfig={kubeconfig}", "uninstall", "modelservice",
-                        "--namespace=modelservice-system", "--wait", "--timeout=120s"], capture_output=True, timeout=180)  # fmt: skip
+        helm(
+            "uninstall",
+            "modelservice",
+            "--namespace=modelservice-system",
+            "--wait",
+            "--timeout=120s",
+            check=False,
+        )
         admin.run(
             "delete",
             "namespace",

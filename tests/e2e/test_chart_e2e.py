@@ -3,29 +3,17 @@ operator running with nothing but the chart's ServiceAccount credentials."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, stable_deployment, token_kubeconfig
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, helm, stable_deployment, token_kubeconfig
 
 pytestmark = pytest.mark.e2e
 CHART = ROOT / "charts" / "modelservice-operator"
 KUBE_VERSION = "1.34.4"
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(harness.binary("helm")), f"--kubeconfig={harness.admin_kubeconfig()}", *args],
-        text=True, capture_output=True, timeout=180,
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_chart_passes_helm_lint_strict(cluster: Path) -> None:

@@ -11,6 +11,7 @@ are kwok's tests). The node's ``nvidia.com/gpu`` is advertised, not real: Tensor
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import http.client
 import json
@@ -37,6 +38,8 @@ from tests.e2e.conftest import (
     create_models_namespace,
     delete_namespace,
     eventually,
+    example_doc,
+    helm,
 )  # fmt: skip
 
 pytestmark = [
@@ -73,21 +76,17 @@ def real_kubectl(cluster: Path, models: Path) -> Iterator[Kubectl]:
 
 def on_real_node(name: str, **spec: Any) -> dict[str, Any]:
     """``examples/<name>.yaml`` scheduled onto the real node, one replica, 100m CPU, GPU product of the
-    real node; ``spec`` entries replace the example's (None removes one)."""
-    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    real node; ``spec`` entries replace the example's."""
+    doc = example_doc(name)
     body = doc["spec"]
-    body["scheduling"] = json.loads(json.dumps(REAL_NODE))
+    body["scheduling"] = copy.deepcopy(REAL_NODE)
     body["replicas"] = 1
     body.setdefault("resources", {}).setdefault("requests", {})["cpu"] = "100m"
     if "autoscaling" in body:
         body["autoscaling"]["minReplicas"] = 1
     if "gpu" in body and "product" in body["gpu"]:
         body["gpu"]["product"] = node.GPU_PRODUCT
-    for key, value in spec.items():
-        if value is None:
-            body.pop(key, None)
-        else:
-            body[key] = value
+    body.update(spec)
     return doc
 
 
@@ -333,13 +332,12 @@ def test_the_chart_runs_the_operator_in_a_pod_that_reconciles_an_example_to_real
         "runtimeImage": images["RUNTIME_IMAGE"], **REAL_NODE,
     }  # fmt: skip
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
-    helm = [str(harness.binary("helm")), f"--kubeconfig={real_kubectl.kubeconfig}"]
     release_ns = f"{real_kubectl.namespace}-system"
     operator.stop()  # one operator at a time: the chart's takes over
     try:
-        subprocess.run([*helm, "install", "ms", str(ROOT / "charts" / "modelservice-operator"), "--namespace",
-                        release_ns, "--create-namespace", "-f", str(tmp_path / "values.yaml"), "--skip-crds",
-                        "--wait", "--timeout=180s"], check=True, capture_output=True, text=True, timeout=240)  # fmt: skip
+        helm("install", "ms", str(ROOT / "charts" / "modelservice-operator"), "--namespace", release_ns,
+             "--create-namespace", "-f", str(tmp_path / "values.yaml"), "--skip-crds", "--wait", "--timeout=180s",
+             timeout=240)  # fmt: skip
         admin = Kubectl(real_kubectl.kubeconfig, release_ns)
         (operator_pod,) = admin.json("get", "pods")["items"]
         assert operator_pod["spec"]["nodeName"] == node.NODE_NAME and ready(operator_pod)
@@ -357,7 +355,6 @@ def test_the_chart_runs_the_operator_in_a_pod_that_reconciles_an_example_to_real
         log = admin.run("logs", operator_pod["metadata"]["name"]).stdout
         assert f"{real_kubectl.namespace}/iris" in log, log[-2000:]
     finally:
-        subprocess.run([*helm, "uninstall", "ms", "--namespace", release_ns, "--wait", "--timeout=120s"],
-                       capture_output=True, timeout=180)  # fmt: skip
+        helm("uninstall", "ms", "--namespace", release_ns, "--wait", "--timeout=120s", check=False)
         Kubectl(real_kubectl.kubeconfig).run("delete", "namespace", release_ns, "--wait=false", check=False)
         operator.start()
