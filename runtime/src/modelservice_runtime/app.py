@@ -1,14 +1,16 @@
 """The Flask application factory.
 
 ``create_app(config=None, repository=None)`` builds an app; nothing is created at import time, so Gunicorn
-builds it in each worker after the fork (TensorFlow must never initialise in the master) and tests build
-it with a test config or a repository of their own. One error handler renders every error as TF Serving
+builds it in each worker after the fork. Under the supervisor (``MODELSERVICE_ENGINE_SOCKET`` set) the app
+is HTTP and JSON only and sends every model operation to the pod's model process; otherwise (tests with a
+repository of their own, ``flask run``) the same engine runs in-process. One error handler renders every error as TF Serving
 does: ``{"error": "..."}`` with the status of the error's canonical code.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -16,11 +18,15 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import metrics
-from .config import RuntimeConfig, config_from_args, load_model_config_file
-from .dataplane import AdmissionLimit, DataPlane
+from . import admission, metrics
+from .admission import QueueDelayShedder
+from .client import EngineClient, LocalTransport
+from .config import RuntimeConfig, config_from_args
+from .dataplane import DataPlane
+from .engine import SOCKET_ENV, Engine, build_repository
 from .errors import ServingError
 from .health import blueprint as health_blueprint
+from .ipc import SocketTransport
 from .logs import request_id_var
 from .openapi import blueprint as openapi_blueprint
 from .protocols.rapidjson import error_body
@@ -33,66 +39,44 @@ access_log = logging.getLogger("modelservice_runtime.access")
 
 MODEL_APIS = {"predict", "classify", "regress", "metadata", "status", "infer"}
 RETRY_AFTER_SECONDS = "1"
+# A worker gives up on the model process this long after the request deadline (the model process
+# answers 504 at the deadline itself; this only guards against one that hangs).
+IPC_TIMEOUT_MARGIN_S = 10.0
 
 
-def load_in_worker(config: RuntimeConfig) -> Any:
-    """The repository's loader: imports TensorFlow on first use, in the worker, and sizes its threads."""
-
-    def load(name: str, version: int, path: str) -> Any:
-        from . import loader
-
-        loader.configure_threads(config.intra_op_threads(), config.inter_op_threads())
-        return loader.load_model(name, version, path, warmup=config.enable_model_warmup)
-
-    return load
-
-
-def build_repository(config: RuntimeConfig) -> ModelRepository:
-    reader = None
-    if config.model_config_file:
-        path = config.model_config_file
-
-        def reader() -> Any:
-            return load_model_config_file(path)
-
-    return ModelRepository(
-        config.models,
-        load=load_in_worker(config),
-        poll_seconds=config.file_system_poll_wait_seconds,
-        config_reader=reader,
-        config_poll_seconds=config.model_config_file_poll_wait_seconds,
-    )
-
-
-class AdmissionMiddleware:
-    """Admission control in front of Flask: every POST is a model call, admitted or refused right here.
-
-    A refusal must cost far less than a served request, or shedding load saturates the CPU by itself, so
-    the 429 is written as plain WSGI, before Flask builds a request context, routes or runs its hooks.
+class SheddingMiddleware:
+    """Overload control in front of Flask (``admission.py``): a request that waited too long in the
+    worker's queue while the queue stands above target is refused right here, before Flask builds a
+    request context, routes or runs its hooks, because a refusal must cost far less than a served
+    request or shedding saturates the CPU by itself. Probes and ``/metrics`` (GETs) are never shed.
     """
 
-    def __init__(self, app: Any, limit: AdmissionLimit) -> None:
+    def __init__(self, app: Any, shedder: QueueDelayShedder, clock: Any = time.monotonic) -> None:
         self.app = app
-        self.limit = limit
+        self.shedder = shedder
+        self.clock = clock
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("REQUEST_METHOD") != "POST":
+        queued = admission.queued_at()
+        if queued is None or environ.get("REQUEST_METHOD") != "POST":
             return self.app(environ, start_response)
-        if not self.limit.try_acquire():
-            api = "v2" if environ.get("PATH_INFO", "").startswith("/v2") else "v1"
-            metrics.REQUESTS_SHED.labels(api).inc()
-            body = self.limit.refusal
-            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                       ("Retry-After", RETRY_AFTER_SECONDS)]  # fmt: skip
-            request_id = environ.get("HTTP_X_REQUEST_ID")
-            if request_id:
-                headers.append(("X-Request-ID", request_id))
-            start_response("429 Too Many Requests", headers)
-            return [body]
-        try:
+        now = self.clock()
+        sojourn = now - queued
+        if self.shedder.admit(sojourn, now):
             return self.app(environ, start_response)
-        finally:
-            self.limit.release()
+        api = "v2" if environ.get("PATH_INFO", "").startswith("/v2") else "v1"
+        metrics.REQUESTS_SHED.labels(api).inc()
+        body = error_body(
+            f"Server overloaded: this request waited {sojourn * 1000:.0f} ms for a thread and the queue "
+            f"stays above its {self.shedder.target * 1000:.0f} ms target; retry with backoff"
+        ).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   ("Retry-After", RETRY_AFTER_SECONDS)]  # fmt: skip
+        request_id = environ.get("HTTP_X_REQUEST_ID")
+        if request_id:
+            headers.append(("X-Request-ID", request_id))
+        start_response("503 Service Unavailable", headers)
+        return [body]
 
 
 def _error(message: str, status: int) -> Response:
@@ -105,22 +89,29 @@ def create_app(
     start_repository: bool = True,
 ) -> Flask:
     config = config if config is not None else config_from_args([])
-    if repository is None:
-        repository = build_repository(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["modelservice.config"] = config
-    app.extensions["modelservice.repository"] = repository
-    app.extensions["modelservice.dataplane"] = DataPlane(
-        repository,
-        timeout_ms=config.rest_api_timeout_in_ms,
-        threads=config.threads,
-        batching=config.batching,
+    socket_path = os.environ.get(SOCKET_ENV) if repository is None else None
+    if socket_path:
+        # Under the supervisor: the models live in the pod's model process; this worker holds none.
+        deadline = config.rest_api_timeout_in_ms / 1000.0 if config.rest_api_timeout_in_ms > 0 else None
+        safety = None if deadline is None else deadline + IPC_TIMEOUT_MARGIN_S
+        app.extensions["modelservice.dataplane"] = EngineClient(SocketTransport(socket_path, safety))
+    else:
+        # In-process (tests, `flask run`): the same engine, called directly.
+        if repository is None:
+            repository = build_repository(config)
+        engine = Engine(repository, DataPlane(repository, timeout_ms=config.rest_api_timeout_in_ms,
+                                              threads=config.threads, batching=config.batching))  # fmt: skip
+        app.extensions["modelservice.repository"] = repository
+        app.extensions["modelservice.dataplane"] = EngineClient(LocalTransport(engine))
+    shedder = QueueDelayShedder(
+        admission.target_for(config.rest_api_timeout_in_ms, config.max_queue_delay_ms)
     )
-    admission = AdmissionLimit(config.concurrency_limit())
-    app.extensions["modelservice.admission"] = admission
-    app.wsgi_app = AdmissionMiddleware(app.wsgi_app, admission)  # type: ignore[method-assign]
+    app.extensions["modelservice.shedder"] = shedder
+    app.wsgi_app = SheddingMiddleware(app.wsgi_app, shedder)  # type: ignore[method-assign]
     app.extensions["modelservice.draining"] = False
     app.register_blueprint(tfserving_blueprint)
     app.register_blueprint(v2_blueprint)
@@ -185,6 +176,6 @@ def create_app(
         log.exception("Failed to serve %s %s", request.method, request.path)
         return _error(f"Internal error: {type(exc).__name__}: {exc}", 500)
 
-    if start_repository:
+    if start_repository and repository is not None:
         repository.start()
     return app

@@ -1,54 +1,172 @@
-"""``modelservice-runtime``: start the REST server the way ``tensorflow_model_server`` starts.
+"""``modelservice-runtime``: start the server the way ``tensorflow_model_server`` starts.
 
 modelservice-runtime --model_name=iris --model_base_path=/models/iris --rest_api_port=8501
 modelservice-runtime --model_config_file=/config/models.config --workers=2
+
+The command is a small supervisor (PID 1 in the container) with two children:
+
+- the **model process** (``python -m modelservice_runtime.engine``): every model, the batcher and
+  TensorFlow, once per pod, serving operations on a Unix socket (``engine.py``, ``ipc.py``);
+- **Gunicorn** (``python -m modelservice_runtime.web``): its master and N gthread workers speak HTTP and
+  JSON and send model operations to the model process; they hold no TensorFlow.
+
+It restarts the model process when it dies (with backoff; meanwhile readiness answers 503 and requests
+get 503, never a hang) and ends the pod when Gunicorn ends. On SIGTERM it stops Gunicorn first (which
+drains: not ready, serving, then finishing in-flight requests) and the model process only after, so no
+request in flight loses the process that answers it. It also reaps orphans, as PID 1 must.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
-from typing import Any
-
-from gunicorn.app.base import BaseApplication
 
 from .config import ConfigError, RuntimeConfig, config_from_args
-from .gunicorn_conf import prepare_multiprocess_metrics, settings
+from .engine import SOCKET_ENV
+from .gunicorn_conf import prepare_multiprocess_metrics
 from .logs import configure_logging
 
+log = logging.getLogger("modelservice_runtime.supervisor")
 
-class RuntimeApplication(BaseApplication):  # type: ignore[misc]
-    """Gunicorn with our settings; ``load()`` runs in each worker, after the fork."""
+_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0  # a model process that ran this long resets the backoff
+ENGINE_STOP_TIMEOUT_S = 10.0
 
-    def __init__(self, config: RuntimeConfig) -> None:
-        self.runtime_config = config
-        super().__init__()
 
-    def load_config(self) -> None:
-        for key, value in settings(self.runtime_config).items():
-            self.cfg.set(key, value)
+def _unblock_signals() -> None:  # runs in the child between fork and exec
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
-    def load(self) -> Any:
-        from .app import create_app
 
-        return create_app(self.runtime_config)
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+class Supervisor:
+    def __init__(self, argv: Sequence[str], config: RuntimeConfig) -> None:
+        self.argv = list(argv)
+        self.config = config
+        self.socket_dir = tempfile.mkdtemp(prefix="modelservice-engine-")  # 0700: only our uid
+        self.env = dict(os.environ, **{SOCKET_ENV: os.path.join(self.socket_dir, "engine.sock")})
+        self.engine: subprocess.Popen[bytes] | None = None
+        self.http: subprocess.Popen[bytes] | None = None
+        self.engine_started = 0.0
+        self.backoff = BACKOFF_START_S
+        self.restart_at: float | None = None
+        self.stopping = False
+
+    def _spawn(self, module: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *self.argv], env=self.env, preexec_fn=_unblock_signals
+        )
+
+    def _start_engine(self) -> None:
+        self.engine = self._spawn("modelservice_runtime.engine")
+        self.engine_started = time.monotonic()
+        self.restart_at = None
+        log.info("Started the model process %d", self.engine.pid)
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            self._start_engine()
+            self.http = self._spawn("modelservice_runtime.web")
+            return self._loop()
+        finally:
+            self._stop_engine()
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def _loop(self) -> int:
+        while True:
+            timeout = 3600.0 if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
+            info = signal.sigtimedwait(_SIGNALS, timeout)
+            if info is None:
+                if self.restart_at is not None and not self.stopping:
+                    self._start_engine()
+                continue
+            if info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                if not self.stopping:
+                    log.info("Stopping: Gunicorn drains first, then the model process stops")
+                    self.stopping = True
+                self._signal_http(signal.SIGTERM)
+            elif info.si_signo == signal.SIGHUP:
+                self._signal_http(signal.SIGHUP)  # Gunicorn reloads its workers
+            exit_code = self._reap()
+            if exit_code is not None:
+                return exit_code
+
+    def _signal_http(self, signum: int) -> None:
+        if self.http is not None and self.http.returncode is None:
+            self.http.send_signal(signum)
+
+    def _reap(self) -> int | None:
+        """Reap every exited child; the exit code of the supervisor once Gunicorn has exited."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid == 0:
+                return None
+            if self.engine is not None and pid == self.engine.pid:
+                self.engine.returncode = os.waitstatus_to_exitcode(status)
+                self._engine_exited(pid, status)
+            elif self.http is not None and pid == self.http.pid:
+                self.http.returncode = code = os.waitstatus_to_exitcode(status)
+                if not self.stopping:
+                    log.error("Gunicorn exited unexpectedly (%s); stopping", _describe(status))
+                return code if code >= 0 else 128 - code
+
+    def _engine_exited(self, pid: int, status: int) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # its live gauges (model states, queue depth) go with it
+        self.engine = None
+        if self.stopping:
+            return
+        if time.monotonic() - self.engine_started >= STABLE_AFTER_S:
+            self.backoff = BACKOFF_START_S
+        log.error(
+            "The model process %d exited (%s); restarting it in %.1fs", pid, _describe(status), self.backoff
+        )
+        self.restart_at = time.monotonic() + self.backoff
+        self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
+
+    def _stop_engine(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is None or engine.returncode is not None:
+            return
+        engine.send_signal(signal.SIGTERM)
+        try:
+            engine.wait(timeout=ENGINE_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+            engine.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        config = config_from_args(argv)
+        config = config_from_args(args)
     except ConfigError as exc:
         print(f"modelservice-runtime: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level)
-    prepare_multiprocess_metrics()
+    prepare_multiprocess_metrics()  # before the children start: they inherit the directory
     for model in config.models:
-        logging.getLogger(__name__).info(
-            "Serving model %s from %s (%s policy)", model.name, model.base_path, model.policy.kind
-        )
-    RuntimeApplication(config).run()
-    return 0
+        log.info("Serving model %s from %s (%s policy)", model.name, model.base_path, model.policy.kind)
+    log.info("Starting %d HTTP worker(s) and one model process", config.workers)
+    return Supervisor(args, config).run()
 
 
 if __name__ == "__main__":

@@ -48,18 +48,42 @@ class ModelConfig:
     labels: Mapping[str, int] = field(default_factory=dict)
 
 
-def _cpu_count() -> int:
-    """Cores this process may use: CPU affinity, capped by a cgroup v2 CPU quota (container limits)."""
+CPU_REQUEST_ENV = "MODELSERVICE_CPU_REQUEST"
+
+
+def _cgroup_quota_cores(root: Path) -> int | None:
+    """Whole cores of the container's CPU limit: cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else max(1, int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_v1 = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_v1 = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_v1 <= 0 else max(1, quota_v1 // period_v1)
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu_count(environ: Mapping[str, str] | None = None, cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this pod may use: CPU affinity, capped by the cgroup CPU limit and by the CPU request the
+    operator passes down (``MODELSERVICE_CPU_REQUEST``, whole cores rounded up by the downward API), so a
+    pod that asked for 2 cores on a 64-core node runs 2 workers, not 64."""
+    env = os.environ if environ is None else environ
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         cores = os.cpu_count() or 1
+    limit = _cgroup_quota_cores(cgroup_root)
+    if limit is not None:
+        cores = min(cores, limit)
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
+        request = int(env.get(CPU_REQUEST_ENV, "0"))
+    except ValueError:
+        request = 0
+    if request > 0:
+        cores = min(cores, request)
     return max(1, cores)
 
 
@@ -81,27 +105,24 @@ class RuntimeConfig:
     enable_model_warmup: bool = True
     max_request_bytes: int = 64 * 1024 * 1024
     batching: BatchingParameters | None = None
-    max_concurrent_requests: int = 0
+    max_queue_delay_ms: int = 0
     drain_seconds: float = 0.0
+    per_process_gpu_memory_fraction: float = 0.0
+    tensorflow_gpu_device: str = ""
     log_format: str = "json"
     log_level: str = "info"
 
     def intra_op_threads(self) -> int:
-        """TF threads per worker so that workers x threads fit the cores (the flag wins when set)."""
+        """TF threads of the model process: every core (the flag wins when set). The HTTP workers
+        hold no TensorFlow, so the one process that runs models gets the whole pod."""
         if self.tensorflow_intra_op_parallelism > 0:
             return self.tensorflow_intra_op_parallelism
-        return max(1, _cpu_count() // max(1, self.workers))
+        return _cpu_count()
 
     def inter_op_threads(self) -> int:
         if self.tensorflow_inter_op_parallelism > 0:
             return self.tensorflow_inter_op_parallelism
         return max(1, min(2, self.intra_op_threads()))
-
-    def concurrency_limit(self) -> int:
-        """Model requests one worker takes at once; two threads stay free for probes and fast 429s."""
-        if self.max_concurrent_requests > 0:
-            return self.max_concurrent_requests
-        return max(1, self.threads - 2)
 
     def with_models(self, models: Sequence[ModelConfig]) -> RuntimeConfig:
         return replace(self, models=tuple(models))
@@ -319,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     tfs.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     tfs.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
     tfs.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
+    tfs.add_argument("--per_process_gpu_memory_fraction", type=float, default=0.0,
+                     help="fraction of each GPU's memory the model process reserves; 0 (default) lets "
+                     "it grow as needed instead of reserving nearly all of it up front")  # fmt: skip
     tfs.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False,
                      help="batch concurrent predict/infer requests per model version and signature")  # fmt: skip
     tfs.add_argument("--batching_parameters_file", default="",
@@ -336,16 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--pad_variable_length_inputs", type=_bool, nargs="?", const=True, default=None)
     ours = parser.add_argument_group("ModelService runtime flags")
     ours.add_argument("--rest_api_host", default="0.0.0.0", help="address to bind")
-    ours.add_argument("--workers", type=int, default=int(os.environ.get("MS_WORKERS", "1")),
-                      help="Gunicorn worker processes, each with its own copy of the models")  # fmt: skip
+    ours.add_argument("--workers", type=int, default=int(os.environ.get("MS_WORKERS", "0")),
+                      help="Gunicorn worker processes for HTTP and JSON (default: the cores the pod may "
+                      "use); they share the pod's one model process")  # fmt: skip
     ours.add_argument("--threads", type=int, default=int(os.environ.get("MS_THREADS", "16")),
                       help="request threads per worker")  # fmt: skip
     ours.add_argument("--worker_timeout_seconds", type=int, default=60)
     ours.add_argument("--graceful_timeout_seconds", type=int, default=30)
     ours.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024,
                       help="larger request bodies get 413")  # fmt: skip
-    ours.add_argument("--max_concurrent_requests", type=int, default=0,
-                      help="model requests one worker takes at once; more get 429 (default threads - 2)")  # fmt: skip
+    ours.add_argument("--max_queue_delay_ms", type=int, default=0,
+                      help="overload target: while the queue for worker threads stays above this, "
+                      "requests that waited longer get 503 (default: a tenth of "
+                      "--rest_api_timeout_in_ms, at most 500)")  # fmt: skip
+    ours.add_argument("--tensorflow_gpu_device", default="",
+                      help="GPU(s) the model process uses, as indices among the visible ones "
+                      "(e.g. '0' or '0,1'; default: all visible)")  # fmt: skip
     ours.add_argument("--drain_seconds", type=float, default=5.0,
                       help="on SIGTERM, report not ready and keep serving this long before stopping")  # fmt: skip
     ours.add_argument("--log_format", choices=("json", "text"), default="json")
@@ -369,10 +399,22 @@ def config_from_args(
         models = (
             ModelConfig(name=name, base_path=base, policy=parse_version_policy(args.model_version_policy)),
         )
-    for flag in ("workers", "threads", "rest_api_port", "max_request_bytes"):
+    for flag in ("threads", "rest_api_port", "max_request_bytes"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
-    for flag in ("max_concurrent_requests", "drain_seconds"):
+    if args.workers == 0:
+        args.workers = _cpu_count()
+    if not 0.0 <= args.per_process_gpu_memory_fraction <= 1.0:
+        raise ConfigError(
+            f"--per_process_gpu_memory_fraction must be between 0 and 1, got {args.per_process_gpu_memory_fraction}"
+        )
+    if args.tensorflow_gpu_device and not all(
+        part.strip().isdigit() for part in args.tensorflow_gpu_device.split(",")
+    ):
+        raise ConfigError(
+            f"--tensorflow_gpu_device must be GPU indices like '0' or '0,1', got {args.tensorflow_gpu_device!r}"
+        )
+    for flag in ("workers", "max_queue_delay_ms", "drain_seconds"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} must not be negative, got {getattr(args, flag)}")
     if args.drain_seconds >= args.graceful_timeout_seconds > 0:
@@ -397,7 +439,9 @@ def config_from_args(
         enable_model_warmup=args.enable_model_warmup,
         max_request_bytes=args.max_request_bytes,
         batching=batching_from_args(args),
-        max_concurrent_requests=args.max_concurrent_requests,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        per_process_gpu_memory_fraction=args.per_process_gpu_memory_fraction,
+        tensorflow_gpu_device=args.tensorflow_gpu_device,
         drain_seconds=args.drain_seconds,
         log_format=args.log_format,
         log_level=args.log_level,

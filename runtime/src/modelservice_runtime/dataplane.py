@@ -1,13 +1,13 @@
 """Protocol-agnostic inference: resolve the model version, run it under the request deadline.
 
-The REST layers (``protocols/``) only decode and encode; everything that touches a model goes through
-``DataPlane``, so deadlines, batching, admission control and metrics apply to every protocol alike.
+It runs in the model process (``engine.py``): the protocol layers in the HTTP workers only decode and
+encode, and everything that touches a model goes through ``DataPlane``, so deadlines, batching and
+metrics apply to every protocol and every worker alike.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -16,7 +16,6 @@ import numpy as np
 
 from .batcher import BatchingParameters, BatchScheduler, Clock
 from .errors import DeadlineExceeded
-from .protocols.rapidjson import error_body
 from .protocols.tensors import TensorSpec, check_against_signature
 from .repository import ModelRepository
 
@@ -28,39 +27,6 @@ def batchable(specs: Mapping[str, TensorSpec]) -> bool:
     return bool(specs) and all(
         spec.shape is None or (len(spec.shape) >= 1 and spec.shape[0] < 0) for spec in specs.values()
     )
-
-
-class AdmissionLimit:
-    """At most ``limit`` model requests in flight per worker; the next one gets 429 at once.
-
-    Gunicorn's gthread worker queues connections for its threads without bound, so a worker whose threads
-    all wait on a slow model lets latency grow without limit. Refusing above ``threads - 2`` keeps two
-    threads free to answer the excess (and the probes) in microseconds.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        self.refusal = error_body(
-            f"Too many requests in flight: this worker serves at most {limit} at once "
-            "(--max_concurrent_requests); retry with backoff"
-        ).encode()
-
-    def try_acquire(self) -> bool:
-        with self._lock:
-            if self._in_flight >= self.limit:
-                return False
-            self._in_flight += 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
 
 
 class DataPlane:

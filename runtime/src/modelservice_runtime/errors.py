@@ -67,6 +67,11 @@ class Unavailable(ServingError):
     code = "UNAVAILABLE"
 
 
+class StaleVersion(Unavailable):
+    """A request decoded against a model version that stopped being the one it resolves to (a new
+    version loaded meanwhile) with a different signature: 503, the client retries."""
+
+
 class DeadlineExceeded(ServingError):
     code = "DEADLINE_EXCEEDED"
 

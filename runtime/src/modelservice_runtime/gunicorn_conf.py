@@ -10,11 +10,13 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from typing import Any
 
 from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
+from . import admission
 from .config import RuntimeConfig
 
 
@@ -40,6 +42,20 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     _draining = False
 
+    # -- queueing delay: a connection is stamped when it is queued for a thread (accepted, or readable
+    # again while kept alive), and the thread that picks it up publishes the stamp (admission.py)
+
+    def enqueue_req(self, conn: Any) -> None:
+        conn.modelservice_queued_at = time.monotonic()
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        admission.set_queued_at(getattr(conn, "modelservice_queued_at", None))
+        try:
+            return super().handle(conn)
+        finally:
+            admission.set_queued_at(None)
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self._draining or not self.alive:
             return
@@ -63,18 +79,18 @@ def settings(config: RuntimeConfig) -> dict[str, Any]:
         # -- Binding ----------------------------------------------------------------------------------
         "bind": [f"{config.rest_api_host}:{config.rest_api_port}"],
         # -- Workers ----------------------------------------------------------------------------------
-        # gthread: a request waiting on the model holds a thread, not a process, so one worker (one
-        # copy of the model in memory) serves `threads` requests at once; TF releases the GIL while it
-        # computes. Several workers only pay off when Python-side encoding is the bottleneck.
+        # gthread: HTTP and JSON on every core (one worker per core by default), each worker with
+        # `threads` threads that mostly wait on the model process, which holds the one copy of the
+        # models (engine.py). A connection waits for a thread in the worker's queue; its wait is the
+        # queueing delay that overload control watches (admission.py).
         "worker_class": DrainingThreadWorker,
         "workers": config.workers,
         "threads": config.threads,
-        # TensorFlow is not fork-safe: the app, and with it TF, is created in each worker after the
-        # fork, never in the master.
+        # The app is created in each worker after the fork; no worker imports TensorFlow.
         "preload_app": False,
         # -- Timeouts ---------------------------------------------------------------------------------
-        # The worker timeout is a heartbeat: the gthread main loop keeps beating while models load in
-        # a background thread, so a load longer than this does not get the worker killed.
+        # The worker timeout is a heartbeat of the gthread main loop; models load in the model
+        # process, so a long load never holds a worker up.
         "timeout": config.worker_timeout_seconds,
         # On SIGTERM a worker first drains (--drain_seconds, not ready but serving), then stops accepting
         # and lets in-flight requests finish for this long.
@@ -136,7 +152,7 @@ def on_starting(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    # Models load in the worker, in a background thread started by create_app(); nothing heavy here.
+    # Models load in the model process, not here: a worker starts in well under a second.
     server.log.info("Forked worker %s", worker.pid)
 
 

@@ -11,7 +11,8 @@ import json
 
 from flask import Blueprint, Response, current_app
 
-from .repository import ModelRepository
+from .client import EngineClient
+from .errors import ServingError
 
 blueprint = Blueprint("health", __name__)
 
@@ -27,10 +28,13 @@ def live() -> Response:
 
 @blueprint.get("/v2/health/ready")
 def ready() -> Response:
-    repository: ModelRepository = current_app.extensions["modelservice.repository"]
+    plane: EngineClient = current_app.extensions["modelservice.dataplane"]
     if current_app.extensions.get("modelservice.draining"):
         return _json({"ready": False, "error": "server is shutting down"}, 503)
-    waiting = repository.not_ready_models()
-    if waiting or not repository.model_names():
+    try:
+        waiting, names = plane.not_ready_models(), plane.model_names()
+    except ServingError as exc:  # the model process is down or restarting
+        return _json({"ready": False, "error": exc.message}, 503)
+    if waiting or not names:
         return _json({"ready": False, "error": f"models not ready: {', '.join(waiting)}"}, 503)
     return _json({"ready": True})

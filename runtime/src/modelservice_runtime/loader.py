@@ -32,22 +32,60 @@ REGRESS_METHOD = "tensorflow/serving/regress"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
-_threads_configured = threading.Lock()
-_threads_done = False
+_configured = threading.Lock()
+_configured_done = False
 
 
-def configure_threads(intra_op: int, inter_op: int) -> None:
-    """Size TF's thread pools once per process, before the first op runs."""
-    global _threads_done
-    with _threads_configured:
-        if _threads_done:
+def configure_runtime(
+    intra_op: int, inter_op: int, gpu_memory_fraction: float = 0.0, gpu_devices: str = ""
+) -> None:
+    """Set up TensorFlow once per process, before the first op runs: thread pools, and on a GPU what TF
+    Serving sets in its session config. ``gpu_memory_fraction`` > 0 reserves that fraction of each GPU
+    (``--per_process_gpu_memory_fraction``); 0 turns memory growth on, so the process takes what its models
+    need instead of TensorFlow's default of nearly all of it. ``gpu_devices`` ("0,1") picks GPUs among the
+    visible ones (the device plugin decides which are visible)."""
+    global _configured_done
+    with _configured:
+        if _configured_done:
             return
+        _configured_done = True
+        from tensorflow.core.protobuf import config_pb2
+        from tensorflow.python.eager import context
+
         try:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
         except RuntimeError:  # TF already initialised (tests load several models in one process)
             log.debug("TensorFlow thread pools were already initialised")
-        _threads_done = True
+            return
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpu_devices:
+            wanted = [int(i) for i in gpu_devices.split(",")]
+            missing = [i for i in wanted if i >= len(gpus)]
+            if missing:
+                raise FailedPrecondition(
+                    f"--tensorflow_gpu_device={gpu_devices}: GPU {missing[0]} is not visible "
+                    f"({len(gpus)} GPU(s) visible)"
+                )
+            gpus = [gpus[i] for i in wanted]
+            tf.config.set_visible_devices(gpus, "GPU")
+        if gpu_memory_fraction > 0:
+            # TF Serving's session option; TF2's public API has only absolute limits, so it goes into the
+            # eager context's base config, which TensorFlow merges with the device options at start.
+            ctx = context.context()
+            base = config_pb2.ConfigProto()
+            if ctx._config is not None:
+                base.CopyFrom(ctx._config)
+            base.gpu_options.per_process_gpu_memory_fraction = gpu_memory_fraction
+            ctx._config = base
+        else:
+            for gpu in gpus:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        if gpus:
+            log.info(
+                "Using %d GPU(s): %s; memory %s", len(gpus), ", ".join(g.name for g in gpus),
+                f"fraction {gpu_memory_fraction}" if gpu_memory_fraction > 0 else "grows as needed",
+            )  # fmt: skip
 
 
 def read_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:

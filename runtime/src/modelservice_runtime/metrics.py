@@ -82,7 +82,7 @@ BATCH_REJECTED = Counter(
 )
 REQUESTS_SHED = Counter(
     "modelservice_requests_shed",
-    "Requests refused with 429 because the worker had max_concurrent_requests in flight.",
+    "Requests refused with 503 by overload control (queueing delay above --max_queue_delay_ms).",
     ["api"],
 )
 

@@ -99,6 +99,9 @@ class ModelRepository:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polled_once = threading.Event()
+        # Bumped whenever what a request resolves to may change (a version loaded or unloaded, the
+        # config or its labels replaced): HTTP workers cache resolutions until it moves (client.py).
+        self.generation = 0
         self.apply_config(models)
 
     # -- configuration
@@ -107,6 +110,7 @@ class ModelRepository:
         """Adopt a new model list: new models are added, removed ones retired, labels updated."""
         wanted = {m.name: m for m in models}
         with self._lock:
+            self.generation += 1
             for name in list(self._models):
                 if name not in wanted:
                     self._retire_all(name)
@@ -159,6 +163,7 @@ class ModelRepository:
                 model.statuses[version].state = State.UNLOADING
                 metrics.set_version_state(config.name, version, State.UNLOADING.name)
                 del model.loaded[version]
+                self.generation += 1
                 model.statuses[version].state = State.END
                 metrics.set_version_state(config.name, version, State.END.name)
                 log.info("Unloaded model %s version %d", config.name, version)
@@ -196,6 +201,7 @@ class ModelRepository:
             if self._models.get(config.name) is not model:
                 return  # removed from the config while loading
             model.loaded[version] = loaded
+            self.generation += 1
             model.failed_stamp.pop(version, None)
             status.state = State.AVAILABLE
         metrics.set_version_state(config.name, version, State.AVAILABLE.name)

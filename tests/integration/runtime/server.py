@@ -24,30 +24,59 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def available_workers(self) -> int:
-        """Workers whose every loaded model version reports AVAILABLE (from the merged metrics)."""
-        text = requests.get(self.url + "/metrics", timeout=2).text
-        pids = {
-            line.split('pid="')[1].split('"')[0]
-            for line in text.splitlines()
-            if line.startswith("modelservice_model_version_state{") and 'state="AVAILABLE"' in line
-            and line.endswith(" 1.0")
-        }  # fmt: skip
-        return len(pids)
-
-    def wait_ready(self, timeout: float = 120, workers: int = 1) -> None:
-        """Ready, on every worker: each worker loads its own copy and answers its own readiness probes."""
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Ready: the model process has loaded every model (the workers ask it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"server exited early:\n{self.log()}"
             try:
-                ready = requests.get(self.url + "/v2/health/ready", timeout=2).status_code == 200
-                if ready and (workers == 1 or self.available_workers() >= workers):
+                if requests.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(0.25)
         raise AssertionError(f"server not ready in {timeout}s:\n{self.log()}")
+
+    def processes(self) -> dict[str, list[int]]:
+        """The supervisor's process tree: its model process, Gunicorn's master and the workers."""
+        children = descendants(self.process.pid)
+        tree: dict[str, list[int]] = {"engine": [], "master": [], "workers": []}
+        for pid, command in children.items():
+            if parent_of(pid) != self.process.pid:
+                continue
+            if "modelservice_runtime.engine" in command:
+                tree["engine"].append(pid)
+            elif "modelservice_runtime.web" in command:
+                tree["master"].append(pid)
+        tree["workers"] = [pid for pid in children if parent_of(pid) in tree["master"]]
+        return tree
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every live descendant of ``root``: pid -> command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parents[int(entry.name)] = parent_of(int(entry.name))
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        current = frontier.pop()
+        for pid, parent in parents.items():
+            if parent == current and pid not in found:
+                try:
+                    found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                frontier.append(pid)
+    return found
 
 
 def start_server(tmp_path: Path, *args: str) -> Server:

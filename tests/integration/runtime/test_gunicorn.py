@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.runtime.server import Server, start_server, stop
+from tests.integration.runtime.server import Server, descendants, start_server, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.gunicorn]
 
@@ -23,14 +25,14 @@ def served(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp_path = tmp_path_factory.mktemp("gunicorn")
     base = tmp_path / "linear"
     shutil.copytree(model_root / "linear" / "1", base / "1")
-    # The worker timeout (2 s) is shorter than importing TensorFlow and loading the model: the load
-    # must not get the worker killed.
+    # The worker timeout (2 s) is shorter than importing TensorFlow and loading the model, which happen
+    # in the model process: no worker waits on them.
     server = start_server(
         tmp_path, "--model_name=linear", f"--model_base_path={base}", "--workers=2", "--threads=12",
         "--worker_timeout_seconds=2", "--file_system_poll_wait_seconds=0.5",
     )  # fmt: skip
     try:
-        server.wait_ready(workers=2)
+        server.wait_ready()
         yield server, base
     finally:
         stop(server)
@@ -127,7 +129,91 @@ def test_a_new_version_on_disk_is_served_without_a_restart(
 def test_sigterm_stops_every_process(model_root: Path, tmp_path: Path) -> None:
     server = start_server(tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}")
     server.wait_ready()
+    children = descendants(server.process.pid)
     assert stop(server) == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in children)
     log = server.log()
     assert "Handling signal: term" in log or "Shutting down" in log
     assert json.loads(log.splitlines()[0])["level"] in ("info", "warning")  # JSON logs
+
+
+# ------------------------------------------------------------------------------- the process model
+
+
+def metric(text: str, prefix: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_workers_share_one_model_process_that_loads_and_warms_up_once(served: tuple[Server, Path]) -> None:
+    server, _ = served
+    tree = server.processes()
+    assert len(tree["engine"]) == 1 and len(tree["master"]) == 1 and len(tree["workers"]) == 2, tree
+    log = server.log()
+    assert log.count("Loaded model linear version 1 ") == 1, log
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    assert metric(text, 'modelservice_model_loads_total{model="linear",result="success"}') >= 1
+
+    # One copy of TensorFlow in the pod: the model process maps it, no worker does.
+    def maps_tensorflow(pid: int) -> bool:
+        return "_pywrap_tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+
+    assert maps_tensorflow(tree["engine"][0])
+    assert not any(maps_tensorflow(pid) for pid in tree["workers"] + tree["master"])
+
+
+def test_requests_on_every_worker_reach_the_model_process(served: tuple[Server, Path]) -> None:
+    server, _ = served
+    workers = set(server.processes()["workers"])
+    pids: set[int] = set()
+    for _ in range(100):
+        # A fresh connection each time: the workers take turns accepting them.
+        r = requests.post(server.url + "/v1/models/linear:predict", json={"instances": [[1, 2, 3, 4]]},
+                          headers={"Connection": "close"})  # fmt: skip
+        assert r.status_code == 200 and len(r.json()["predictions"][0]) == 4
+        pids = {
+            json.loads(line)["pid"] for line in server.log().splitlines()
+            if '"Served POST /v1/models/linear:predict with 200"' in line
+        }  # fmt: skip
+        if pids == workers:
+            break
+    assert pids == workers
+
+
+def test_a_model_process_crash_fails_requests_in_flight_with_503_and_it_is_restarted(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # Batches wait 5 s to fill: the requests are certainly in the model process when it is killed.
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=2",
+        "--drain_seconds=0", "--enable_batching", "--batch_timeout_micros=5000000", "--max_batch_size=64",
+    )  # fmt: skip
+    url = server.url + "/v1/models/linear:predict"
+    body = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
+    try:
+        server.wait_ready()
+        engine = server.processes()["engine"][0]
+        answers: list[requests.Response] = []
+        threads = [threading.Thread(target=lambda: answers.append(requests.post(url, json=body, timeout=30)))
+                   for _ in range(6)]  # fmt: skip
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # the requests are in the model process now
+        os.kill(engine, signal.SIGKILL)
+        for t in threads:
+            t.join(timeout=30)
+        assert len(answers) == 6  # none hangs
+        failed = [r for r in answers if r.status_code != 200]
+        assert len(failed) == 6
+        for r in failed:
+            assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+            assert "model process" in r.json()["error"]
+        # Not ready until the model process is back, then serving again without a restart of the pod.
+        assert requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 503
+        server.wait_ready(timeout=60)
+        assert requests.post(url, json=body, timeout=30).json() == {"predictions": [[2.0, 4.0, 6.0, 8.0]]}
+        new_engine = server.processes()["engine"]
+        assert new_engine and new_engine[0] != engine
+        assert "exited (signal SIGKILL); restarting it" in server.log()
+    finally:
+        assert stop(server) == 0
+    assert not descendants(server.process.pid)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from modelservice_runtime.config import ConfigError, VersionPolicy, config_from_args, parse_model_config_text
+from modelservice_runtime.config import (
+    ConfigError,
+    VersionPolicy,
+    _cpu_count,
+    config_from_args,
+    parse_model_config_text,
+)
 
 
 def test_environment_gives_model_base_path_slash_model_name_like_the_tf_serving_image() -> None:
@@ -76,10 +83,45 @@ def test_version_policy_selects_versions_like_tf_serving(
     assert policy.select(on_disk) == served
 
 
-def test_tf_threads_divide_the_cores_between_workers() -> None:
-    config = config_from_args(["--workers=64"])
-    assert config.intra_op_threads() == 1
+def test_the_model_process_gets_every_core_for_tensorflow_whatever_the_worker_count() -> None:
+    assert config_from_args(["--workers=64"]).intra_op_threads() == _cpu_count()
     assert config_from_args(["--tensorflow_intra_op_parallelism=3"]).intra_op_threads() == 3
+
+
+def test_workers_default_to_the_cores_the_pod_may_use(tmp_path: Path) -> None:
+    assert config_from_args([]).workers == _cpu_count()
+    assert config_from_args(["--workers=3"]).workers == 3
+    affinity = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("100000 100000\n")  # a limit of one core
+    assert _cpu_count({}, v2) == 1
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert _cpu_count({}, v2) == affinity
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("150000\n")  # 1.5 cores: one whole core
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cpu_count({}, tmp_path / "v1") == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _cpu_count({}, tmp_path / "v1") == affinity
+    # The CPU request the operator passes down caps it too (a pod without a limit on a big node).
+    assert _cpu_count({"MODELSERVICE_CPU_REQUEST": "1"}, tmp_path / "v1") == 1
+    assert _cpu_count({"MODELSERVICE_CPU_REQUEST": "bogus"}, tmp_path / "v1") == affinity
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--per_process_gpu_memory_fraction=1.5", "between 0 and 1"),
+        ("--tensorflow_gpu_device=gpu0", "GPU indices"),
+        ("--max_queue_delay_ms=-1", "must not be negative"),
+        ("--workers=-1", "must not be negative"),
+    ],
+)
+def test_bad_process_and_gpu_flags_are_config_errors(flag: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_args([flag])
 
 
 @pytest.mark.parametrize(
@@ -175,8 +217,3 @@ def test_a_batching_file_without_enable_batching_is_an_error(tmp_path: Path) -> 
 def test_drain_must_end_before_the_graceful_timeout() -> None:
     with pytest.raises(ConfigError, match="--drain_seconds"):
         config_from_args(["--drain_seconds=30", "--graceful_timeout_seconds=30"])
-
-
-def test_the_concurrency_limit_keeps_two_threads_free_by_default() -> None:
-    assert config_from_args(["--threads=16"]).concurrency_limit() == 14
-    assert config_from_args(["--threads=16", "--max_concurrent_requests=4"]).concurrency_limit() == 4

@@ -26,6 +26,9 @@ class SlowModel:
     def input_specs(self, signature_name: str) -> dict[str, TensorSpec]:
         return {"x": TensorSpec("x", DT_FLOAT, (-1,))}
 
+    def output_specs(self, signature_name: str) -> dict[str, TensorSpec]:
+        return {"y": TensorSpec("y", DT_FLOAT, (-1,))}
+
     def predict(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         time.sleep(self.delay)
         return {"y": inputs["x"]}
@@ -88,29 +91,7 @@ def test_a_model_still_loading_is_503_so_clients_retry(tmp_path: Path) -> None:
     assert repo.resolve("m").version == 1
 
 
-# --------------------------------------------------------------------------------- admission, batching
-
-
-def test_requests_over_the_concurrency_limit_get_429_with_retry_after(tmp_path: Path) -> None:
-    config = RuntimeConfig(max_concurrent_requests=1, rest_api_timeout_in_ms=0)
-    app = create_app(config, repository=repository_with(tmp_path, delay=0.5), start_repository=False)
-    first: dict[str, int] = {}
-    slow = threading.Thread(
-        target=lambda: first.update(
-            status=app.test_client().post("/v1/models/m:predict", json={"instances": [1.0]}).status_code
-        )
-    )
-    slow.start()
-    while app.extensions["modelservice.admission"].in_flight == 0:
-        time.sleep(0.005)
-    refused = app.test_client().post("/v2/models/m/infer", json={"inputs": []})
-    assert refused.status_code == 429
-    assert refused.headers["Retry-After"] == "1"
-    assert "--max_concurrent_requests" in refused.get_json()["error"]
-    assert app.test_client().get("/v2/health/live").status_code == 200  # probes are never refused
-    slow.join()
-    assert first["status"] == 200
-    assert app.extensions["modelservice.admission"].in_flight == 0
+# ---------------------------------------------------------------------------------- draining, batching
 
 
 def test_readiness_turns_503_while_draining(tmp_path: Path) -> None:

@@ -64,6 +64,11 @@ class TensorSpec:
         return "[?]" if self.shape is None else "[" + ",".join(str(d) for d in self.shape) + "]"
 
 
+def signature_key(specs: Mapping[str, TensorSpec]) -> str:
+    """What a request was decoded against, as a value equal across processes (unlike ``hash``)."""
+    return repr(sorted((s.key, s.dtype, s.shape) for s in specs.values()))
+
+
 class Format(enum.Enum):
     ROW = "row"  # "instances" in, "predictions" out
     COLUMNAR = "columnar"  # "inputs" in, "outputs" out

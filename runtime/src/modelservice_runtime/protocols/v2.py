@@ -27,9 +27,8 @@ from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from .. import __version__
-from ..dataplane import DataPlane
-from ..errors import InvalidArgument, NotFound, Unavailable
-from ..repository import ModelRepository
+from ..client import EngineClient
+from ..errors import InvalidArgument, NotFound
 from . import tensors
 from .rapidjson import parse_json_body
 
@@ -57,8 +56,8 @@ _NAME = r"[^/]+"
 _MODEL_PATH = re.compile(rf"/v2/models/({_NAME})(?:/versions/({_NAME}))?(/ready|/infer)?")
 
 
-def dataplane() -> DataPlane:
-    plane: DataPlane = current_app.extensions["modelservice.dataplane"]
+def dataplane() -> EngineClient:
+    plane: EngineClient = current_app.extensions["modelservice.dataplane"]
     return plane
 
 
@@ -110,18 +109,7 @@ def model_route(rest: str) -> Response:
 
 def _model_ready(name: str, version: int | None) -> Response:
     """200 ``{"ready": true}`` when the model (version) serves; 503 while it loads; 404 when unknown."""
-    repository: ModelRepository = dataplane().repository
-    if name not in repository.model_names():
-        raise NotFound(f"Model '{name}' is not served here")
-    try:
-        repository.resolve(name, version, None)
-        ready = True
-    except Unavailable:
-        ready = False
-    except NotFound:
-        if version is not None:
-            raise
-        ready = False
+    ready = dataplane().model_ready(name, version)
     return _json({"name": name, "ready": ready}, 200 if ready else 503)
 
 
@@ -137,7 +125,7 @@ def _model_metadata(name: str, version: int | None) -> Response:
     plane = dataplane()
     model = plane.model(name, version, None)
     g.version = str(model.version)
-    available = plane.repository.available().get(name, [])
+    available = plane.available().get(name, [])
     return _json(
         {
             "name": name,

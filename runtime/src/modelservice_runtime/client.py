@@ -1,0 +1,149 @@
+"""The HTTP workers' view of the models: operations on the engine, with what can be cached cached.
+
+The protocol layers (``protocols/``) decode a request against a signature's specs, call ``predict`` and
+encode the outputs. ``EngineClient`` gives them that over a transport: ``LocalTransport`` (the engine in
+this process: tests, ``flask run``) or ``ipc.SocketTransport`` (the model process of the pod).
+
+**Caching.** A request needs its version resolved and its signature's specs before it can be decoded.
+Both are cached here and every reply carries the engine's *generation* (bumped when a version loads or
+unloads, or the config changes): a reply with a newer one clears the caches. So a warm request is one
+round trip. A request decoded against a version that stopped being the latest meanwhile is still served
+by the new one when their signatures agree (the engine checks); otherwise it gets 503 and a retry.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .protocols.tensors import TensorSpec, signature_key
+
+Specs = tuple[dict[str, TensorSpec], dict[str, TensorSpec], str]  # inputs, outputs, signature_key
+
+
+class LocalTransport:
+    """The engine in this process: calls go straight to it, nothing is copied."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def __call__(self, op: str, args: Sequence[Any]) -> tuple[int, Any]:
+        value = self.engine.call(op, args)
+        return self.engine.generation, value
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class ModelHandle:
+    """One resolved model version, as a request sees it: its specs, and how the request named it."""
+
+    __slots__ = ("_client", "label", "name", "requested", "version")
+
+    def __init__(
+        self, client: EngineClient, name: str, version: int, requested: int | None, label: str | None
+    ):
+        self._client = client
+        self.name = name
+        self.version = version
+        self.requested = requested
+        self.label = label
+
+    def input_specs(self, signature: str) -> dict[str, TensorSpec]:
+        return self._client.specs(self.name, self.version, signature)[0]
+
+    def output_specs(self, signature: str) -> dict[str, TensorSpec]:
+        return self._client.specs(self.name, self.version, signature)[1]
+
+
+class EngineClient:
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self._generation = -1
+        self._resolved: dict[tuple[Any, ...], int] = {}
+        self._specs: dict[tuple[Any, ...], Specs] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, op: str, *args: Any) -> tuple[int, Any]:
+        generation, value = self.transport(op, args)
+        if generation > self._generation:
+            with self._lock:
+                if generation > self._generation:
+                    self._generation = generation
+                    self._resolved.clear()
+                    self._specs.clear()
+        return generation, value
+
+    def call(self, op: str, *args: Any) -> Any:
+        return self._call(op, *args)[1]
+
+    # -- models
+
+    def model(self, name: str, version: int | None = None, label: str | None = None) -> ModelHandle:
+        key = (self._generation, name, version, label)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            generation, resolved = self._call("resolve", name, version, label)
+            self._resolved[(generation, name, version, label)] = resolved
+        return ModelHandle(self, name, resolved, version, label)
+
+    def specs(self, name: str, version: int, signature: str) -> Specs:
+        key = (self._generation, name, version, signature)
+        specs = self._specs.get(key)
+        if specs is None:
+            generation, (inputs, outputs) = self._call("specs", name, version, signature)
+            specs = (inputs, outputs, signature_key(inputs))
+            self._specs[(generation, name, version, signature)] = specs
+        return specs
+
+    def predict(
+        self, model: ModelHandle, signature: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        decoded_as = self.specs(model.name, model.version, signature)[2]
+        _, (_, outputs) = self._call(
+            "predict", model.name, model.requested, model.label, model.version, signature, decoded_as, inputs
+        )
+        result: dict[str, np.ndarray] = outputs
+        return result
+
+    def classify(
+        self, name: str, version: int | None, label: str | None, doc: dict[str, Any]
+    ) -> tuple[int, Any]:
+        result: tuple[int, Any] = self.call("classify", name, version, label, doc)
+        return result
+
+    def regress(
+        self, name: str, version: int | None, label: str | None, doc: dict[str, Any]
+    ) -> tuple[int, Any]:
+        result: tuple[int, Any] = self.call("regress", name, version, label, doc)
+        return result
+
+    def tfs_status(self, name: str, version: int | None, label: str | None) -> str:
+        return str(self.call("tfs_status", name, version, label))
+
+    def tfs_metadata(self, name: str, version: int | None, label: str | None) -> tuple[int, str]:
+        result: tuple[int, str] = self.call("tfs_metadata", name, version, label)
+        return result
+
+    def model_ready(self, name: str, version: int | None) -> bool:
+        return bool(self.call("model_ready", name, version))
+
+    # -- the repository
+
+    def model_names(self) -> list[str]:
+        return list(self.call("model_names"))
+
+    def available(self) -> dict[str, list[int]]:
+        return dict(self.call("available"))
+
+    def not_ready_models(self) -> list[str]:
+        return list(self.call("not_ready_models"))
+
+    def ping(self) -> int:
+        return int(self.call("ping"))
+
+    def close(self) -> None:
+        self.transport.close()

@@ -1,0 +1,240 @@
+"""The model process: every model, the batcher and TensorFlow, once per pod.
+
+A pod runs one model process and N Gunicorn workers (``supervisor.py`` starts both). The workers speak
+HTTP and JSON and hold no TensorFlow; everything that touches a model is an *operation* on this process,
+sent over a Unix socket (``ipc.py``). So a pod holds one copy of each model and one TensorFlow runtime
+(one CUDA context on a GPU) whatever its worker count, loads, polls and warms up once, and its batches
+are formed from the requests of every worker.
+
+``Engine`` is the operation table, the same object in both deployments: in the model process behind
+``ipc.EngineServer``, and in-process behind ``client.LocalTransport`` (tests, ``flask run``). Operations
+take and return plain values (strings, numbers, numpy arrays, dicts of them) and raise ``ServingError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import RuntimeConfig, load_model_config_file
+from .dataplane import DataPlane
+from .errors import ServingError, StaleVersion, Unavailable
+from .protocols.tensors import TensorSpec, signature_key
+from .repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+SOCKET_ENV = "MODELSERVICE_ENGINE_SOCKET"
+
+
+class Engine:
+    """Operations on the repository and the data plane, by name (what the IPC carries)."""
+
+    def __init__(self, repository: ModelRepository, plane: DataPlane) -> None:
+        self.repository = repository
+        self.plane = plane
+        self._ops: dict[str, Callable[..., Any]] = {
+            "resolve": self.resolve,
+            "specs": self.specs,
+            "predict": self.predict,
+            "classify": self.classify,
+            "regress": self.regress,
+            "tfs_status": self.tfs_status,
+            "tfs_metadata": self.tfs_metadata,
+            "model_names": repository.model_names,
+            "available": repository.available,
+            "not_ready_models": repository.not_ready_models,
+            "model_ready": self.model_ready,
+            "ping": self.ping,
+        }
+
+    @property
+    def generation(self) -> int:
+        return self.repository.generation
+
+    def call(self, op: str, args: Sequence[Any]) -> Any:
+        handler = self._ops.get(op)
+        if handler is None:
+            raise ServingError(f"Unknown model process operation: {op}")
+        return handler(*args)
+
+    # -- models
+
+    def resolve(self, name: str, version: int | None, label: str | None) -> int:
+        """The version a request for (name, version, label) is served by, or TF Serving's error."""
+        return int(self.repository.resolve(name, version, label).version)
+
+    def specs(
+        self, name: str, version: int, signature: str
+    ) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+        """Input and output specs of one signature of one loaded version (TF Serving's 400 if unknown)."""
+        model = self.repository.resolve(name, version, None)
+        return model.input_specs(signature), model.output_specs(signature)
+
+    def _model_for(
+        self,
+        name: str,
+        version: int | None,
+        label: str | None,
+        resolved: int,
+        signature: str,
+        decoded_as: str,
+    ) -> Any:
+        model = self.repository.resolve(name, version, label)
+        # A newer version may have become the latest after the worker resolved: serve it when the
+        # signature the request was decoded against is the same, otherwise the worker must decode again.
+        if model.version != resolved and signature_key(model.input_specs(signature)) != decoded_as:
+            raise StaleVersion(f"Model {name} changed its signature while the request was decoded; retry")
+        return model
+
+    def predict(
+        self,
+        name: str,
+        version: int | None,
+        label: str | None,
+        resolved: int,
+        signature: str,
+        decoded_as: str,
+        inputs: Mapping[str, np.ndarray],
+    ) -> tuple[int, dict[str, np.ndarray]]:
+        model = self._model_for(name, version, label, resolved, signature, decoded_as)
+        return int(model.version), self.plane.predict(model, signature, inputs)
+
+    def classify(
+        self, name: str, version: int | None, label: str | None, doc: dict[str, Any]
+    ) -> tuple[int, Any]:
+        return self._classify_or_regress(name, version, label, doc, "classify")
+
+    def regress(
+        self, name: str, version: int | None, label: str | None, doc: dict[str, Any]
+    ) -> tuple[int, Any]:
+        return self._classify_or_regress(name, version, label, doc, "regress")
+
+    def _classify_or_regress(
+        self, name: str, version: int | None, label: str | None, doc: dict[str, Any], method: str
+    ) -> tuple[int, Any]:
+        from .protocols import tensors
+        from .protocols.tfserving_engine import serialized_examples
+
+        signature = tensors.signature_name_of(doc)
+        # TF Serving checks the body before it looks for the model, and says "classify" for both.
+        examples = serialized_examples(doc, "classify")
+        model = self.repository.resolve(name, version, label)
+        run = self.plane.classify if method == "classify" else self.plane.regress
+        return int(model.version), run(model, signature, examples)
+
+    def tfs_status(self, name: str, version: int | None, label: str | None) -> str:
+        from .protocols.tfserving_engine import status_json
+
+        return status_json(self.repository.statuses(name, version, label))
+
+    def tfs_metadata(self, name: str, version: int | None, label: str | None) -> tuple[int, str]:
+        from .protocols.tfserving_engine import metadata_json
+
+        model = self.repository.resolve(name, version, label)
+        return int(model.version), metadata_json(model)
+
+    def model_ready(self, name: str, version: int | None) -> bool:
+        """V2's per-model readiness: True when it serves, False while it loads; NotFound when unknown."""
+        from .errors import NotFound
+
+        if name not in self.repository.model_names():
+            raise NotFound(f"Model '{name}' is not served here")
+        try:
+            self.repository.resolve(name, version, None)
+        except Unavailable:
+            return False
+        except NotFound:
+            if version is not None:
+                raise
+            return False
+        return True
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def close(self) -> None:
+        self.repository.stop()
+        self.plane.close()
+
+
+def load_in_model_process(config: RuntimeConfig) -> Any:
+    """The repository's loader: imports TensorFlow on first use, in the model process, and sizes its threads."""
+
+    def load(name: str, version: int, path: str) -> Any:
+        from . import loader
+
+        loader.configure_runtime(
+            config.intra_op_threads(), config.inter_op_threads(),
+            config.per_process_gpu_memory_fraction, config.tensorflow_gpu_device,
+        )  # fmt: skip
+        return loader.load_model(name, version, path, warmup=config.enable_model_warmup)
+
+    return load
+
+
+def build_repository(config: RuntimeConfig) -> ModelRepository:
+    reader = None
+    if config.model_config_file:
+        path = config.model_config_file
+
+        def reader() -> Any:
+            return load_model_config_file(path)
+
+    return ModelRepository(
+        config.models,
+        load=load_in_model_process(config),
+        poll_seconds=config.file_system_poll_wait_seconds,
+        config_reader=reader,
+        config_poll_seconds=config.model_config_file_poll_wait_seconds,
+    )
+
+
+def build_engine(config: RuntimeConfig) -> Engine:
+    """The repository and data plane a config describes (TensorFlow loads lazily, on the first model)."""
+    repository = build_repository(config)
+    plane = DataPlane(
+        repository, timeout_ms=config.rest_api_timeout_in_ms, threads=config.threads, batching=config.batching
+    )
+    return Engine(repository, plane)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m modelservice_runtime.engine <runtime flags>``, started by the supervisor."""
+    from .config import config_from_args
+    from .ipc import EngineServer
+    from .logs import configure_logging
+
+    config = config_from_args(argv)
+    configure_logging(config.log_format, config.log_level)
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        print(f"modelservice engine: {SOCKET_ENV} is not set", file=sys.stderr)
+        return 2
+    engine = build_engine(config)
+    server = EngineServer(engine, path)
+    stopping = threading.Event()
+
+    def stop(signum: int, _: Any) -> None:
+        log.info("Model process stopping (signal %d)", signum)
+        stopping.set()
+        server.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    engine.repository.start()
+    log.info("Model process %d serving on %s", os.getpid(), path)
+    server.serve_forever()
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
