@@ -49,8 +49,10 @@ images: venv
 	@scripts/images.sh
 	@$(PY) -m tests.cluster.harness load-images
 
-## bench: the runtime against a naive Flask server and the in-process ceiling (about 5 minutes; see README)
+## bench: the runtime side by side with the Flask ceiling, a naive Flask server and KServe (about 6 minutes;
+##        scripts/bench-deps.sh installs wrk and builds .venv-kserve first; see README)
 bench: venv
+	@scripts/bench-deps.sh
 	$(PY) -m bench.serving_bench
 
 ## bench-operator: 1,000 ModelServices at once on the local control plane: time to Ready, RSS, API requests

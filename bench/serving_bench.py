@@ -1,16 +1,21 @@
-"""Runtime throughput and latency, side by side with a naive Flask server and the in-process ceiling.
+"""Runtime throughput and latency, side by side with its peers and the HTTP ceiling, in one run.
 
     make bench            (or: .venv/bin/python -m bench.serving_bench --seconds 10)
 
-In one run, on the same SavedModel and machine, it starts
-  (1) the naive server (bench/naive_server.py: one model call per request, Gunicorn sync workers), and
-  (2) modelservice-runtime with dynamic batching,
-drives both with the same load generator (bench/loadgen.py) and prints requests/s, rows/s, p50, p99,
-errors and ours/naive ratios, then the in-process ceiling (model calls per second at the batch sizes used,
-no HTTP), an overload run at twice our sustainable rate, and the peak RSS of every worker.
-
-The model is a multilayer perceptron (64 -> 1024 -> 1024 -> 10, 1.1M weights), the size of a small
-ranking or tabular model: one row costs nearly as much as a few dozen, which is where batching pays.
+On the same SavedModels and machine, one after the other, it starts
+  - ``hello``: Flask under Gunicorn gthread with no model (bench/hello_server.py): the HTTP ceiling;
+  - ``hello+ipc``: the same, plus one round trip per request to a model process that runs no model
+    (bench/echo_engine.py): the ceiling of any one-model-process design on this machine;
+  - ``naive``: the one-model-call-per-request Flask app of most tutorials (bench/naive_server.py),
+    Gunicorn sync workers, 2 x cores + 1 of them;
+  - ``kserve``: KServe's Python ModelServer with its defaults (bench/kserve_server.py, in .venv-kserve;
+    skipped with a note when that venv is missing: scripts/bench-deps.sh builds it);
+  - ``ours``: modelservice-runtime with its defaults;
+and drives each with wrk (closed loop, keep-alive; only 2xx answers count as served), then prints
+ratios. Two models: a small dense one (32 -> 256 -> 256 -> 10, single-row requests, the case of most
+online tabular models) and a large one (128 -> 4096 x 3 -> 10, where batching pays), with the in-process
+ceiling of the large one (model calls per second, no HTTP), an open-loop overload run at twice each
+server's throughput, and the RSS of every process.
 """
 
 from __future__ import annotations
@@ -29,12 +34,12 @@ from pathlib import Path
 
 import requests
 
-from bench import loadgen
+from bench import loadgen, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_model(directory: Path, features: int, hidden: int, layers: int) -> Path:
+def build_model(directory: Path, features: int, hidden: int, layers: int, name: str = "bench") -> Path:
     """A Keras MLP exported as a SavedModel version directory (deterministic weights)."""
     import keras
     import numpy as np
@@ -46,7 +51,7 @@ def build_model(directory: Path, features: int, hidden: int, layers: int) -> Pat
         + [keras.layers.Dense(10, activation="softmax")]
     )
     model.predict(np.zeros((1, features), np.float32), verbose=0)
-    path = directory / "bench" / "1"
+    path = directory / name / "1"
     model.export(str(path), verbose=False)
     return path
 
@@ -79,8 +84,9 @@ class Server:
     name: str
     process: subprocess.Popen[bytes]
     port: int
+    helper: subprocess.Popen[bytes] | None = None  # hello+ipc's model process
 
-    def wait_ready(self, probe: str, timeout: float = 180) -> None:
+    def wait_ready(self, probe: tuple[str, bytes], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -95,22 +101,33 @@ class Server:
             time.sleep(0.5)
         raise SystemExit(f"{self.name} did not become ready in {timeout}s")
 
-    def worker_rss_mib(self) -> list[float]:
-        """Peak RSS (VmHWM) of each Gunicorn worker: the master's children."""
-        peaks = []
+    def rss_mib(self) -> list[tuple[str, float]]:
+        """Peak RSS (VmHWM) of every process of the server (its process tree), with its role."""
+        parents: dict[int, int] = {}
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) != self.process.pid:
+            if entry.name.isdigit():
+                try:
+                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
                     continue
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peaks.append(int(line.split()[1]) / 1024)
-            except (OSError, ValueError, IndexError):
+        tree, frontier = [self.process.pid], [self.process.pid]
+        while frontier:
+            current = frontier.pop()
+            children = [pid for pid, parent in parents.items() if parent == current]
+            tree += children
+            frontier += children
+        peaks = []
+        for pid in tree:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
                 continue
-        return sorted(peaks)
+            kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+            peaks.append(
+                (role(command, pid == self.process.pid, parents.get(pid) == self.process.pid), kib / 1024)
+            )
+        return peaks
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -119,6 +136,21 @@ class Server:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        if self.helper is not None and self.helper.poll() is None:
+            self.helper.kill()
+            self.helper.wait()
+
+
+def role(command: str, root: bool, child_of_root: bool) -> str:
+    if "modelservice_runtime.engine" in command or "echo_engine" in command:
+        return "model process"
+    if "modelservice-runtime" in command or "modelservice_runtime.cli" in command:
+        return "supervisor"
+    if "modelservice_runtime.web" in command:
+        return "gunicorn master" if child_of_root else "http worker"
+    if "gunicorn" in command:
+        return "gunicorn master" if root else "http worker"
+    return "server"
 
 
 def start(name: str, command: list[str], port: int, env: dict[str, str], log: Path) -> Server:
@@ -134,88 +166,99 @@ def body(rows: int, features: int) -> bytes:
     return json.dumps({"instances": values.tolist()}).encode()
 
 
-def line(label: str, result: loadgen.Result, rows: int) -> str:
-    rps = result.ok / result.seconds
-    return (
-        f"  {label:<34} {rps:9.1f} req/s {rps * rows:10.0f} rows/s  p50 {loadgen.percentile(result.latencies, 50) * 1000:7.2f} ms"
-        f"  p99 {loadgen.percentile(result.latencies, 99) * 1000:7.2f} ms  errors {result.errors}"
-        + (f"  shed {result.shed}" if result.shed else "")
+@dataclass
+class Peers:
+    """How each server is started, for one model (``model_dir`` is its version directory)."""
+
+    work: Path
+    env: dict[str, str]
+    args: argparse.Namespace
+
+    def command(self, name: str, model_dir: Path, port: int) -> list[str] | None:
+        bin_dir = Path(sys.executable).parent
+        cores = os.cpu_count() or 1
+        if name in ("hello", "hello+ipc"):
+            return [str(bin_dir / "gunicorn"), "-k", "gthread", f"-w{cores}", "--threads=8",
+                    f"--bind=127.0.0.1:{port}", "bench.hello_server:app"]  # fmt: skip
+        if name == "naive":
+            return [str(bin_dir / "gunicorn"), "--worker-class=sync", f"--workers={2 * cores + 1}",
+                    f"--bind=127.0.0.1:{port}", "bench.naive_server:app"]  # fmt: skip
+        if name == "kserve":
+            python = ROOT / ".venv-kserve" / "bin" / "python"
+            if not python.exists():
+                return None
+            return [str(python), "-m", "bench.kserve_server", f"--http_port={port}", "--grpc_port=0"]
+        if name == "ours":
+            return [str(bin_dir / "modelservice-runtime"), f"--model_name={model_dir.parent.name}",
+                    f"--model_base_path={model_dir.parent}", f"--rest_api_port={port}",
+                    "--rest_api_host=127.0.0.1", "--drain_seconds=0", *self.args.ours_flag]  # fmt: skip
+        raise ValueError(name)
+
+    def start(self, name: str, model_dir: Path) -> Server | None:
+        port = loadgen.free_port()
+        command = self.command(name, model_dir, port)
+        if command is None:
+            return None
+        env = dict(self.env, MODEL_DIR=str(model_dir))
+        helper = None
+        if name == "hello+ipc":
+            socket_path = str(self.work / "echo.sock")
+            helper = subprocess.Popen(
+                [sys.executable, "-m", "bench.echo_engine", socket_path], env=env, cwd=ROOT
+            )
+            env["MODELSERVICE_BENCH_ECHO_SOCKET"] = socket_path
+            deadline = time.monotonic() + 30
+            while not Path(socket_path).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        server = start(name, command, port, env, self.work / f"{name}-{model_dir.parent.name}.log")
+        server.helper = helper
+        return server
+
+
+def probe(model_dir: Path, features: int) -> tuple[str, bytes]:
+    return (f"/v1/models/{model_dir.parent.name}:predict", body(1, features))
+
+
+def closed(server: Server, model_dir: Path, rows: int, features: int, connections: int,
+           args: argparse.Namespace) -> wrk.Run:  # fmt: skip
+    url = f"http://127.0.0.1:{server.port}/v1/models/{model_dir.parent.name}:predict"
+    payload = body(rows, features)
+    wrk.run(url, payload, connections, args.warmup)
+    return wrk.run(url, payload, connections, args.seconds)
+
+
+def run_line(label: str, result: wrk.Run, rows: int, ceiling_rps: float | None = None) -> str:
+    rps = result.served_per_second
+    text = (
+        f"  {label:<12} {rps:9.1f} req/s {rps * rows:9.0f} rows/s  p50 {result.p50 * 1000:7.2f} ms"
+        f"  p99 {result.p99 * 1000:7.2f} ms  non-2xx {result.not_ok}"
     )
+    if result.socket_errors:
+        text += f"  socket errors {result.socket_errors}"
+    if ceiling_rps:
+        text += f"  ({rps / ceiling_rps:.0%} of hello)"
+    return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load before each run")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent connections, single-row runs")
-    parser.add_argument("--batch-rows", type=int, default=64, help="rows per request in the batch runs")
-    parser.add_argument("--batch-connections", type=int, default=8, help="concurrent connections, batch runs")
-    parser.add_argument("--naive-workers", type=int, default=2 * (os.cpu_count() or 1) + 1,
-                        help="sync workers of the naive server (default: Gunicorn's 2 x cores + 1)")  # fmt: skip
-    parser.add_argument("--features", type=int, default=128, help="model input width")
-    parser.add_argument("--hidden", type=int, default=4096, help="width of the hidden layers")
-    parser.add_argument("--layers", type=int, default=3, help="number of hidden layers")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="our Gunicorn workers")
-    parser.add_argument("--tf-threads", type=int, default=os.cpu_count() or 1,
-                        help="TensorFlow threads per worker (default: every core, since keep-alive "
-                        "connections can all land on one worker)")  # fmt: skip
-    parser.add_argument("--overload-connections", type=int, default=256,
-                        help="connections of the open-loop overload run (more than the server admits)")  # fmt: skip
-    parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--batch-timeout-micros", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=48, help="request threads of our worker")
-    args = parser.parse_args(argv)
-
-    work = Path(tempfile.mkdtemp(prefix="modelservice-bench-"))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.platform()}")  # fmt: skip
-    print(
-        f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.serving_bench', *(argv or sys.argv[1:])])}"
-    )
-    model_dir = build_model(work, args.features, args.hidden, args.layers)
-    widths = "->".join(str(w) for w in [args.features] + [args.hidden] * args.layers + [10])
-    print(f"model:   MLP {widths} ({model_dir})")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MODEL_DIR=str(model_dir), PYTHONPATH=str(ROOT))
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    batching = work / "batching.config"
-    batching.write_text(
-        f"max_batch_size {{ value: {max(args.max_batch_size, args.batch_rows)} }}\n"
-        f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
-        "max_enqueued_batches { value: 16 }\nnum_batch_threads { value: 1 }\n"
-    )
-    naive_port, ours_port = loadgen.free_port(), loadgen.free_port()
-    bin_dir = Path(sys.executable).parent
-    naive = start("naive", [str(bin_dir / "gunicorn"), "--worker-class=sync", f"--workers={args.naive_workers}",
-                            f"--bind=127.0.0.1:{naive_port}", "bench.naive_server:app"],
-                  naive_port, env, work / "naive.log")  # fmt: skip
-    ours = start("ours", [str(bin_dir / "modelservice-runtime"), "--model_name=bench",
-                          f"--model_base_path={model_dir.parent}", f"--rest_api_port={ours_port}",
-                          "--rest_api_host=127.0.0.1", "--enable_batching",
-                          f"--batching_parameters_file={batching}", f"--threads={args.threads}",
-                          f"--workers={args.workers}", f"--tensorflow_intra_op_parallelism={args.tf_threads}",
-                          "--log_level=warning", "--drain_seconds=0"],
-                 ours_port, env, work / "ours.log")  # fmt: skip
-    servers = {"naive": naive, "ours": ours}
-    try:
-        return run(args, servers, work)
-    finally:
-        for server in servers.values():
-            server.stop()
+def ratio(ours: float, other: float) -> str:
+    return f"{ours / other:.2f}x" if other > 0 else "n/a"
 
 
-def measure(server: Server, rows: int, connections: int, args: argparse.Namespace) -> loadgen.Result:
-    payload = body(rows, args.features)
-    path = "/v1/models/bench:predict"
-    loadgen.closed_loop("127.0.0.1", server.port, path, payload, connections, args.warmup)
-    return loadgen.closed_loop("127.0.0.1", server.port, path, payload, connections, args.seconds)
+def rss_lines(name: str, server: Server) -> list[str]:
+    by_role: dict[str, list[float]] = {}
+    for role_name, mib in server.rss_mib():
+        by_role.setdefault(role_name, []).append(mib)
+    parts = [
+        f"{r} {len(v)} x " + "/".join(f"{m:.0f}" for m in v) + " MiB" for r, v in sorted(by_role.items())
+    ]
+    total = sum(sum(v) for v in by_role.values())
+    return [f"  {name:<10} total {total:6.0f} MiB: " + "; ".join(parts)]
 
 
 def overload_line(name: str, rate: float, result: loadgen.Result) -> str:
     sent = result.ok + result.shed + result.errors
     text = (
-        f"  {name:<6} offered {rate:6.0f} req/s: accepted {result.ok / result.seconds:6.1f} req/s, "
+        f"  {name:<6} offered {rate:6.0f} req/s: served {result.ok / result.seconds:6.1f} req/s, "
         f"p50 {loadgen.percentile(result.latencies, 50) * 1000:8.1f} ms, "
         f"p99 {loadgen.percentile(result.latencies, 99) * 1000:8.1f} ms; "
     )
@@ -224,68 +267,143 @@ def overload_line(name: str, rate: float, result: loadgen.Result) -> str:
             f"{code}: {result.statuses[code]}" for code in (429, 503) if code in result.statuses
         )
         text += (
-            f"shed {result.shed} of {sent} ({codes}) in p50 "
+            f"refused {result.shed} of {sent} ({codes}) in p50 "
             f"{loadgen.percentile(result.rejected_latencies, 50) * 1000:.1f} ms, p99 "
             f"{loadgen.percentile(result.rejected_latencies, 99) * 1000:.1f} ms; "
         )
     else:
-        text += f"shed none of {sent}; "
+        text += f"refused none of {sent}; "
     return text + f"errors {result.errors}"
 
 
-def ratio(ours: float, naive: float) -> str:
-    return f"{ours / naive:.2f}x" if naive > 0 else "n/a"
-
-
-def run(args: argparse.Namespace, servers: dict[str, Server], work: Path) -> int:
-    probe = ("/v1/models/bench:predict", body(1, args.features))
-    for server in servers.values():
-        server.wait_ready(probe)
-    print()
-    print(f"single-row requests, {args.connections} connections, {args.seconds:.0f} s each")
-    single = {}
-    for name, server in servers.items():
-        single[name] = measure(server, 1, args.connections, args)
-        print(line(name, single[name], 1))
-    n, o = single["naive"], single["ours"]
-    print(f"  ours/naive: throughput {ratio(o.ok, n.ok)}, "
-          f"p99 {ratio(loadgen.percentile(o.latencies, 99), loadgen.percentile(n.latencies, 99))} (lower is better)")  # fmt: skip
-
-    rows = args.batch_rows
-    print()
-    print(f"{rows}-row requests, {args.batch_connections} connections")
-    batched = {}
-    for name, server in servers.items():
-        batched[name] = measure(server, rows, args.batch_connections, args)
-        print(line(name, batched[name], rows))
-    print(f"  ours/naive: throughput {ratio(batched['ours'].ok, batched['naive'].ok)}")
-
-    print()
-    print("in-process ceiling (model calls, no HTTP; separate process)")
-    sizes = sorted({1, args.max_batch_size, rows})
-    calls = ceiling(next(work.glob("bench/1")), args.features, sizes, seconds=max(2.0, args.seconds / 3))
-    for size in sizes:
-        print(f"  batch {size:<5} {calls[size]:9.1f} calls/s {calls[size] * size:10.0f} rows/s")
-    ours_rows = batched["ours"].ok * rows / args.seconds
-    print(
-        f"  ours at {rows}-row requests: {ours_rows / (calls[rows] * rows):.0%} of the ceiling's rows/s at batch {rows}"
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load before each run")
+    parser.add_argument("--connections", type=int, default=32, help="connections of the single-row runs")
+    parser.add_argument("--many-connections", type=int, default=128, help="the many-clients run")
+    parser.add_argument("--batch-rows", type=int, default=64, help="rows per request in the batch runs")
+    parser.add_argument("--batch-connections", type=int, default=8, help="connections of the batch runs")
+    parser.add_argument("--overload-connections", type=int, default=256,
+                        help="connections of the open-loop overload run")  # fmt: skip
+    parser.add_argument("--ours-flag", action="append", default=[],
+                        help="a flag for our runtime (repeatable; default: none, its defaults)")  # fmt: skip
+    parser.add_argument("--skip-large", action="store_true", help="only the small model")
+    args = parser.parse_args(argv)
+    if not wrk.available():
+        raise SystemExit("wrk is not installed: run scripts/bench-deps.sh (or apt-get install wrk)")
 
+    work = Path(tempfile.mkdtemp(prefix="modelservice-bench-"))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.platform()}")  # fmt: skip
+    print(
+        f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.serving_bench', *(argv or sys.argv[1:])])}"
+    )
+    small = build_model(work, 32, 256, 2, name="small")
+    large = None if args.skip_large else build_model(work, 128, 4096, 3, name="large")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    peers = Peers(work, env, args)
+    report = run_small(peers, small, args)
+    if large is not None:
+        run_large(peers, large, args, work)
     print()
-    print(f"overload: open loop at 2x each server's single-row throughput, {args.overload_connections} "
-          f"connections, {args.seconds:.0f} s; latency counts from each request's due time")  # fmt: skip
-    for name, server in servers.items():
-        rate = 2 * single[name].ok / args.seconds
-        result = loadgen.open_loop("127.0.0.1", server.port, "/v1/models/bench:predict",
-                                   body(1, args.features), rate, args.seconds, args.overload_connections)  # fmt: skip
-        print(overload_line(name, rate, result))
-    print()
-    print("peak RSS per worker (VmHWM)")
-    for name, server in servers.items():
-        peaks = server.worker_rss_mib()
-        print(f"  {name:<6} {len(peaks)} worker(s): " + ", ".join(f"{p:.0f} MiB" for p in peaks))
+    print("peak RSS (VmHWM) per process")
+    for line_ in report:
+        print(line_)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def serving(peers: Peers, name: str, model_dir: Path, features: int) -> Server | None:
+    server = peers.start(name, model_dir)
+    if server is None:
+        return None
+    try:
+        server.wait_ready(probe(model_dir, features))
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def run_small(peers: Peers, model_dir: Path, args: argparse.Namespace) -> list[str]:
+    print("model:   small, MLP 32->256->256->10")
+    print()
+    print(
+        f"small model, single-row requests, {args.connections} connections, {args.seconds:.0f} s each (wrk)"
+    )
+    results: dict[str, wrk.Run] = {}
+    rss: list[str] = []
+    hello_rps = None
+    for name in ("hello", "hello+ipc", "naive", "kserve", "ours"):
+        server = serving(peers, name, model_dir, 32)
+        if server is None:
+            print(f"  {name:<12} skipped: .venv-kserve is missing (scripts/bench-deps.sh builds it)")
+            continue
+        try:
+            results[name] = closed(server, model_dir, 1, 32, args.connections, args)
+            print(run_line(name, results[name], 1, hello_rps), flush=True)
+            if name == "hello":
+                hello_rps = results[name].served_per_second
+            if name == "ours":
+                many = closed(server, model_dir, 1, 32, args.many_connections, args)
+                print(run_line(f"ours c{args.many_connections}", many, 1, hello_rps), flush=True)
+            if name in ("naive", "kserve", "ours"):
+                rss += rss_lines(f"{name} (small)", server)
+        finally:
+            server.stop()
+    ours = results["ours"].served_per_second
+    naive = results["naive"]
+    text = (
+        f"  ours/hello {ratio(ours, results['hello'].served_per_second)}, "
+        f"ours/hello+ipc {ratio(ours, results['hello+ipc'].served_per_second)}, "
+        f"ours/naive {ratio(ours, naive.served_per_second)}"
+    )
+    if "kserve" in results:
+        text += f", ours/kserve {ratio(ours, results['kserve'].served_per_second)}"
+    text += f"; p99 ours/naive {ratio(results['ours'].p99, naive.p99)} (lower is better)"
+    print(text)
+    return rss
+
+
+def run_large(peers: Peers, model_dir: Path, args: argparse.Namespace, work: Path) -> None:
+    print()
+    print("model:   large, MLP 128->4096->4096->4096->10")
+    rows = args.batch_rows
+    single: dict[str, wrk.Run] = {}
+    batched: dict[str, wrk.Run] = {}
+    overload: dict[str, tuple[float, loadgen.Result]] = {}
+    for name in ("naive", "ours"):
+        server = serving(peers, name, model_dir, 128)
+        assert server is not None
+        try:
+            single[name] = closed(server, model_dir, 1, 128, args.connections, args)
+            batched[name] = closed(server, model_dir, rows, 128, args.batch_connections, args)
+            rate = 2 * single[name].served_per_second
+            result = loadgen.open_loop("127.0.0.1", server.port, f"/v1/models/{model_dir.parent.name}:predict",
+                                       body(1, 128), rate, args.seconds, args.overload_connections)  # fmt: skip
+            overload[name] = (rate, result)
+        finally:
+            server.stop()
+    print()
+    print(f"large model, single-row requests, {args.connections} connections (wrk)")
+    for name, result in single.items():
+        print(run_line(name, result, 1))
+    print(f"  ours/naive {ratio(single['ours'].served_per_second, single['naive'].served_per_second)}")
+    print()
+    print(f"large model, {rows}-row requests, {args.batch_connections} connections (wrk)")
+    for name, result in batched.items():
+        print(run_line(name, result, rows))
+    sizes = [1, rows]
+    calls = ceiling(model_dir, 128, sizes, seconds=max(2.0, args.seconds / 3))
+    print("  in-process ceiling (model calls, no HTTP; separate process): "
+          + ", ".join(f"batch {n}: {calls[n]:.1f} calls/s = {calls[n] * n:.0f} rows/s" for n in sizes))  # fmt: skip
+    ours_rows = batched["ours"].served_per_second * rows
+    print(f"  ours at {rows}-row requests: {ours_rows / (calls[rows] * rows):.0%} of the ceiling's rows/s")
+    print()
+    print(f"overload: open loop at 2x each server's single-row throughput, {args.overload_connections} "
+          f"connections, {args.seconds:.0f} s; latency counts from each request's due time")  # fmt: skip
+    for name, (rate, result) in overload.items():
+        print(overload_line(name, rate, result))

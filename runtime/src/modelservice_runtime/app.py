@@ -39,9 +39,6 @@ access_log = logging.getLogger("modelservice_runtime.access")
 
 MODEL_APIS = {"predict", "classify", "regress", "metadata", "status", "infer"}
 RETRY_AFTER_SECONDS = "1"
-# A worker gives up on the model process this long after the request deadline (the model process
-# answers 504 at the deadline itself; this only guards against one that hangs).
-IPC_TIMEOUT_MARGIN_S = 10.0
 
 
 class SheddingMiddleware:
@@ -96,9 +93,9 @@ def create_app(
     socket_path = os.environ.get(SOCKET_ENV) if repository is None else None
     if socket_path:
         # Under the supervisor: the models live in the pod's model process; this worker holds none.
+        # The worker enforces the request deadline: it stops waiting on the model process then (504).
         deadline = config.rest_api_timeout_in_ms / 1000.0 if config.rest_api_timeout_in_ms > 0 else None
-        safety = None if deadline is None else deadline + IPC_TIMEOUT_MARGIN_S
-        app.extensions["modelservice.dataplane"] = EngineClient(SocketTransport(socket_path, safety))
+        app.extensions["modelservice.dataplane"] = EngineClient(SocketTransport(socket_path, deadline))
     else:
         # In-process (tests, `flask run`): the same engine, called directly.
         if repository is None:

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 Tensors = Mapping[str, np.ndarray]
 Runner = Callable[[Tensors], dict[str, np.ndarray]]
 Clock = Callable[[], float]
+# Called once with a request's outputs, or with the error that failed it, by the thread that finished it.
+Done = Callable[["dict[str, np.ndarray] | ServingError"], None]
 
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 
@@ -101,9 +103,12 @@ class BatchingParameters:
 
 
 class Pending:
-    """One request waiting for its rows: it may have been split into several tasks (parts)."""
+    """One request waiting for its rows: it may have been split into several tasks (parts).
 
-    def __init__(self, parts: int, deadline: float | None) -> None:
+    A caller either blocks in ``wait`` or, when it gave ``on_done``, is called back once with the outputs
+    or the error (the model process answers that way: no thread waits per request)."""
+
+    def __init__(self, parts: int, deadline: float | None, on_done: Done | None = None) -> None:
         self.deadline = deadline
         self.parts = parts
         self._results: list[dict[str, np.ndarray] | None] = [None] * parts
@@ -111,7 +116,14 @@ class Pending:
         self._error: ServingError | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
+        self._on_done = on_done
         self.cancelled = False
+
+    def _joined(self) -> dict[str, np.ndarray]:
+        parts = [p for p in self._results if p is not None]
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def expired(self, now: float) -> bool:
         return self.cancelled or (self.deadline is not None and now >= self.deadline)
@@ -122,8 +134,11 @@ class Pending:
                 return
             self._results[index] = outputs
             self._remaining -= 1
-            if self._remaining == 0:
-                self._done.set()
+            if self._remaining != 0:
+                return
+            self._done.set()
+        if self._on_done is not None:
+            self._on_done(self._joined())
 
     def fail(self, error: ServingError) -> None:
         with self._lock:
@@ -131,6 +146,8 @@ class Pending:
                 return
             self._error = error
             self._done.set()
+        if self._on_done is not None:
+            self._on_done(error)
 
     def wait(self, timeout: float | None) -> dict[str, np.ndarray]:
         if not self._done.wait(timeout):
@@ -138,10 +155,7 @@ class Pending:
             raise DeadlineExceeded("Deadline exceeded")
         if self._error is not None:
             raise self._error
-        parts = [p for p in self._results if p is not None]
-        if len(parts) == 1:
-            return parts[0]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return self._joined()
 
 
 @dataclass
@@ -206,7 +220,9 @@ class BatchQueue:
     def enqueued_tasks(self) -> int:
         return sum(len(b.tasks) for b in self.batches)
 
-    def submit(self, inputs: Tensors, deadline: float | None, now: float) -> Pending:
+    def submit(
+        self, inputs: Tensors, deadline: float | None, now: float, on_done: Done | None = None
+    ) -> Pending:
         """Enqueue a request, split where it does not fit; all of it or none (UNAVAILABLE when full)."""
         size = batch_size_of(inputs)
         key = compatibility_key(inputs, self.params.pad_variable_length_inputs)
@@ -221,7 +237,7 @@ class BatchQueue:
         new_batches = len(chunks) - (1 if room > 0 else 0)
         if len(self.batches) + new_batches > self.params.max_enqueued_batches:
             raise Unavailable(QUEUE_FULL)
-        pending = Pending(len(chunks), deadline)
+        pending = Pending(len(chunks), deadline, on_done)
         start = 0
         for part, rows in enumerate(chunks):
             rows_inputs = split_rows(inputs, start, start + rows) if len(chunks) > 1 else dict(inputs)
@@ -357,6 +373,37 @@ class BatchScheduler:
         """Queue ``inputs`` for ``key`` (one model version + signature) and wait for their outputs."""
         if batch_size_of(inputs) == 0:
             return runner(inputs)  # no rows: nothing to batch, and no batch would ever answer it
+        pending = self._enqueue(key, owner, model, runner, inputs, deadline, None)
+        timeout = None if deadline is None else max(0.0, deadline - self.clock())
+        return pending.wait(timeout)
+
+    def submit_async(
+        self,
+        key: Any,
+        owner: object,
+        model: str,
+        runner: Runner,
+        inputs: Tensors,
+        deadline: float | None,
+        on_done: Done,
+    ) -> None:
+        """Queue ``inputs`` and return at once; ``on_done`` gets the outputs or the error later, from the
+        batch thread (a full queue raises here, synchronously, as ``submit`` does)."""
+        if batch_size_of(inputs) == 0:
+            on_done(runner(inputs))
+            return
+        self._enqueue(key, owner, model, runner, inputs, deadline, on_done)
+
+    def _enqueue(
+        self,
+        key: Any,
+        owner: object,
+        model: str,
+        runner: Runner,
+        inputs: Tensors,
+        deadline: float | None,
+        on_done: Done | None,
+    ) -> Pending:
         with self._cond:
             if self._stopped:
                 raise Unavailable("The batch scheduler is shutting down")
@@ -369,14 +416,13 @@ class BatchScheduler:
                 entry = _Queue(BatchQueue(self.params), runner, model, owner)
                 self._queues[(key, id(owner))] = entry  # the entry holds the owner, so its id stays unique
             try:
-                pending = entry.queue.submit(inputs, deadline, self.clock())
+                pending = entry.queue.submit(inputs, deadline, self.clock(), on_done)
             except Unavailable:
                 self.metrics.BATCH_REJECTED.labels(model).inc()
                 raise
             self.metrics.BATCH_QUEUE_DEPTH.labels(model).inc(pending.parts)
             self._cond.notify()
-        timeout = None if deadline is None else max(0.0, deadline - self.clock())
-        return pending.wait(timeout)
+        return pending
 
     def _next(self) -> tuple[_Queue, Batch | None, list[Task]] | None:
         """The next ready batch, round-robin over the queues (the lock is held)."""

@@ -242,7 +242,7 @@ def batching_from_args(args: argparse.Namespace) -> BatchingParameters | None:
     """``--enable_batching`` with the file's values, our flags overriding them; TF Serving's defaults."""
     if not args.enable_batching:
         if args.batching_parameters_file:
-            raise ConfigError("--batching_parameters_file needs --enable_batching")
+            raise ConfigError("--batching_parameters_file needs batching (--enable_batching=false was given)")
         return None
     values: dict[str, Any] = {"num_batch_threads": _cpu_count()}
     if args.batching_parameters_file:
@@ -343,8 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     tfs.add_argument("--per_process_gpu_memory_fraction", type=float, default=0.0,
                      help="fraction of each GPU's memory the model process reserves; 0 (default) lets "
                      "it grow as needed instead of reserving nearly all of it up front")  # fmt: skip
-    tfs.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False,
-                     help="batch concurrent predict/infer requests per model version and signature")  # fmt: skip
+    tfs.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=True,
+                     help="batch concurrent predict/infer requests per model version and signature "
+                     "(default on, unlike TF Serving: with batch_timeout_micros 0 a lone request runs "
+                     "at once; --enable_batching=false turns it off)")  # fmt: skip
     tfs.add_argument("--batching_parameters_file", default="",
                      help="TF Serving's BatchingParameters text proto (max_batch_size { value: 32 } ...)")  # fmt: skip
     batching = parser.add_argument_group(

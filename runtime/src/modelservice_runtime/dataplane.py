@@ -14,12 +14,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .batcher import BatchingParameters, BatchScheduler, Clock
+from .batcher import BatchingParameters, BatchScheduler, Clock, Done
 from .errors import DeadlineExceeded
 from .protocols.tensors import TensorSpec, check_against_signature
 from .repository import ModelRepository
 
 T = TypeVar("T")
+
+
+def can_join_a_batch(inputs: Mapping[str, np.ndarray]) -> bool:
+    """A request can join a batch when all its inputs share one 0th dimension; any other request runs
+    alone and the model decides (as TF Serving without batching does)."""
+    sizes = {a.shape[0] if a.ndim else -1 for a in inputs.values()}
+    return len(sizes) == 1 and -1 not in sizes
 
 
 def batchable(specs: Mapping[str, TensorSpec]) -> bool:
@@ -37,13 +44,16 @@ class DataPlane:
         threads: int = 16,
         batching: BatchingParameters | None = None,
         clock: Clock = time.monotonic,
+        enforce_deadline: bool = True,
     ) -> None:
+        """``enforce_deadline=False`` in the model process: the HTTP worker stops waiting at the deadline
+        itself (its socket times out), so a model call needs no thread hop to be given up on."""
         self.repository = repository
         self.timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
         self.clock = clock
         self._pool = (
             concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="infer")
-            if self.timeout_s is not None
+            if self.timeout_s is not None and enforce_deadline
             else None
         )
         self.scheduler = BatchScheduler(batching, clock) if batching is not None else None
@@ -68,7 +78,7 @@ class DataPlane:
     ) -> dict[str, np.ndarray]:
         specs: Mapping[str, TensorSpec] = model.input_specs(signature_name)
         check_against_signature(inputs, specs)
-        if self.scheduler is not None and batchable(specs):
+        if self.scheduler is not None and batchable(specs) and can_join_a_batch(inputs):
             deadline = None if self.timeout_s is None else self.clock() + self.timeout_s
 
             def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,6 +89,25 @@ class DataPlane:
             return self.scheduler.submit(key, model, model.name, run, inputs, deadline)
         result: dict[str, np.ndarray] = self._with_deadline(model.predict, signature_name, inputs)
         return result
+
+    def predict_async(
+        self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray], on_done: Done
+    ) -> bool:
+        """Queue a batchable request and return True (``on_done`` gets its outputs or error later), or
+        return False when it is not batched here (the caller runs ``predict``)."""
+        specs: Mapping[str, TensorSpec] = model.input_specs(signature_name)
+        if self.scheduler is None or not batchable(specs) or not can_join_a_batch(inputs):
+            return False
+        check_against_signature(inputs, specs)
+        deadline = None if self.timeout_s is None else self.clock() + self.timeout_s
+
+        def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs: dict[str, np.ndarray] = model.predict(signature_name, batch)
+            return outputs
+
+        key = (model.name, model.version, signature_name or "serving_default")
+        self.scheduler.submit_async(key, model, model.name, run, inputs, deadline, on_done)
+        return True
 
     def classify(self, model: Any, signature_name: str, examples: list[bytes]) -> Any:
         return self._with_deadline(model.classify, signature_name, examples)

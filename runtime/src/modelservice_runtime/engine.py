@@ -13,6 +13,7 @@ take and return plain values (strings, numbers, numpy arrays, dicts of them) and
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import signal
@@ -33,13 +34,18 @@ log = logging.getLogger(__name__)
 
 SOCKET_ENV = "MODELSERVICE_ENGINE_SOCKET"
 
+Reply = Callable[[Any], None]  # called with an operation's value, or with the ServingError that ended it
+
 
 class Engine:
     """Operations on the repository and the data plane, by name (what the IPC carries)."""
 
-    def __init__(self, repository: ModelRepository, plane: DataPlane) -> None:
+    def __init__(self, repository: ModelRepository, plane: DataPlane, threads: int = 16) -> None:
         self.repository = repository
         self.plane = plane
+        # Operations that block (an unbatched model call, classify, metadata) run here, never on the
+        # thread that reads requests.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="op")
         self._ops: dict[str, Callable[..., Any]] = {
             "resolve": self.resolve,
             "specs": self.specs,
@@ -64,6 +70,40 @@ class Engine:
         if handler is None:
             raise ServingError(f"Unknown model process operation: {op}")
         return handler(*args)
+
+    def submit(self, op: str, args: Sequence[Any], reply: Reply) -> None:
+        """Start an operation and return at once; ``reply`` gets its value or its ``ServingError``, once,
+        from whichever thread finishes it. A batchable predict goes straight into the batcher (no thread
+        waits for it); everything else runs on the operation pool."""
+        if op == "predict":
+            try:
+                name, version, label, resolved, signature, decoded_as, inputs = args
+                model = self._model_for(name, version, label, resolved, signature, decoded_as)
+                served = int(model.version)
+
+                def done(result: dict[str, np.ndarray] | ServingError) -> None:
+                    reply(result if isinstance(result, ServingError) else (served, result))
+
+                if self.plane.predict_async(model, signature, inputs, done):
+                    return
+            except ServingError as exc:
+                reply(exc)
+                return
+            except Exception as exc:
+                reply(_internal(op, exc))
+                return
+        self._pool.submit(self._call_and_reply, op, args, reply)
+
+    def _call_and_reply(self, op: str, args: Sequence[Any], reply: Reply) -> None:
+        try:
+            value = self.call(op, args)
+        except ServingError as exc:
+            reply(exc)
+            return
+        except Exception as exc:
+            reply(_internal(op, exc))
+            return
+        reply(value)
 
     # -- models
 
@@ -163,6 +203,15 @@ class Engine:
     def close(self) -> None:
         self.repository.stop()
         self.plane.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _internal(op: str, exc: Exception) -> ServingError:
+    """A bug answers 500 with its type, and is logged with its traceback; it never leaves a worker waiting."""
+    log.error("Model process operation %s failed", op, exc_info=exc)
+    error = ServingError(f"Internal error: {type(exc).__name__}: {exc}")
+    error.code = "INTERNAL"
+    return error
 
 
 def load_in_model_process(config: RuntimeConfig) -> Any:
@@ -201,9 +250,13 @@ def build_engine(config: RuntimeConfig) -> Engine:
     """The repository and data plane a config describes (TensorFlow loads lazily, on the first model)."""
     repository = build_repository(config)
     plane = DataPlane(
-        repository, timeout_ms=config.rest_api_timeout_in_ms, threads=config.threads, batching=config.batching
+        repository,
+        timeout_ms=config.rest_api_timeout_in_ms,
+        threads=config.threads,
+        batching=config.batching,
+        enforce_deadline=False,
     )
-    return Engine(repository, plane)
+    return Engine(repository, plane, threads=config.threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,12 +1,8 @@
 """The local IPC between the HTTP workers and the model process: a Unix socket, one frame per message.
 
-**Framing.** A message is a pickle (protocol 5) whose large buffers travel out of band, so a numpy array
-crosses the socket as its raw bytes, not copied into the pickle and out again::
-
-    <u32 pickle length> <u16 buffer count> <u64 buffer length> ...   header
-    <pickle> <buffer 0> <buffer 1> ...                              body
-
-and is read back with one ``recv_into`` per part, the arrays pointing into the received bytes. Both ends
+**Framing.** A message is ``<u64 length><pickle>`` (protocol 5: a numpy array is its header plus its raw
+bytes). A small message is one ``send`` and one ``recv``; a large one is written with one ``sendmsg`` and
+read straight into one buffer. Both ends
 are this package, in one pod, as one user: the socket lives in a private directory (0700), so pickle's
 trust model is the process boundary we already have.
 
@@ -20,9 +16,11 @@ round trip with a one-row request costs about 40 us of CPU on both sides togethe
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
+import select
 import socket
 import struct
 import threading
@@ -34,60 +32,56 @@ from .errors import DeadlineExceeded, ServingError, Unavailable
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct("<IH")
-_LEN = struct.Struct("<Q")
+_HEAD = struct.Struct("<Q")
+FIRST_READ = 256 * 1024
+LARGE = 256 * 1024
 OK, ERROR = 0, 1
 
 ENGINE_DOWN = "The model process is not running (it is starting or restarting); retry"
 ENGINE_LOST = "The model process stopped while serving this request; retry"
-
-
-def _send_parts(sock: socket.socket, parts: list[Any]) -> None:
-    views = [memoryview(p).cast("B") for p in parts]
-    while views:
-        sent = sock.sendmsg(views)
-        while views and sent >= views[0].nbytes:
-            sent -= views[0].nbytes
-            views.pop(0)
-        if views and sent:
-            views[0] = views[0][sent:]
+READ_TIMEOUT_S = 5.0
 
 
 def send_message(sock: socket.socket, message: Any) -> None:
-    buffers: list[pickle.PickleBuffer] = []
-    body = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
-    raws = [b.raw() for b in buffers]
-    header = _HEAD.pack(len(body), len(raws)) + b"".join(_LEN.pack(r.nbytes) for r in raws)
-    if not raws:
-        sock.sendall(header + body)
-    else:
-        _send_parts(sock, [header, body, *raws])
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytearray:
-    data = bytearray(size)
-    view = memoryview(data)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got, socket.MSG_WAITALL)
-        if n == 0:
-            raise EOFError("connection closed")
-        got += n
-    return data
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(body) < LARGE:
+        sock.sendall(_HEAD.pack(len(body)) + body)
+        return
+    # A large body (big tensors) is not copied to prepend the header: both go in one sendmsg.
+    parts = [memoryview(_HEAD.pack(len(body))), memoryview(body)]
+    while parts:
+        sent = sock.sendmsg(parts)
+        while parts and sent >= parts[0].nbytes:
+            sent -= parts[0].nbytes
+            parts.pop(0)
+        if parts and sent:
+            parts[0] = parts[0][sent:]
 
 
 def recv_message(sock: socket.socket) -> Any:
-    body_length, count = _HEAD.unpack(_recv_exact(sock, _HEAD.size))
-    lengths = [_LEN.unpack_from(_recv_exact(sock, _LEN.size * count), i * _LEN.size)[0] for i in range(count)]
-    if not count:
-        return pickle.loads(_recv_exact(sock, body_length))
-    data = _recv_exact(sock, body_length + sum(lengths))
-    view = memoryview(data)
-    buffers, offset = [], body_length
-    for length in lengths:
-        buffers.append(view[offset : offset + length])
-        offset += length
-    return pickle.loads(view[:body_length], buffers=buffers)
+    """One message. A connection carries one request (or reply) at a time, so whatever one ``recv``
+    returns belongs to this message: small messages take one system call."""
+    first = sock.recv(FIRST_READ)
+    if not first:
+        raise EOFError("connection closed")
+    while len(first) < _HEAD.size:
+        more = sock.recv(FIRST_READ)
+        if not more:
+            raise EOFError("connection closed")
+        first += more
+    (length,) = _HEAD.unpack_from(first)
+    have = len(first) - _HEAD.size
+    if have >= length:
+        return pickle.loads(memoryview(first)[_HEAD.size : _HEAD.size + length])
+    body = bytearray(length)
+    body[:have] = memoryview(first)[_HEAD.size :]
+    view = memoryview(body)
+    while have < length:
+        n = sock.recv_into(view[have:], length - have)
+        if n == 0:
+            raise EOFError("connection closed")
+        have += n
+    return pickle.loads(body)
 
 
 def error_from_reply(class_name: str, code: str, message: str) -> ServingError:
@@ -99,8 +93,22 @@ def error_from_reply(class_name: str, code: str, message: str) -> ServingError:
     return error
 
 
+class _Connection:
+    """One worker thread's connection, as the model process sees it: at most one request in flight."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.busy = False  # a request was read and its reply is not sent yet
+        self.closing = False  # the worker hung up meanwhile: close after the reply attempt
+
+
 class EngineServer:
-    """The model process's side: accept workers' connections, run each operation, reply."""
+    """The model process's side: one thread waits on every connection at once (epoll), reads each
+    request as it arrives and starts it (``engine.submit``); the reply is written by whichever thread
+    finishes the operation, the batch thread for a batched predict. So a batch of N requests costs the
+    model process one wake-up to read them and one to run them, not N thread hand-offs each way.
+    """
 
     def __init__(self, engine: Any, path: str) -> None:
         self.engine = engine
@@ -111,43 +119,86 @@ class EngineServer:
         self._listener.bind(path)
         os.chmod(path, 0o600)
         self._listener.listen(256)
+        self._listener.setblocking(False)
+        self._wake_r, self._wake_w = os.pipe()
+        self._epoll = select.epoll()
+        self._epoll.register(self._listener.fileno(), select.EPOLLIN)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._connections: dict[int, _Connection] = {}
         self._closed = threading.Event()
 
     def serve_forever(self) -> None:
+        listener = self._listener.fileno()
         while not self._closed.is_set():
             try:
-                conn, _ = self._listener.accept()
+                events = self._epoll.poll()
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for old kernels
+                continue
+            for fd, _ in events:
+                if fd == listener:
+                    self._accept()
+                elif fd == self._wake_r:
+                    return
+                else:
+                    self._read(fd)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
                 if self._closed.is_set():
                     return
                 raise
-            threading.Thread(target=self._serve, args=(conn,), name="engine-conn", daemon=True).start()
+            sock.setblocking(True)
+            sock.settimeout(READ_TIMEOUT_S)  # a frame that started arriving finishes promptly
+            self._connections[sock.fileno()] = _Connection(sock)
+            self._epoll.register(sock.fileno(), select.EPOLLIN)
 
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            while True:
+    def _read(self, fd: int) -> None:
+        conn = self._connections.get(fd)
+        if conn is None:
+            return
+        try:
+            op, args = recv_message(conn.sock)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self._forget(fd, conn)
+            return
+        with conn.lock:
+            conn.busy = True
+        self.engine.submit(op, args, functools.partial(self._reply, conn))
+
+    def _forget(self, fd: int, conn: _Connection) -> None:
+        self._epoll.unregister(fd)
+        del self._connections[fd]
+        with conn.lock:
+            if conn.busy:
+                conn.closing = True  # the thread still working on its request closes it
+                return
+        conn.sock.close()
+
+    def _reply(self, conn: _Connection, result: Any) -> None:
+        generation = self.engine.generation
+        if isinstance(result, ServingError):
+            message: tuple[Any, ...] = (ERROR, generation, type(result).__name__, result.code, result.message)
+        else:
+            message = (OK, generation, result)
+        with conn.lock:
+            conn.busy = False
+            if not conn.closing:
                 try:
-                    op, args = recv_message(conn)
-                except (EOFError, OSError):
+                    send_message(conn.sock, message)
                     return
-                reply: tuple[Any, ...]
-                try:
-                    reply = (OK, self.engine.generation, self.engine.call(op, args))
-                except ServingError as exc:
-                    reply = (ERROR, self.engine.generation, type(exc).__name__, exc.code, exc.message)
-                except Exception as exc:  # a bug must answer 500, not leave the worker waiting
-                    log.exception("Model process operation %s failed", op)
-                    message = f"Internal error: {type(exc).__name__}: {exc}"
-                    reply = (ERROR, self.engine.generation, "Internal", "INTERNAL", message)
-                try:
-                    send_message(conn, reply)
                 except OSError:
-                    return
+                    pass
+            conn.sock.close()
 
     def close(self) -> None:
         self._closed.set()
         with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
+            os.write(self._wake_w, b"x")
         self._listener.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
@@ -189,7 +240,7 @@ class SocketTransport:
             reply = recv_message(sock)
         except TimeoutError:
             self._drop()  # the late answer would be read by the next request on this connection
-            raise DeadlineExceeded("Deadline exceeded waiting for the model process") from None
+            raise DeadlineExceeded("Deadline exceeded") from None
         except (EOFError, OSError):
             self._drop()
             raise Unavailable(ENGINE_LOST) from None

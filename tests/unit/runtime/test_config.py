@@ -165,8 +165,10 @@ pad_variable_length_inputs: true
 """
 
 
-def test_batching_is_off_unless_enabled() -> None:
-    assert config_from_args(["--model_name=m"]).batching is None
+def test_batching_is_on_by_default_with_tf_servings_parameters_and_can_be_turned_off() -> None:
+    batching = config_from_args(["--model_name=m"]).batching
+    assert batching is not None and batching.batch_timeout_micros == 0 and batching.max_batch_size == 1000
+    assert config_from_args(["--model_name=m", "--enable_batching=false"]).batching is None
 
 
 def test_batching_parameters_file_is_tf_servings_text_proto(tmp_path: Path) -> None:
@@ -209,9 +211,9 @@ def test_bad_batching_files_name_the_file_and_the_field(tmp_path: Path, text: st
     assert str(path) in str(raised.value)
 
 
-def test_a_batching_file_without_enable_batching_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="needs --enable_batching"):
-        config_from_args([f"--batching_parameters_file={tmp_path / 'b'}"])
+def test_a_batching_file_with_batching_turned_off_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs batching"):
+        config_from_args([f"--batching_parameters_file={tmp_path / 'b'}", "--enable_batching=false"])
 
 
 def test_drain_must_end_before_the_graceful_timeout() -> None:
