@@ -40,4 +40,5 @@ class SavedModel(kserve.Model):  # type: ignore[misc]
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
     args, _ = parser.parse_known_args()
-    kserve.ModelServer().start([SavedModel("bench", os.environ["MODEL_DIR"])])
+    path = os.environ["MODEL_DIR"]  # <base>/<name>/<version>: served under <name>, as the other peers
+    kserve.ModelServer().start([SavedModel(os.path.basename(os.path.dirname(path)), path)])

@@ -407,3 +407,7 @@ def run_large(peers: Peers, model_dir: Path, args: argparse.Namespace, work: Pat
           f"connections, {args.seconds:.0f} s; latency counts from each request's due time")  # fmt: skip
     for name, (rate, result) in overload.items():
         print(overload_line(name, rate, result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

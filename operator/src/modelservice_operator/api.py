@@ -63,8 +63,10 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class BatchingSpec:
-    """TF Serving's BatchingParameters; ``None`` fields are left to the runtime's defaults."""
+    """TF Serving's BatchingParameters; ``None`` fields are left to the runtime's defaults. The runtime
+    batches by default (timeout 0); ``enabled: false`` turns it off."""
 
+    enabled: bool = True
     max_batch_size: int = 32
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 16
@@ -73,6 +75,8 @@ class BatchingSpec:
     pad_variable_length_inputs: bool = False
 
     def runtime_flags(self) -> list[str]:
+        if not self.enabled:
+            return ["--enable_batching=false"]
         flags = [
             "--enable_batching",
             f"--max_batch_size={self.max_batch_size}",
@@ -91,7 +95,7 @@ class BatchingSpec:
 @dataclass(frozen=True)
 class RuntimeSpec:
     image: str = ""
-    workers: int = 1
+    workers: int | None = None  # None: the runtime runs one HTTP worker per core the pod may use
     threads: int = 16
     env: tuple[Mapping[str, Any], ...] = ()
     batching: BatchingSpec | None = None
@@ -371,7 +375,11 @@ def parse_batching(raw: Any) -> BatchingSpec | None:
     if not isinstance(sizes_raw, list):
         raise InvalidSpec(f"{path}.allowedBatchSizes", "must be a list of integers")
     sizes = tuple(_int(v, f"{path}.allowedBatchSizes[{i}]", 1, minimum=1) for i, v in enumerate(sizes_raw))
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise InvalidSpec(f"{path}.enabled", f"must be true or false, got {enabled!r}")
     batching = BatchingSpec(
+        enabled=enabled,
         max_batch_size=_int(raw.get("maxBatchSize"), f"{path}.maxBatchSize", 32, minimum=1),
         batch_timeout_micros=_int(raw.get("batchTimeoutMicros"), f"{path}.batchTimeoutMicros", 1000),
         max_enqueued_batches=_int(raw.get("maxEnqueuedBatches"), f"{path}.maxEnqueuedBatches", 16, minimum=1),
@@ -423,7 +431,11 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
         raise InvalidSpec("spec.runtime.env", "must be a list of {name, value} objects")
     runtime = RuntimeSpec(
         image=str(runtime_raw.get("image") or ""),
-        workers=_int(runtime_raw.get("workers"), "spec.runtime.workers", 1, minimum=1),
+        workers=(
+            _int(runtime_raw["workers"], "spec.runtime.workers", 1, minimum=1)
+            if runtime_raw.get("workers") is not None
+            else None
+        ),
         threads=_int(runtime_raw.get("threads"), "spec.runtime.threads", 16, minimum=1),
         env=tuple(_mapping(e, f"spec.runtime.env[{i}]") for i, e in enumerate(env)),
         batching=parse_batching(runtime_raw.get("batching")),

@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--max_queue_delay_ms", type=int, default=0,
                       help="overload target: while the queue for worker threads stays above this, "
                       "requests that waited longer get 503 (default: a tenth of "
-                      "--rest_api_timeout_in_ms, at most 500)")  # fmt: skip
+                      "--rest_api_timeout_in_ms, at most 100)")  # fmt: skip
     ours.add_argument("--tensorflow_gpu_device", default="",
                       help="GPU(s) the model process uses, as indices among the visible ones "
                       "(e.g. '0' or '0,1'; default: all visible)")  # fmt: skip

@@ -21,7 +21,7 @@ def test_defaults_fill_what_the_user_left_out() -> None:
     assert spec.model.name == "iris"
     assert (spec.model.storage.claim, spec.model.storage.path) == ("models", "iris")
     assert spec.model.policy == VersionPolicy()
-    assert (spec.replicas, spec.runtime.workers, spec.startup_timeout_seconds) == (1, 1, 600)
+    assert (spec.replicas, spec.runtime.workers, spec.startup_timeout_seconds) == (1, None, 600)
     assert spec.rollout.strategy == "rolling" and spec.gpu is None
 
 
@@ -101,7 +101,11 @@ def test_batching_becomes_the_runtimes_tf_serving_flags() -> None:
         "--enable_batching", "--max_batch_size=16", "--batch_timeout_micros=1000", "--max_enqueued_batches=16",
         "--allowed_batch_sizes=4,16", "--pad_variable_length_inputs",
     ]  # fmt: skip
-    assert parse_spec(body()).runtime.batching is None
+    assert parse_spec(body()).runtime.batching is None  # the runtime's default: on, TF Serving's parameters
+    off = parse_spec(body(runtime={"batching": {"enabled": False, "maxBatchSize": 16}})).runtime.batching
+    assert off is not None and off.runtime_flags() == ["--enable_batching=false"]
+    with pytest.raises(InvalidSpec, match="spec.runtime.batching.enabled"):
+        parse_spec(body(runtime={"batching": {"enabled": "no"}}))
 
 
 def test_canonical_and_non_canonical_quantities_are_both_valid() -> None:

@@ -117,6 +117,19 @@ def test_security_context_is_restricted() -> None:
     assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]
 
 
+def test_http_workers_follow_the_pods_cpu_unless_set() -> None:
+    doc = load(EXAMPLES[0])
+    container = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--workers=") for a in container["args"])  # the runtime sizes them
+    assert container["env"][0] == {
+        "name": "MODELSERVICE_CPU_REQUEST",
+        "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}},
+    }
+    doc["spec"].setdefault("runtime", {})["workers"] = 3
+    container = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--workers=3" in container["args"]
+
+
 def test_revision_changes_with_the_pod_template_only() -> None:
     body = load(ROOT / "examples" / "iris-cpu.yaml")
     first = render_children(parse_spec(body))[0]

@@ -60,9 +60,10 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         f"--model_base_path={model_base_path(spec)}",
         f"--model_version_policy={spec.model.policy.runtime_flag()}",
         f"--rest_api_port={RUNTIME_PORT}",
-        f"--workers={spec.runtime.workers}",
         f"--threads={spec.runtime.threads}",
     ]
+    if spec.runtime.workers is not None:
+        args.append(f"--workers={spec.runtime.workers}")
     if spec.runtime.batching is not None:
         args.extend(spec.runtime.batching.runtime_flags())
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": "/tmp"}]
@@ -83,8 +84,16 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         },
         "volumeMounts": mounts,
     }
-    if spec.runtime.env:
-        container["env"] = [dict(e) for e in spec.runtime.env]
+    # The runtime sizes its HTTP workers by the cores the pod may use: the cgroup limit, and this (the CPU
+    # request rounded up to whole cores), so that a pod without a limit does not fork one per node core.
+    env: list[dict[str, Any]] = [
+        {
+            "name": "MODELSERVICE_CPU_REQUEST",
+            "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}},
+        }
+    ]
+    env.extend(dict(e) for e in spec.runtime.env)
+    container["env"] = env
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
