@@ -104,7 +104,7 @@ def test_batching_becomes_the_runtimes_tf_serving_flags() -> None:
     assert parse_spec(body()).runtime.batching is None  # the runtime's default: on, TF Serving's parameters
     off = parse_spec(body(runtime={"batching": {"enabled": False, "maxBatchSize": 16}})).runtime.batching
     assert off is not None and off.runtime_flags() == ["--enable_batching=false"]
-    with pytest.raises(InvalidSpec, match="spec.runtime.batching.enabled"):
+    with pytest.raises(InvalidSpec, match=r"spec\.runtime\.batching\.enabled"):
         parse_spec(body(runtime={"batching": {"enabled": "no"}}))
 
 
