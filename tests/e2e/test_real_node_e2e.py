@@ -122,6 +122,32 @@ def post(address: tuple[str, int], path: str, body: dict[str, Any], routed_withi
             time.sleep(0.5)
 
 
+def grpc_class_ids(kubectl: Kubectl, service: str) -> list[int]:
+    """Predict IRIS_ROWS with TF Serving's Python stub through the Service's gRPC port (retrying only while
+    kube-proxy has not routed the port yet, as ``post`` does)."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    body = kubectl.json("get", "svc", service)
+    port = next(p["port"] for p in body["spec"]["ports"] if p["name"] == "grpc")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "iris"
+    request.inputs["features"].CopyFrom(tf.make_tensor_proto(IRIS_ROWS, dtype=tf.float32))
+    deadline = time.monotonic() + 30
+    with grpc.insecure_channel(f"{body['spec']['clusterIP']}:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        while True:
+            try:
+                response = stub.Predict(request, timeout=30)
+                break
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    return [int(v) for v in tf.make_ndarray(response.outputs["class_ids"]).ravel()]
+
+
 def pods_of(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = kubectl.json("get", "pods", "-l", f"serving.modelservice.io/name={name}")[
         "items"
@@ -167,6 +193,8 @@ def test_every_example_serves_real_predictions_through_its_service_from_non_root
     body, labels = digits_request(models)
     answer = post(cluster_ip(real_kubectl, "digits"), "/v1/models/digits:predict", body)
     assert [p["digit"] for p in answer["predictions"]] == labels
+    # iris-cpu turns gRPC on: TF Serving's own stub gets the same classes through the Service's port 8500.
+    assert grpc_class_ids(real_kubectl, "iris") == [0, 2]
 
     for name in examples.values():
         (pod,) = pods_of(real_kubectl, name)

@@ -97,6 +97,7 @@ class RuntimeSpec:
     image: str = ""
     workers: int | None = None  # None: the runtime runs one HTTP worker per core the pod may use
     threads: int = 16
+    grpc: bool = False  # TF Serving's gRPC API on 8500, on the pods and the Services
     env: tuple[Mapping[str, Any], ...] = ()
     batching: BatchingSpec | None = None
 
@@ -398,6 +399,15 @@ def parse_batching(raw: Any) -> BatchingSpec | None:
     return batching
 
 
+def _grpc_enabled(raw: Any) -> bool:
+    if raw is None:
+        return False
+    enabled = _mapping(raw, "spec.runtime.grpc").get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise InvalidSpec("spec.runtime.grpc.enabled", f"must be true or false, got {enabled!r}")
+    return enabled
+
+
 def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
     """A ModelService object (metadata + spec) -> ModelServiceSpec, or InvalidSpec."""
     metadata = _mapping(body.get("metadata"), "metadata")
@@ -437,6 +447,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
             else None
         ),
         threads=_int(runtime_raw.get("threads"), "spec.runtime.threads", 16, minimum=1),
+        grpc=_grpc_enabled(runtime_raw.get("grpc")),
         env=tuple(_mapping(e, f"spec.runtime.env[{i}]") for i, e in enumerate(env)),
         batching=parse_batching(runtime_raw.get("batching")),
     )

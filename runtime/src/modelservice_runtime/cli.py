@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,19 @@ class Supervisor:
             engine.wait()
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether the model process will be able to bind the gRPC port (checked before it starts, so a taken
+    port is one clear error instead of a model process restarting forever)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -162,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modelservice-runtime: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level)
+    if config.grpc_port and not _port_free(config.rest_api_host, config.grpc_port):
+        print(
+            f"modelservice-runtime: --port={config.grpc_port} (gRPC) is already in use on {config.rest_api_host}; "
+            "pick another port or --port=0 to serve REST only",
+            file=sys.stderr,
+        )
+        return 2
     prepare_multiprocess_metrics()  # before the children start: they inherit the directory
     for model in config.models:
         log.info("Serving model %s from %s (%s policy)", model.name, model.base_path, model.policy.kind)

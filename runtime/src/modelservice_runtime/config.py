@@ -106,6 +106,7 @@ class RuntimeConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     batching: BatchingParameters | None = None
     max_queue_delay_ms: int = 0
+    grpc_port: int = 8500
     drain_seconds: float = 0.0
     per_process_gpu_memory_fraction: float = 0.0
     tensorflow_gpu_device: str = ""
@@ -336,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     tfs.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                      help="deadline for one request; 0 disables it")  # fmt: skip
     tfs.add_argument("--rest_api_num_threads", type=int, default=0, help="same as --threads")
-    tfs.add_argument("--port", type=int, default=8500, help="gRPC port: accepted for compatibility, unused")
+    tfs.add_argument("--port", type=int, default=8500,
+                     help="gRPC port (TF Serving's PredictionService and ModelService, gRPC health); 0 turns "
+                     "gRPC off")  # fmt: skip
     tfs.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     tfs.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
     tfs.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
@@ -416,6 +419,8 @@ def config_from_args(
         raise ConfigError(
             f"--tensorflow_gpu_device must be GPU indices like '0' or '0,1', got {args.tensorflow_gpu_device!r}"
         )
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be a TCP port or 0 (no gRPC), got {args.port}")
     for flag in ("workers", "max_queue_delay_ms", "drain_seconds"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} must not be negative, got {getattr(args, flag)}")
@@ -442,6 +447,7 @@ def config_from_args(
         max_request_bytes=args.max_request_bytes,
         batching=batching_from_args(args),
         max_queue_delay_ms=args.max_queue_delay_ms,
+        grpc_port=args.port,
         per_process_gpu_memory_fraction=args.per_process_gpu_memory_fraction,
         tensorflow_gpu_device=args.tensorflow_gpu_device,
         drain_seconds=args.drain_seconds,

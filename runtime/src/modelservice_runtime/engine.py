@@ -282,11 +282,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    grpc_server = None
+    if config.grpc_port:
+        from .grpc_api import GrpcServer
+
+        grpc_server = GrpcServer(engine, config.rest_api_host, config.grpc_port, config.threads)
+        grpc_server.start()
+        threading.Thread(target=_follow_health, args=(grpc_server, stopping), daemon=True).start()
     engine.repository.start()
     log.info("Model process %d serving on %s", os.getpid(), path)
     server.serve_forever()
+    if grpc_server is not None:
+        grpc_server.stop(grace=min(5.0, config.graceful_timeout_seconds))
     engine.close()
     return 0
+
+
+def _follow_health(grpc_server: Any, stopping: threading.Event) -> None:
+    """The gRPC health status follows the repository's readiness, checked every half second."""
+    while not stopping.is_set():
+        grpc_server.update_health()
+        stopping.wait(0.5)
 
 
 if __name__ == "__main__":

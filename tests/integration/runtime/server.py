@@ -32,7 +32,7 @@ class Server:
             try:
                 if requests.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or slow on a busy machine
                 pass
             time.sleep(0.25)
         raise AssertionError(f"server not ready in {timeout}s:\n{self.log()}")
@@ -84,6 +84,8 @@ def start_server(tmp_path: Path, *args: str) -> Server:
     log_path = tmp_path / f"server-{port}.log"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if not any(a.startswith("--port=") for a in args):
+        args = (*args, "--port=0")  # no gRPC unless a test asks for it: servers run side by side here
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "modelservice_runtime.cli", f"--rest_api_port={port}",

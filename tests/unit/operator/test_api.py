@@ -104,6 +104,10 @@ def test_batching_becomes_the_runtimes_tf_serving_flags() -> None:
     assert parse_spec(body()).runtime.batching is None  # the runtime's default: on, TF Serving's parameters
     off = parse_spec(body(runtime={"batching": {"enabled": False, "maxBatchSize": 16}})).runtime.batching
     assert off is not None and off.runtime_flags() == ["--enable_batching=false"]
+    with pytest.raises(InvalidSpec, match=r"spec\.runtime\.grpc\.enabled"):
+        parse_spec(body(runtime={"grpc": {"enabled": 1}}))
+    assert parse_spec(body(runtime={"grpc": {"enabled": True}})).runtime.grpc
+    assert not parse_spec(body()).runtime.grpc
     with pytest.raises(InvalidSpec, match=r"spec\.runtime\.batching\.enabled"):
         parse_spec(body(runtime={"batching": {"enabled": "no"}}))
 

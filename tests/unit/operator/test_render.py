@@ -130,6 +130,25 @@ def test_http_workers_follow_the_pods_cpu_unless_set() -> None:
     assert "--workers=3" in container["args"]
 
 
+def test_grpc_is_off_on_pods_and_services_unless_enabled() -> None:
+    doc = load(EXAMPLES[0])
+    doc["spec"].setdefault("runtime", {})["grpc"] = {"enabled": False}
+    children = render_children(parse_spec(doc))
+    container = children[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--port=0" in container["args"] and [p["name"] for p in container["ports"]] == ["http"]
+    service = next(c for c in children if c["kind"] == "Service")
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    doc["spec"]["runtime"]["grpc"] = {"enabled": True}
+    children = render_children(parse_spec(doc))
+    container = children[0]["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        "--port=8500" in container["args"]
+        and {"name": "grpc", "containerPort": 8500, "protocol": "TCP"} in container["ports"]
+    )
+    service = next(c for c in children if c["kind"] == "Service")
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("http", 8501), ("grpc", 8500)]
+
+
 def test_revision_changes_with_the_pod_template_only() -> None:
     body = load(ROOT / "examples" / "iris-cpu.yaml")
     first = render_children(parse_spec(body))[0]

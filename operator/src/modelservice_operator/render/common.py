@@ -10,6 +10,7 @@ from ..naming import common_labels
 API_VERSION = "serving.modelservice.io/v1alpha1"
 KIND = "ModelService"
 RUNTIME_PORT = 8501
+GRPC_PORT = 8500  # TF Serving's gRPC port, served when spec.runtime.grpc.enabled
 
 
 def metadata(spec: ModelServiceSpec, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..api import GPU_PRODUCT_LABEL, ModelServiceSpec
 from ..naming import REVISION_LABEL, child_name, common_labels, revision_of, selector_labels
-from .common import RUNTIME_PORT, metadata
+from .common import GRPC_PORT, RUNTIME_PORT, metadata
 from .probes import render_probes
 
 MODEL_MOUNT = "/mnt/models"
@@ -61,6 +61,7 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         f"--model_version_policy={spec.model.policy.runtime_flag()}",
         f"--rest_api_port={RUNTIME_PORT}",
         f"--threads={spec.runtime.threads}",
+        f"--port={GRPC_PORT if spec.runtime.grpc else 0}",
     ]
     if spec.runtime.workers is not None:
         args.append(f"--workers={spec.runtime.workers}")
@@ -74,7 +75,8 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         "image": image,
         "imagePullPolicy": pull_policy,
         "args": args,
-        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}]
+        + ([{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}] if spec.runtime.grpc else []),
         **render_probes(spec),
         "securityContext": {
             "allowPrivilegeEscalation": False,

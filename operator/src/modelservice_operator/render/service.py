@@ -1,5 +1,5 @@
-"""The Services: ``<name>`` that clients call (port 8501 named http, TF Serving's REST port) and the
-per-revision ones of canary and blue-green rollouts."""
+"""The Services: ``<name>`` that clients call (port 8501 named http, TF Serving's REST port, and 8500
+named grpc when gRPC is on) and the per-revision ones of canary and blue-green rollouts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,25 @@ from typing import Any
 
 from ..api import ModelServiceSpec
 from ..naming import REVISION_LABEL, child_name, selector_labels
-from .common import RUNTIME_PORT, metadata
+from .common import GRPC_PORT, RUNTIME_PORT, metadata
 
 
 def render_service(spec: ModelServiceSpec, role: str = "", revision: str | None = None) -> dict[str, Any]:
     """``<name>`` (role "") or ``<name>-<role>``; ``revision`` narrows the selector to one revision."""
     selector = selector_labels(spec.name)
+    ports: list[dict[str, Any]] = [
+        {"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"}
+    ]
+    if spec.runtime.grpc:
+        ports.append(
+            {
+                "name": "grpc",
+                "port": GRPC_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
     if revision:
         selector[REVISION_LABEL] = revision
     return {
@@ -22,7 +35,7 @@ def render_service(spec: ModelServiceSpec, role: str = "", revision: str | None 
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [{"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 

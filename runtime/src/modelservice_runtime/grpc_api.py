@@ -1,0 +1,285 @@
+"""TensorFlow Serving's gRPC API on ``--port`` (8500), served by the model process.
+
+``tensorflow.serving.PredictionService`` (Predict, Classify, Regress, MultiInference, GetModelMetadata)
+and ``tensorflow.serving.ModelService`` (GetModelStatus, HandleReloadConfigRequest) with the protos of
+``tensorflow-serving-api``, plus the standard ``grpc.health.v1.Health`` service. It runs next to the
+models, in the model process (the protos need TensorFlow, which only that process holds): a gRPC
+request goes through the same repository, batcher, deadlines and metrics as a REST one, without a hop.
+
+Errors carry TF Serving's canonical codes and, where the gRPC path words them differently from REST,
+its gRPC messages (``predict_util.cc``: "input size does not match signature ...", "output tensor alias
+not found in signature ...", a missing signature is FAILED_PRECONDITION).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import tensorflow as tf
+from google.protobuf import text_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from . import metrics
+from .config import ConfigError, parse_model_config_text
+from .errors import FailedPrecondition, InvalidArgument, ServingError, code_number
+from .loader import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, serialized_examples
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+@contextmanager
+def _answering(context: grpc.ServicerContext, model: str, api: str) -> Iterator[dict[str, Any]]:
+    """Map our errors to gRPC status codes and record the request as REST requests are recorded (the
+    status label holds the HTTP status the same error has over REST, so error rates add up)."""
+    started = time.perf_counter()
+    seen: dict[str, Any] = {"version": ""}
+    status = 200
+    try:
+        yield seen
+    except ServingError as exc:
+        status = exc.status
+        context.abort(grpc.StatusCode[exc.code], exc.message)
+    except Exception as exc:  # a bug answers INTERNAL with its type, and is logged
+        status = 500
+        log.exception("gRPC %s failed", api)
+        context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+    finally:
+        metrics.observe_request(model, str(seen["version"]), api, status, time.perf_counter() - started)
+
+
+def _requested(spec: Any) -> tuple[str, int | None, str | None]:
+    """The model a ``ModelSpec`` asks for: (name, version or None, label or None)."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return spec.name, int(spec.version.value), None
+    if choice == "version_label":
+        return spec.name, None, spec.version_label
+    return spec.name, None, None
+
+
+def _fill_spec(out: Any, name: str, version: int, signature: str) -> None:
+    out.name = name
+    out.version.value = version
+    out.signature_name = signature
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def _model(self, spec: Any) -> Any:
+        return self.engine.repository.resolve(*_requested(spec))
+
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with _answering(context, request.model_spec.name, "grpc_predict") as seen:
+            model = self._model(request.model_spec)
+            seen["version"] = model.version
+            signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if signature not in model.signature_defs:
+                raise FailedPrecondition(f'Serving signature key "{signature}" not found.')
+            specs = model.input_specs(signature)
+            sent, wanted = set(request.inputs), set(specs)
+            if sent != wanted:
+                raise InvalidArgument(
+                    f"input size does not match signature: {len(sent)}!={len(wanted)} "
+                    f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+                    f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
+                    f"Missing but required: {{{','.join(sorted(wanted - sent))}}}."
+                )
+            inputs = {}
+            for index, key in enumerate(sorted(sent)):
+                proto = request.inputs[key]
+                if proto.dtype != specs[key].dtype:
+                    raise InvalidArgument(
+                        f"Expects arg[{index}] to be {tf.dtypes.as_dtype(specs[key].dtype).name} but "
+                        f"{tf.dtypes.as_dtype(proto.dtype).name} is provided"
+                    )
+                inputs[key] = tf.make_ndarray(proto)
+            outputs_wanted = list(request.output_filter)
+            output_specs = model.output_specs(signature)
+            for alias in outputs_wanted:
+                if alias not in output_specs:
+                    raise InvalidArgument(
+                        f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                        f"the set {{{','.join(sorted(output_specs))}}}."
+                    )
+            if len(set(outputs_wanted)) != len(outputs_wanted):
+                duplicate = next(a for a in outputs_wanted if outputs_wanted.count(a) > 1)
+                raise InvalidArgument(f"duplicate output tensor alias: {duplicate}")
+            outputs = self.engine.plane.predict(model, signature, inputs)
+            response = predict_pb2.PredictResponse()
+            _fill_spec(response.model_spec, request.model_spec.name, model.version, signature)
+            for alias in outputs_wanted or sorted(outputs):
+                response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
+            return response
+
+    def _classify(self, model: Any, spec: Any, input_proto: Any, out_spec: Any, result: Any) -> None:
+        """Classify ``input_proto`` into a ``ClassificationResult`` and fill the response's model spec."""
+        signature = spec.signature_name or DEFAULT_SIGNATURE
+        rows = self.engine.plane.classify(model, signature, serialized_examples(input_proto))
+        _fill_spec(out_spec, spec.name, model.version, signature)
+        for row in rows:
+            classifications = result.classifications.add()
+            for label, score in row:
+                entry = classifications.classes.add()
+                entry.label = label
+                entry.score = score
+
+    def _regress(self, model: Any, spec: Any, input_proto: Any, out_spec: Any, result: Any) -> None:
+        signature = spec.signature_name or DEFAULT_SIGNATURE
+        values = self.engine.plane.regress(model, signature, serialized_examples(input_proto))
+        _fill_spec(out_spec, spec.name, model.version, signature)
+        for value in values:
+            result.regressions.add().value = value
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with _answering(context, request.model_spec.name, "grpc_classify") as seen:
+            model = self._model(request.model_spec)
+            seen["version"] = model.version
+            response = classification_pb2.ClassificationResponse()
+            self._classify(model, request.model_spec, request.input, response.model_spec, response.result)
+            return response
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with _answering(context, request.model_spec.name, "grpc_regress") as seen:
+            model = self._model(request.model_spec)
+            seen["version"] = model.version
+            response = regression_pb2.RegressionResponse()
+            self._regress(model, request.model_spec, request.input, response.model_spec, response.result)
+            return response
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Several classify/regress tasks of one model version on one input (``multi_inference.cc``)."""
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        with _answering(context, name, "grpc_multi_inference") as seen:
+            if not request.tasks:
+                raise InvalidArgument("Expected at least one task")
+            specs = [task.model_spec for task in request.tasks]
+            if len({_requested(s) for s in specs}) != 1:
+                raise InvalidArgument(
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name"
+                )
+            if len({s.signature_name or DEFAULT_SIGNATURE for s in specs}) != len(specs):
+                raise InvalidArgument("Duplicate evaluation of signature")
+            model = self._model(specs[0])
+            seen["version"] = model.version
+            response = inference_pb2.MultiInferenceResponse()
+            for task in request.tasks:
+                result = response.results.add()
+                if task.method_name == CLASSIFY_METHOD:
+                    self._classify(model, task.model_spec, request.input, result.model_spec,
+                                   result.classification_result)  # fmt: skip
+                elif task.method_name == REGRESS_METHOD:
+                    self._regress(
+                        model, task.model_spec, request.input, result.model_spec, result.regression_result
+                    )
+                else:
+                    raise InvalidArgument(f"Unsupported signature method_name: {task.method_name}")
+            return response
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with _answering(context, request.model_spec.name, "grpc_metadata") as seen:
+            fields = list(request.metadata_field)
+            if not fields:
+                raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
+            for field in fields:
+                if field != "signature_def":
+                    raise InvalidArgument(f"Metadata field {field} is not supported")
+            model = self._model(request.model_spec)
+            seen["version"] = model.version
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = request.model_spec.name
+            response.model_spec.version.value = model.version
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in model.signature_defs.items():
+                signature_map.signature_def[key].CopyFrom(signature)
+            response.metadata["signature_def"].Pack(signature_map)
+            return response
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with _answering(context, request.model_spec.name, "grpc_status"):
+            name, version, label = _requested(request.model_spec)
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for status in self.engine.repository.statuses(name, version, label):
+                entry = response.model_version_status.add()
+                entry.version = status.version
+                entry.state = status.state.value
+                entry.status.error_code = code_number(status.error_code)
+                entry.status.error_message = status.error_message
+            return response
+
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Adopt a new ``model_config_list``: new models load, removed ones unload, labels change."""
+        with _answering(context, "", "grpc_reload_config"):
+            text = text_format.MessageToString(request.config)
+            try:
+                models = parse_model_config_text(text, source="ReloadConfigRequest")
+            except ConfigError as exc:
+                raise InvalidArgument(str(exc)) from None
+            self.engine.repository.apply_config(models)
+            self.engine.repository.poll_once()
+            log.info(
+                "Reloaded the model config over gRPC: %s", ", ".join(m.name for m in models) or "no models"
+            )
+            return model_management_pb2.ReloadConfigResponse()
+
+
+class GrpcServer:
+    """The gRPC server of the model process; its health follows the repository's readiness."""
+
+    def __init__(self, engine: Any, host: str, port: int, threads: int) -> None:
+        self.engine = engine
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(engine), self.server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(engine), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        address = f"{'[::]' if host in ('0.0.0.0', '') else host}:{port}"
+        self.port = self.server.add_insecure_port(address)
+        self._stop = False
+
+    def start(self) -> None:
+        self.server.start()
+        log.info("Serving TF Serving's gRPC API on port %d", self.port)
+
+    def update_health(self) -> None:
+        """SERVING once every configured model has an AVAILABLE version, as /v2/health/ready."""
+        ready = self.engine.repository.is_ready()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", *SERVICE_NAMES):
+            self.health.set(service, status)
+
+    def stop(self, grace: float) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)
