@@ -26,7 +26,7 @@ from .dataplane import DataPlane
 from .engine import SOCKET_ENV, Engine, build_repository
 from .errors import ServingError
 from .health import blueprint as health_blueprint
-from .ipc import SocketTransport
+from .ipc import EngineTransports
 from .logs import request_id_var
 from .openapi import blueprint as openapi_blueprint
 from .protocols.rapidjson import error_body
@@ -95,7 +95,8 @@ def create_app(
         # Under the supervisor: the models live in the pod's model process; this worker holds none.
         # The worker enforces the request deadline: it stops waiting on the model process then (504).
         deadline = config.rest_api_timeout_in_ms / 1000.0 if config.rest_api_timeout_in_ms > 0 else None
-        app.extensions["modelservice.dataplane"] = EngineClient(SocketTransport(socket_path, deadline))
+        paths = socket_path.split(os.pathsep)  # one model process per GPU: one socket each
+        app.extensions["modelservice.dataplane"] = EngineClient(EngineTransports(paths, deadline))
     else:
         # In-process (tests, `flask run`): the same engine, called directly.
         if repository is None:

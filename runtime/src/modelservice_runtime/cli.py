@@ -6,7 +6,8 @@ modelservice-runtime --model_config_file=/config/models.config --workers=2
 The command is a small supervisor (PID 1 in the container) with two children:
 
 - the **model process** (``python -m modelservice_runtime.engine``): every model, the batcher and
-  TensorFlow, once per pod, serving operations on a Unix socket (``engine.py``, ``ipc.py``);
+  TensorFlow, once per pod (once per GPU in a multi-GPU pod, each pinned to its GPU), serving operations
+  on a Unix socket (``engine.py``, ``ipc.py``);
 - **Gunicorn** (``python -m modelservice_runtime.web``): its master and N gthread workers speak HTTP and
   JSON and send model operations to the model process; they hold no TensorFlow.
 
@@ -28,8 +29,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from .config import ConfigError, RuntimeConfig, config_from_args
+from .config import ConfigError, RuntimeConfig, config_from_args, visible_gpus
 from .engine import SOCKET_ENV
 from .gunicorn_conf import prepare_multiprocess_metrics
 from .logs import configure_logging
@@ -53,51 +55,81 @@ def _describe(status: int) -> str:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
+@dataclass
+class ModelProcess:
+    """One model process slot: its socket, its GPU (if any), the running process and its restarts."""
+
+    index: int
+    socket: str
+    gpu: str | None
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff: float = BACKOFF_START_S
+    restart_at: float | None = None
+
+
 class Supervisor:
     def __init__(self, argv: Sequence[str], config: RuntimeConfig) -> None:
         self.argv = list(argv)
         self.config = config
         self.socket_dir = tempfile.mkdtemp(prefix="modelservice-engine-")  # 0700: only our uid
-        self.env = dict(os.environ, **{SOCKET_ENV: os.path.join(self.socket_dir, "engine.sock")})
-        self.engine: subprocess.Popen[bytes] | None = None
+        gpus = visible_gpus()
+        # One model process per GPU: each sees one device (CUDA numbers the container's GPUs from 0).
+        self.engines = [
+            ModelProcess(
+                i, os.path.join(self.socket_dir, f"engine-{i}.sock"), str(i) if i < len(gpus) else None
+            )
+            for i in range(config.model_processes)
+        ]
+        self.env = dict(os.environ, **{SOCKET_ENV: os.pathsep.join(e.socket for e in self.engines)})
         self.http: subprocess.Popen[bytes] | None = None
-        self.engine_started = 0.0
-        self.backoff = BACKOFF_START_S
-        self.restart_at: float | None = None
         self.stopping = False
 
-    def _spawn(self, module: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", module, *self.argv], env=self.env, preexec_fn=_unblock_signals
+            [sys.executable, "-m", module, *self.argv], env=env, preexec_fn=_unblock_signals
         )
 
-    def _start_engine(self) -> None:
-        self.engine = self._spawn("modelservice_runtime.engine")
-        self.engine_started = time.monotonic()
-        self.restart_at = None
-        log.info("Started the model process %d", self.engine.pid)
+    def _start_engine(self, engine: ModelProcess) -> None:
+        env = dict(self.env, **{SOCKET_ENV: engine.socket})
+        if engine.gpu is not None and len(self.engines) > 1:
+            env["CUDA_VISIBLE_DEVICES"] = engine.gpu
+        engine.process = self._spawn("modelservice_runtime.engine", env)
+        engine.started = time.monotonic()
+        engine.restart_at = None
+        gpu = f" on GPU {engine.gpu}" if engine.gpu is not None and len(self.engines) > 1 else ""
+        log.info("Started the model process %d%s", engine.process.pid, gpu)
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            self._start_engine()
-            self.http = self._spawn("modelservice_runtime.web")
+            for engine in self.engines:
+                self._start_engine(engine)
+            self.http = self._spawn("modelservice_runtime.web", self.env)
             return self._loop()
         finally:
-            self._stop_engine()
+            for engine in self.engines:
+                self._stop_engine(engine)
             shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def _next_restart(self) -> float | None:
+        times = [e.restart_at for e in self.engines if e.restart_at is not None]
+        return min(times) if times else None
 
     def _loop(self) -> int:
         while True:
-            timeout = 3600.0 if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
+            restart = self._next_restart()
+            timeout = 3600.0 if restart is None else max(0.0, restart - time.monotonic())
             info = signal.sigtimedwait(_SIGNALS, timeout)
             if info is None:
-                if self.restart_at is not None and not self.stopping:
-                    self._start_engine()
+                now = time.monotonic()
+                for engine in self.engines:
+                    if engine.restart_at is not None and engine.restart_at <= now and not self.stopping:
+                        self._start_engine(engine)
                 continue
             if info.si_signo in (signal.SIGTERM, signal.SIGINT):
                 if not self.stopping:
-                    log.info("Stopping: Gunicorn drains first, then the model process stops")
+                    log.info("Stopping: Gunicorn drains first, then the model processes stop")
                     self.stopping = True
                 self._signal_http(signal.SIGTERM)
             elif info.si_signo == signal.SIGHUP:
@@ -119,40 +151,42 @@ class Supervisor:
                 return None
             if pid == 0:
                 return None
-            if self.engine is not None and pid == self.engine.pid:
-                self.engine.returncode = os.waitstatus_to_exitcode(status)
-                self._engine_exited(pid, status)
+            engine = next((e for e in self.engines if e.process is not None and e.process.pid == pid), None)
+            if engine is not None:
+                assert engine.process is not None
+                engine.process.returncode = os.waitstatus_to_exitcode(status)
+                self._engine_exited(engine, pid, status)
             elif self.http is not None and pid == self.http.pid:
                 self.http.returncode = code = os.waitstatus_to_exitcode(status)
                 if not self.stopping:
                     log.error("Gunicorn exited unexpectedly (%s); stopping", _describe(status))
                 return code if code >= 0 else 128 - code
 
-    def _engine_exited(self, pid: int, status: int) -> None:
+    def _engine_exited(self, engine: ModelProcess, pid: int, status: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # its live gauges (model states, queue depth) go with it
-        self.engine = None
+        engine.process = None
         if self.stopping:
             return
-        if time.monotonic() - self.engine_started >= STABLE_AFTER_S:
-            self.backoff = BACKOFF_START_S
+        if time.monotonic() - engine.started >= STABLE_AFTER_S:
+            engine.backoff = BACKOFF_START_S
         log.error(
-            "The model process %d exited (%s); restarting it in %.1fs", pid, _describe(status), self.backoff
+            "The model process %d exited (%s); restarting it in %.1fs", pid, _describe(status), engine.backoff
         )
-        self.restart_at = time.monotonic() + self.backoff
-        self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
+        engine.restart_at = time.monotonic() + engine.backoff
+        engine.backoff = min(BACKOFF_MAX_S, engine.backoff * 2)
 
-    def _stop_engine(self) -> None:
-        engine, self.engine = self.engine, None
-        if engine is None or engine.returncode is not None:
+    def _stop_engine(self, engine: ModelProcess) -> None:
+        process, engine.process = engine.process, None
+        if process is None or process.returncode is not None:
             return
-        engine.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         try:
-            engine.wait(timeout=ENGINE_STOP_TIMEOUT_S)
+            process.wait(timeout=ENGINE_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            engine.kill()
-            engine.wait()
+            process.kill()
+            process.wait()
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -186,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_multiprocess_metrics()  # before the children start: they inherit the directory
     for model in config.models:
         log.info("Serving model %s from %s (%s policy)", model.name, model.base_path, model.policy.kind)
-    log.info("Starting %d HTTP worker(s) and one model process", config.workers)
+    log.info("Starting %d HTTP worker(s) and %d model process(es)", config.workers, config.model_processes)
     return Supervisor(args, config).run()
 
 

@@ -30,9 +30,15 @@ class LocalTransport:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
 
+    def index(self) -> int:
+        return 0
+
     def __call__(self, op: str, args: Sequence[Any]) -> tuple[int, Any]:
         value = self.engine.call(op, args)
         return self.engine.generation, value
+
+    def each(self, op: str, args: Sequence[Any]) -> list[Any]:
+        return [self(op, args)[1]]
 
     def close(self) -> None:
         self.engine.close()
@@ -59,22 +65,37 @@ class ModelHandle:
         return self._client.specs(self.name, self.version, signature)[1]
 
 
+class _Cache:
+    """What a worker knows of one model process, valid while its generation stays the same."""
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.resolved: dict[tuple[Any, ...], int] = {}
+        self.specs: dict[tuple[Any, ...], Specs] = {}
+        self.lock = threading.Lock()
+
+
 class EngineClient:
     def __init__(self, transport: Any) -> None:
         self.transport = transport
-        self._generation = -1
-        self._resolved: dict[tuple[Any, ...], int] = {}
-        self._specs: dict[tuple[Any, ...], Specs] = {}
-        self._lock = threading.Lock()
+        self._caches: dict[int, _Cache] = {}
+
+    def _cache(self) -> _Cache:
+        index = self.transport.index()
+        cache = self._caches.get(index)
+        if cache is None:
+            cache = self._caches.setdefault(index, _Cache())
+        return cache
 
     def _call(self, op: str, *args: Any) -> tuple[int, Any]:
+        cache = self._cache()
         generation, value = self.transport(op, args)
-        if generation > self._generation:
-            with self._lock:
-                if generation > self._generation:
-                    self._generation = generation
-                    self._resolved.clear()
-                    self._specs.clear()
+        if generation > cache.generation:
+            with cache.lock:
+                if generation > cache.generation:
+                    cache.generation = generation
+                    cache.resolved.clear()
+                    cache.specs.clear()
         return generation, value
 
     def call(self, op: str, *args: Any) -> Any:
@@ -83,20 +104,20 @@ class EngineClient:
     # -- models
 
     def model(self, name: str, version: int | None = None, label: str | None = None) -> ModelHandle:
-        key = (self._generation, name, version, label)
-        resolved = self._resolved.get(key)
+        cache = self._cache()
+        resolved = cache.resolved.get((cache.generation, name, version, label))
         if resolved is None:
             generation, resolved = self._call("resolve", name, version, label)
-            self._resolved[(generation, name, version, label)] = resolved
+            cache.resolved[(generation, name, version, label)] = resolved
         return ModelHandle(self, name, resolved, version, label)
 
     def specs(self, name: str, version: int, signature: str) -> Specs:
-        key = (self._generation, name, version, signature)
-        specs = self._specs.get(key)
+        cache = self._cache()
+        specs = cache.specs.get((cache.generation, name, version, signature))
         if specs is None:
             generation, (inputs, outputs) = self._call("specs", name, version, signature)
             specs = (inputs, outputs, signature_key(inputs))
-            self._specs[(generation, name, version, signature)] = specs
+            cache.specs[(generation, name, version, signature)] = specs
         return specs
 
     def predict(
@@ -141,6 +162,13 @@ class EngineClient:
 
     def not_ready_models(self) -> list[str]:
         return list(self.call("not_ready_models"))
+
+    def readiness(self) -> tuple[list[str], list[str]]:
+        """(models served, models not ready yet) over every model process: ready needs all of them."""
+        answers = self.transport.each("readiness", ())
+        names = sorted(set.intersection(*(set(n) for n, _ in answers)))
+        waiting = sorted(set().union(*(set(w) for _, w in answers)))
+        return names, waiting
 
     def ping(self) -> int:
         return int(self.call("ping"))

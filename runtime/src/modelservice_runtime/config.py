@@ -49,6 +49,17 @@ class ModelConfig:
 
 
 CPU_REQUEST_ENV = "MODELSERVICE_CPU_REQUEST"
+NVIDIA_ENV = "NVIDIA_VISIBLE_DEVICES"
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The GPUs the NVIDIA device plugin gave this container (``NVIDIA_VISIBLE_DEVICES``: indices or
+    UUIDs), or [] when it names none or does not list them ("all", "none", "void", unset)."""
+    env = os.environ if environ is None else environ
+    value = env.get(NVIDIA_ENV, "").strip()
+    if value.lower() in ("", "all", "none", "void"):
+        return []
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _cgroup_quota_cores(root: Path) -> int | None:
@@ -106,6 +117,7 @@ class RuntimeConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     batching: BatchingParameters | None = None
     max_queue_delay_ms: int = 0
+    model_processes: int = 1
     grpc_port: int = 8500
     drain_seconds: float = 0.0
     per_process_gpu_memory_fraction: float = 0.0
@@ -378,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="overload target: while the queue for worker threads stays above this, "
                       "requests that waited longer get 503 (default: a tenth of "
                       "--rest_api_timeout_in_ms, at most 100)")  # fmt: skip
+    ours.add_argument("--model_processes", type=int, default=0,
+                      help="model processes per pod, each with its own copy of the models (default: one per "
+                      "GPU the device plugin listed in NVIDIA_VISIBLE_DEVICES, else one)")  # fmt: skip
     ours.add_argument("--tensorflow_gpu_device", default="",
                       help="GPU(s) the model process uses, as indices among the visible ones "
                       "(e.g. '0' or '0,1'; default: all visible)")  # fmt: skip
@@ -409,6 +424,9 @@ def config_from_args(
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if args.workers == 0:
         args.workers = _cpu_count()
+    if args.model_processes < 0:
+        raise ConfigError(f"--model_processes must not be negative, got {args.model_processes}")
+    model_processes = args.model_processes or max(1, len(visible_gpus(env)))
     if not 0.0 <= args.per_process_gpu_memory_fraction <= 1.0:
         raise ConfigError(
             f"--per_process_gpu_memory_fraction must be between 0 and 1, got {args.per_process_gpu_memory_fraction}"
@@ -447,6 +465,7 @@ def config_from_args(
         max_request_bytes=args.max_request_bytes,
         batching=batching_from_args(args),
         max_queue_delay_ms=args.max_queue_delay_ms,
+        model_processes=model_processes,
         grpc_port=args.port,
         per_process_gpu_memory_fraction=args.per_process_gpu_memory_fraction,
         tensorflow_gpu_device=args.tensorflow_gpu_device,

@@ -57,6 +57,7 @@ class Engine:
             "model_names": repository.model_names,
             "available": repository.available,
             "not_ready_models": repository.not_ready_models,
+            "readiness": lambda: (repository.model_names(), repository.not_ready_models()),
             "model_ready": self.model_ready,
             "ping": self.ping,
         }

@@ -32,7 +32,7 @@ def ready() -> Response:
     if current_app.extensions.get("modelservice.draining"):
         return _json({"ready": False, "error": "server is shutting down"}, 503)
     try:
-        waiting, names = plane.not_ready_models(), plane.model_names()
+        names, waiting = plane.readiness()
     except ServingError as exc:  # the model process is down or restarting
         return _json({"ready": False, "error": exc.message}, 503)
     if waiting or not names:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import pickle
@@ -250,3 +251,30 @@ class SocketTransport:
 
     def close(self) -> None:
         self._drop()
+
+
+class EngineTransports:
+    """A worker's side with one or several model processes (one per GPU): each worker thread sticks to
+    one of them, assigned round-robin, so the threads of every worker spread over the GPUs."""
+
+    def __init__(self, paths: Sequence[str], timeout_s: float | None) -> None:
+        self.transports = [SocketTransport(path, timeout_s) for path in paths]
+        self._next = itertools.count()
+        self._local = threading.local()
+
+    def index(self) -> int:
+        index: int | None = getattr(self._local, "index", None)
+        if index is None:
+            index = self._local.index = next(self._next) % len(self.transports)
+        return index
+
+    def __call__(self, op: str, args: Sequence[Any]) -> tuple[int, Any]:
+        return self.transports[self.index()](op, args)
+
+    def each(self, op: str, args: Sequence[Any]) -> list[Any]:
+        """The operation on every model process (readiness: all of them must be up)."""
+        return [transport(op, args)[1] for transport in self.transports]
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()

@@ -79,10 +79,10 @@ def descendants(root: int) -> dict[int, str]:
     return found
 
 
-def start_server(tmp_path: Path, *args: str) -> Server:
+def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if not any(a.startswith("--port=") for a in args):
         args = (*args, "--port=0")  # no gRPC unless a test asks for it: servers run side by side here

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,47 @@ def test_a_model_process_crash_fails_requests_in_flight_with_503_and_it_is_resta
     finally:
         assert stop(server) == 0
     assert not descendants(server.process.pid)
+
+
+def test_one_model_process_per_listed_gpu_each_pinned_to_its_gpu_and_restarted_alone(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # Two GPUs as the device plugin lists them (none exists here: TensorFlow runs on the CPU in both).
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=2",
+        "--threads=4", "--drain_seconds=0", env={"NVIDIA_VISIBLE_DEVICES": "GPU-aaaa,GPU-bbbb"},
+    )  # fmt: skip
+    url = server.url + "/v1/models/linear:predict"
+    try:
+        server.wait_ready()
+        engines = server.processes()["engine"]
+        assert len(engines) == 2
+        pinned = sorted(
+            dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v).get(
+                "CUDA_VISIBLE_DEVICES", ""
+            )
+            for pid in engines
+        )  # fmt: skip
+        assert pinned == ["0", "1"]
+        # The threads of the workers spread over both: each model process answers some requests.
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: requests.post(url, json={"instances": [[1, 1, 1, 1]]}, timeout=30),
+                                    range(64)))  # fmt: skip
+        assert all(r.status_code == 200 for r in answers)
+        text = requests.get(server.url + "/metrics", timeout=5).text
+        served_by = {
+            line.split('pid="')[1].split('"')[0] for line in text.splitlines()
+            if line.startswith("modelservice_model_version_state{") and 'state="AVAILABLE"' in line and line.endswith(" 1.0")
+        }  # fmt: skip
+        assert len(served_by) == 2  # each model process loaded the model once
+        # One model process dies: readiness turns 503 until it is back; the other is left alone.
+        os.kill(engines[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while requests.get(server.url + "/v2/health/ready", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, "readiness never noticed the dead model process"
+            time.sleep(0.05)
+        server.wait_ready(timeout=60)
+        after = server.processes()["engine"]
+        assert engines[1] in after and engines[0] not in after and len(after) == 2
+    finally:
+        assert stop(server) == 0

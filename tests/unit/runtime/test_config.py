@@ -110,6 +110,17 @@ def test_workers_default_to_the_cores_the_pod_may_use(tmp_path: Path) -> None:
     assert _cpu_count({"MODELSERVICE_CPU_REQUEST": "bogus"}, tmp_path / "v1") == affinity
 
 
+def test_one_model_process_per_gpu_the_device_plugin_listed() -> None:
+    assert config_from_args([], environ={}).model_processes == 1
+    assert config_from_args([], environ={"NVIDIA_VISIBLE_DEVICES": "GPU-1a2b,GPU-3c4d"}).model_processes == 2
+    for unlisted in ("all", "none", "void", ""):
+        assert config_from_args([], environ={"NVIDIA_VISIBLE_DEVICES": unlisted}).model_processes == 1
+    assert (
+        config_from_args(["--model_processes=3"], environ={"NVIDIA_VISIBLE_DEVICES": "0"}).model_processes
+        == 3
+    )
+
+
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
@@ -117,6 +128,8 @@ def test_workers_default_to_the_cores_the_pod_may_use(tmp_path: Path) -> None:
         ("--tensorflow_gpu_device=gpu0", "GPU indices"),
         ("--max_queue_delay_ms=-1", "must not be negative"),
         ("--workers=-1", "must not be negative"),
+        ("--model_processes=-1", "must not be negative"),
+        ("--port=70000", "TCP port"),
     ],
 )
 def test_bad_process_and_gpu_flags_are_config_errors(flag: str, message: str) -> None:
