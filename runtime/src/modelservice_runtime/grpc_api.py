@@ -2,7 +2,8 @@
 
 ``tensorflow.serving.PredictionService`` (Predict, Classify, Regress, MultiInference, GetModelMetadata)
 and ``tensorflow.serving.ModelService`` (GetModelStatus, HandleReloadConfigRequest) with the protos of
-``tensorflow-serving-api``, plus the standard ``grpc.health.v1.Health`` service. It runs next to the
+``tensorflow-serving-api``, the Open Inference Protocol's ``inference.GRPCInferenceService`` (with
+``tritonclient``'s protos), and the standard ``grpc.health.v1.Health`` service. It runs next to the
 models, in the model process (the protos need TensorFlow, which only that process holds): a gRPC
 request goes through the same repository, batcher, deadlines and metrics as a REST one, without a hop.
 
@@ -35,6 +36,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import metrics
 from .config import ConfigError, parse_model_config_text
@@ -43,7 +45,11 @@ from .loader import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, serializ
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+SERVICE_NAMES = (
+    "tensorflow.serving.PredictionService",
+    "tensorflow.serving.ModelService",
+    "inference.GRPCInferenceService",
+)
 
 
 @contextmanager
@@ -248,6 +254,133 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
             return model_management_pb2.ReloadConfigResponse()
 
 
+# ------------------------------------------------------------------------- Open Inference Protocol (V2)
+
+_CONTENTS = {  # V2 datatype -> the typed field of InferTensorContents that carries it
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}  # fmt: skip
+
+
+def _v2_version(text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > 2**63 - 1:
+        raise InvalidArgument(f"Model version must be a non-negative integer, got '{text}'")
+    return int(text)
+
+
+def _parameter(parameters: Any, key: str) -> Any:
+    if key not in parameters:
+        return None
+    choice = parameters[key].WhichOneof("parameter_choice")
+    return getattr(parameters[key], choice) if choice else None
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """``inference.GRPCInferenceService``, the Open Inference Protocol's gRPC API (the protos of
+    ``tritonclient``). A request is turned into the REST API's header and binary body and decoded by the
+    same code (``protocols/v2.py``), so both APIs check inputs alike and say the same things."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.pb = service_pb2
+
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.pb.ServerReadyResponse(ready=self.engine.repository.is_ready())
+
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with _answering(context, request.name, "grpc_ready"):
+            ready = self.engine.model_ready(request.name, _v2_version(request.version))
+            return self.pb.ModelReadyResponse(ready=ready)
+
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from . import __version__
+        from .protocols.v2 import EXTENSIONS
+
+        return self.pb.ServerMetadataResponse(
+            name="modelservice-runtime", version=__version__, extensions=EXTENSIONS
+        )
+
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from .protocols.v2 import PLATFORM, _tensor_metadata
+
+        with _answering(context, request.name, "grpc_metadata") as seen:
+            model = self.engine.repository.resolve(request.name, _v2_version(request.version), None)
+            seen["version"] = model.version
+            response = self.pb.ModelMetadataResponse(
+                name=request.name,
+                versions=[str(v) for v in self.engine.repository.available().get(request.name, [])],
+                platform=PLATFORM,
+            )
+            for field, specs in (("inputs", model.input_specs("")), ("outputs", model.output_specs(""))):
+                for meta in _tensor_metadata(specs):
+                    getattr(response, field).add(
+                        name=meta["name"], datatype=meta["datatype"], shape=meta["shape"]
+                    )
+            return response
+
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from .protocols import v2
+
+        with _answering(context, request.model_name, "grpc_infer") as seen:
+            model = self.engine.repository.resolve(
+                request.model_name, _v2_version(request.model_version), None
+            )
+            seen["version"] = model.version
+            signature = _parameter(request.parameters, "signature_name") or ""
+            header, binary = self._as_rest(request)
+            specs = model.input_specs(signature)
+            # The size REST checks a shape against (no shape may claim more elements than were sent).
+            inputs = v2.decode_infer_request(header, memoryview(binary), specs, request.ByteSize())
+            results = self.engine.plane.predict(model, signature, inputs)
+            wanted = {"outputs": [{"name": o.name} for o in request.outputs]} if request.outputs else {}
+            response = self.pb.ModelInferResponse(
+                model_name=request.model_name, model_version=str(model.version), id=request.id
+            )
+            for name, _ in v2._requested_outputs(wanted, results):
+                array = results[name]
+                response.outputs.add(
+                    name=name,
+                    datatype=v2.V2_DATATYPES.get(v2._tf_dtype(array), "BYTES"),
+                    shape=list(array.shape),
+                )
+                response.raw_output_contents.append(v2._binary_data(array))
+            return response
+
+    def _as_rest(self, request: Any) -> tuple[dict[str, Any], bytes]:
+        """The REST API's header (and binary body) for a gRPC request: raw contents become binary data,
+        typed contents become JSON ``data``."""
+        raw = list(request.raw_input_contents)
+        if raw and len(raw) != len(request.inputs):
+            raise InvalidArgument(
+                f"expected {len(request.inputs)} raw input contents (one per input), got {len(raw)}"
+            )
+        items = []
+        for index, tensor in enumerate(request.inputs):
+            item: dict[str, Any] = {
+                "name": tensor.name,
+                "datatype": tensor.datatype,
+                "shape": list(tensor.shape),
+            }
+            if raw:
+                item["parameters"] = {"binary_data_size": len(raw[index])}
+            else:
+                field = _CONTENTS.get(tensor.datatype)
+                if field is None:
+                    raise InvalidArgument(f"input '{tensor.name}' has unsupported datatype {tensor.datatype}")
+                values = list(getattr(tensor.contents, field))
+                item["data"] = [
+                    v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in values
+                ]
+            items.append(item)
+        return {"inputs": items}, b"".join(raw)
+
+
 class GrpcServer:
     """The gRPC server of the model process; its health follows the repository's readiness."""
 
@@ -261,6 +394,8 @@ class GrpcServer:
             PredictionServicer(engine), self.server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(engine), self.server)
+        # Triton's whole service: what the Open Inference Protocol does not have answers UNIMPLEMENTED.
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"{'[::]' if host in ('0.0.0.0', '') else host}:{port}"

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -250,6 +251,98 @@ def test_grpc_shares_the_model_process_and_the_metrics_with_rest(served: Served)
                                timeout=5).status == health_pb2.HealthCheckResponse.SERVING  # fmt: skip
 
 
+def test_a_taken_grpc_port_is_one_clear_error(model_root: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "modelservice_runtime.cli", "--rest_api_host=127.0.0.1", f"--port={port}",
+             f"--rest_api_port={free_port()}", "--model_name=linear", f"--model_base_path={model_root / 'linear'}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert f"--port={port} (gRPC) is already in use" in done.stderr
+
+
+# ------------------------------------------------------------------------- Open Inference Protocol (V2)
+
+
+@pytest.fixture(scope="module")
+def triton(served: Served) -> Iterator[object]:
+    import tritonclient.grpc as triton_grpc
+
+    target = served.channel._channel.target().decode()  # type: ignore[attr-defined]
+    client = triton_grpc.InferenceServerClient(url=target)
+    yield client
+    client.close()
+
+
+def test_v2_health_and_metadata_over_grpc_with_tritonclient(triton: object, served: Served) -> None:
+    client: Any = triton
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("linear")
+    assert client.is_model_ready("linear", "1")
+    metadata = client.get_model_metadata("linear")
+    rest = requests.get(served.server.url + "/v2/models/linear", timeout=10).json()
+    assert metadata.name == "linear" and list(metadata.versions) == rest["versions"]
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        (t["name"], t["datatype"], t["shape"]) for t in rest["inputs"]
+    ]
+    assert client.get_server_metadata().name == "modelservice-runtime"
+
+
+def test_v2_infer_answers_the_same_numbers_over_grpc_and_rest(triton: object, served: Served) -> None:
+    import tritonclient.grpc as triton_grpc
+
+    client: Any = triton
+    rows = np.array([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], np.float32)
+    tensor = triton_grpc.InferInput("x", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    result = client.infer("linear", [tensor], model_version="1", request_id="r-1")
+    rest = requests.post(served.server.url + "/v2/models/linear/versions/1/infer", timeout=10, json={
+        "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": rows.ravel().tolist()}]}).json()  # fmt: skip
+    (output,) = rest["outputs"]
+    assert result.as_numpy(output["name"]).ravel().tolist() == output["data"] == rows.ravel().tolist()
+    response = result.get_response()
+    assert (response.model_version, response.id) == ("1", "r-1")
+
+    texts = np.array([b"ab", b"xyz"], dtype=object)
+    text = triton_grpc.InferInput("text", [2], "BYTES")
+    text.set_data_from_numpy(texts)
+    strings = client.infer("strings", [text])
+    assert strings.as_numpy("upper").tolist() == [b"AB", b"XYZ"]
+    assert strings.as_numpy("length").tolist() == [2, 3]
+
+
+def test_v2_typed_contents_and_errors_match_rest(served: Served) -> None:
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(served.channel)
+    request = service_pb2.ModelInferRequest(model_name="linear", model_version="1")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend([1.0, 2.0, 3.0, 4.0])
+    answer = stub.ModelInfer(request, timeout=30)
+    assert np.frombuffer(answer.raw_output_contents[0], "<f4").tolist() == [1.0, 2.0, 3.0, 4.0]
+
+    wrong = service_pb2.ModelInferRequest(model_name="linear")
+    wrong.inputs.add(name="x", datatype="FP64", shape=[1, 4]).contents.fp64_contents.extend([1, 2, 3, 4])
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(wrong, timeout=30)
+    rest = requests.post(served.server.url + "/v2/models/linear/infer", timeout=10, json={
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]})  # fmt: skip
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and rest.status_code == 400
+    assert caught.value.details() == rest.json()["error"]
+    unknown = service_pb2.ModelInferRequest(model_name="nope")
+    assert code_of(lambda: stub.ModelInfer(unknown, timeout=30)) == grpc.StatusCode.NOT_FOUND
+    assert (
+        requests.post(
+            served.server.url + "/v2/models/nope/infer", json={"inputs": []}, timeout=10
+        ).status_code
+        == 404
+    )
+
+
+# Last: it replaces the model list every other test uses.
 def test_reload_config_adds_and_removes_models_without_a_restart(served: Served, model_root: Path) -> None:
     request = model_management_pb2.ReloadConfigRequest()
     entry = request.config.model_config_list.config.add()
@@ -263,17 +356,3 @@ def test_reload_config_adds_and_removes_models_without_a_restart(served: Served,
         code_of(lambda: served.models.HandleReloadConfigRequest(bad, timeout=30))
         == grpc.StatusCode.INVALID_ARGUMENT
     )
-
-
-def test_a_taken_grpc_port_is_one_clear_error(model_root: Path, tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "modelservice_runtime.cli", "--rest_api_host=127.0.0.1", f"--port={port}",
-             f"--rest_api_port={free_port()}", "--model_name=linear", f"--model_base_path={model_root / 'linear'}"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    assert done.returncode == 2
-    assert f"--port={port} (gRPC) is already in use" in done.stderr
