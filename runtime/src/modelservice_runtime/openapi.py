@@ -23,8 +23,9 @@ def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
         400: "Bad request: malformed JSON, wrong dtype or shape, unknown signature or label",
         404: "Unknown model or version",
         413: "Request body larger than --max_request_bytes",
-        429: "Overloaded: the worker has --max_concurrent_requests in flight (Retry-After: 1)",
-        503: "Model not ready, batch queue full (max_enqueued_batches) or shutting down (Retry-After: 1)",
+        429: "A model's RESOURCE_EXHAUSTED (Retry-After: 1)",
+        503: "Overloaded (queueing delay above --max_queue_delay_ms), model not ready or its process "
+        "restarting, batch queue full (max_enqueued_batches), or shutting down (Retry-After: 1)",
         504: "Deadline (--rest_api_timeout_in_ms) exceeded",
     }
     out: dict[str, Any] = {"200": ok}
