@@ -119,7 +119,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                         f"Expects arg[{index}] to be {tf.dtypes.as_dtype(specs[key].dtype).name} but "
                         f"{tf.dtypes.as_dtype(proto.dtype).name} is provided"
                     )
-                inputs[key] = tf.make_ndarray(proto)
+                try:
+                    inputs[key] = tf.make_ndarray(proto)
+                except (ValueError, TypeError) as exc:  # e.g. tensor_content that does not fit the shape
+                    raise InvalidArgument(f"input tensor '{key}' is malformed: {exc}") from None
             outputs_wanted = list(request.output_filter)
             output_specs = model.output_specs(signature)
             for alias in outputs_wanted:

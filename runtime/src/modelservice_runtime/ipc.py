@@ -172,8 +172,10 @@ class EngineServer:
         self.engine.submit(op, args, functools.partial(self._reply, conn))
 
     def _forget(self, fd: int, conn: _Connection) -> None:
-        self._epoll.unregister(fd)
-        del self._connections[fd]
+        with contextlib.suppress(OSError, ValueError):  # a reply thread may have closed it already
+            self._epoll.unregister(fd)
+        if self._connections.get(fd) is conn:
+            del self._connections[fd]
         with conn.lock:
             if conn.busy:
                 conn.closing = True  # the thread still working on its request closes it

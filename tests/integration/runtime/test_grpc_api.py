@@ -175,6 +175,14 @@ def test_grpc_words_its_errors_as_tf_serving_does(served: Served) -> None:
     assert caught.value.details().startswith("output tensor alias not found in signature: nope")
 
 
+def test_a_malformed_tensor_is_invalid_argument_not_internal(served: Served) -> None:
+    request = predict_request("linear", {"x": np.ones((1, 4), np.float32)})
+    request.inputs["x"].tensor_content = b"\x00" * 5  # 5 bytes for a [1, 4] float tensor
+    assert (
+        code_of(lambda: served.predictions.Predict(request, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
 def examples_input(values: list[float]) -> object:
     from tensorflow_serving.apis import input_pb2
 
