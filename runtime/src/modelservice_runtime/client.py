@@ -154,14 +154,8 @@ class EngineClient:
 
     # -- the repository
 
-    def model_names(self) -> list[str]:
-        return list(self.call("model_names"))
-
     def available(self) -> dict[str, list[int]]:
         return dict(self.call("available"))
-
-    def not_ready_models(self) -> list[str]:
-        return list(self.call("not_ready_models"))
 
     def readiness(self) -> tuple[list[str], list[str]]:
         """(models served, models not ready yet) over every model process: ready needs all of them."""
@@ -169,9 +163,6 @@ class EngineClient:
         names = sorted(set.intersection(*(set(n) for n, _ in answers)))
         waiting = sorted(set().union(*(set(w) for _, w in answers)))
         return names, waiting
-
-    def ping(self) -> int:
-        return int(self.call("ping"))
 
     def close(self) -> None:
         self.transport.close()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .batcher import BatchingParameters, BatchScheduler, Clock, Done
+from .batcher import BatchingParameters, BatchScheduler, Clock, Done, Runner
 from .errors import DeadlineExceeded
 from .protocols.tensors import TensorSpec, check_against_signature
 from .repository import ModelRepository
@@ -73,20 +73,37 @@ class DataPlane:
             future.cancel()
             raise DeadlineExceeded("Deadline exceeded") from None
 
+    def _batch_job(
+        self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray]
+    ) -> tuple[Any, Runner, float | None] | None:
+        """Check the request's shapes; then (queue key, runner, deadline) when it goes to the batcher, or
+        None when it runs alone (no batching, a signature with a fixed 0th dimension, odd inputs)."""
+        specs: Mapping[str, TensorSpec] = model.input_specs(signature_name)
+        check_against_signature(inputs, specs)
+        if self.scheduler is None or not batchable(specs) or not can_join_a_batch(inputs):
+            return None
+
+        def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs: dict[str, np.ndarray] = model.predict(signature_name, batch)
+            return outputs
+
+        key = (model.name, model.version, signature_name or "serving_default")
+        return key, run, None if self.timeout_s is None else self.clock() + self.timeout_s
+
     def predict(
         self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        specs: Mapping[str, TensorSpec] = model.input_specs(signature_name)
-        check_against_signature(inputs, specs)
-        if self.scheduler is not None and batchable(specs) and can_join_a_batch(inputs):
-            deadline = None if self.timeout_s is None else self.clock() + self.timeout_s
+        job = self._batch_job(model, signature_name, inputs)
+        if job is None:
+            return self.run_alone(model, signature_name, inputs)
+        key, run, deadline = job
+        assert self.scheduler is not None  # a job exists only with a scheduler
+        return self.scheduler.submit(key, model, model.name, run, inputs, deadline)
 
-            def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-                outputs: dict[str, np.ndarray] = model.predict(signature_name, batch)
-                return outputs
-
-            key = (model.name, model.version, signature_name or "serving_default")
-            return self.scheduler.submit(key, model, model.name, run, inputs, deadline)
+    def run_alone(
+        self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """A checked request that does not go to the batcher: one model call, under the deadline."""
         result: dict[str, np.ndarray] = self._with_deadline(model.predict, signature_name, inputs)
         return result
 
@@ -94,18 +111,12 @@ class DataPlane:
         self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray], on_done: Done
     ) -> bool:
         """Queue a batchable request and return True (``on_done`` gets its outputs or error later), or
-        return False when it is not batched here (the caller runs ``predict``)."""
-        specs: Mapping[str, TensorSpec] = model.input_specs(signature_name)
-        if self.scheduler is None or not batchable(specs) or not can_join_a_batch(inputs):
+        return False when it runs alone (checked already: the caller runs ``run_alone``)."""
+        job = self._batch_job(model, signature_name, inputs)
+        if job is None:
             return False
-        check_against_signature(inputs, specs)
-        deadline = None if self.timeout_s is None else self.clock() + self.timeout_s
-
-        def run(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            outputs: dict[str, np.ndarray] = model.predict(signature_name, batch)
-            return outputs
-
-        key = (model.name, model.version, signature_name or "serving_default")
+        key, run, deadline = job
+        assert self.scheduler is not None
         self.scheduler.submit_async(key, model, model.name, run, inputs, deadline, on_done)
         return True
 

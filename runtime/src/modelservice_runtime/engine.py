@@ -54,12 +54,9 @@ class Engine:
             "regress": self.regress,
             "tfs_status": self.tfs_status,
             "tfs_metadata": self.tfs_metadata,
-            "model_names": repository.model_names,
             "available": repository.available,
-            "not_ready_models": repository.not_ready_models,
             "readiness": lambda: (repository.model_names(), repository.not_ready_models()),
             "model_ready": self.model_ready,
-            "ping": self.ping,
         }
 
     @property
@@ -85,19 +82,23 @@ class Engine:
                 def done(result: dict[str, np.ndarray] | ServingError) -> None:
                     reply(result if isinstance(result, ServingError) else (served, result))
 
-                if self.plane.predict_async(model, signature, inputs, done):
-                    return
+                if not self.plane.predict_async(model, signature, inputs, done):
+                    # Resolved and checked: only the model call is left, on the pool.
+                    run = self.plane.run_alone
+                    self._pool.submit(
+                        self._run_and_reply, op, reply, lambda: (served, run(model, signature, inputs))
+                    )
             except ServingError as exc:
                 reply(exc)
-                return
             except Exception as exc:
                 reply(_internal(op, exc))
-                return
-        self._pool.submit(self._call_and_reply, op, args, reply)
+            return
+        self._pool.submit(self._run_and_reply, op, reply, lambda: self.call(op, args))
 
-    def _call_and_reply(self, op: str, args: Sequence[Any], reply: Reply) -> None:
+    @staticmethod
+    def _run_and_reply(op: str, reply: Reply, work: Callable[[], Any]) -> None:
         try:
-            value = self.call(op, args)
+            value = work()
         except ServingError as exc:
             reply(exc)
             return
@@ -197,9 +198,6 @@ class Engine:
                 raise
             return False
         return True
-
-    def ping(self) -> int:
-        return os.getpid()
 
     def close(self) -> None:
         self.repository.stop()

@@ -264,3 +264,25 @@ def test_one_model_process_per_listed_gpu_each_pinned_to_its_gpu_and_restarted_a
         assert engines[1] in after and engines[0] not in after and len(after) == 2
     finally:
         assert stop(server) == 0
+
+
+def test_with_batching_off_the_model_process_runs_each_request_alone(
+    model_root: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--enable_batching=false",
+        "--drain_seconds=0",
+    )  # fmt: skip
+    url = server.url + "/v1/models/linear:predict"  # version 2: doubles
+    try:
+        server.wait_ready()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda v: requests.post(url, json={"instances": [[v, 0, 0, 0]]}, timeout=30),
+                                    range(8)))  # fmt: skip
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        assert [a.json()["predictions"] for a in answers] == [[[2.0 * v, 0.0, 0.0, 0.0]] for v in range(8)]
+        bad = requests.post(url, json={"instances": [[1, 2, 3]]}, timeout=30)
+        assert bad.status_code == 400 and "signature expects [-1,4]" in bad.json()["error"]
+        assert "modelservice_batch_size_count" not in requests.get(server.url + "/metrics", timeout=5).text
+    finally:
+        assert stop(server) == 0
