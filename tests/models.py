@@ -7,6 +7,8 @@ expected outputs are easy to compute by hand in the tests.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,71 @@ def build_classify_regress(base: Path, version: int = 1) -> Path:
                 },
             )
             builder.save()
+    return path
+
+
+def build_half_plus_two(base: Path, version: int = 1, b: float = 2.0, as_text: bool = False) -> Path:
+    """TF Serving's test model, built as its generator script builds it (``saved_model_half_plus_two.py``,
+    ``tf.compat.v1``): y = 0.5 * x + b, y2 = 0.5 * x + 3, y3 = 0.5 * x2 + 3, where ``x`` and ``x2`` are
+    parsed from tf.Examples (features ``x``, and ``x2`` defaulting to 0) and then fed directly by the
+    predict signature (``x`` is an intermediate tensor of shape [-1, 1], not a placeholder). Signatures:
+    serving_default (predict x -> y), regress_x_to_y, regress_x_to_y2, regress_x2_to_y3, classify_x_to_y.
+    ``b=3.0`` gives half_plus_three; an asset file and a main op are saved as the script saves them."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    path = base / str(version)
+    assets = Path(tempfile.mkdtemp())  # copied into the SavedModel's assets/ by the builder
+    (assets / "foo.txt").write_text("asset-file-contents")
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as session:
+        a = v1.Variable(0.5, name="a")
+        b_var = v1.Variable(b, name="b")
+        c = v1.Variable(3.0, name="c")
+        serialized = v1.placeholder(tf.string, name="tf_example", shape=[None])
+        features = v1.io.parse_example(
+            serialized,
+            {
+                "x": v1.io.FixedLenFeature([1], dtype=tf.float32),
+                "x2": v1.io.FixedLenFeature([1], dtype=tf.float32, default_value=[0.0]),
+            },
+        )
+        x = tf.identity(features["x"], name="x")
+        y = tf.identity(tf.add(tf.multiply(a, x), b_var), name="y")
+        y2 = tf.identity(tf.add(tf.multiply(a, x), c), name="y2")
+        x2 = tf.identity(features["x2"], name="x2")
+        a2 = v1.Variable(0.5, name="a2")
+        c2 = v1.Variable(3.0, name="c2")
+        y3 = tf.identity(tf.add(tf.multiply(a2, x2), c2), name="y3")
+        asset_path = tf.constant(str(assets / "foo.txt"))
+        v1.add_to_collection(v1.GraphKeys.ASSET_FILEPATHS, asset_path)
+        filename = v1.Variable("foo.txt", name="filename_tensor", trainable=False, collections=[])
+        assign_filename = filename.assign("foo.txt")
+        info = v1.saved_model.utils.build_tensor_info
+        regress, classify = v1.saved_model.REGRESS_METHOD_NAME, v1.saved_model.CLASSIFY_METHOD_NAME
+
+        def signature(inputs: dict[str, tf.Tensor], outputs: dict[str, tf.Tensor], method: str) -> object:
+            return v1.saved_model.build_signature_def(
+                {k: info(t) for k, t in inputs.items()}, {k: info(t) for k, t in outputs.items()}, method
+            )
+
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(path))
+        builder.add_meta_graph_and_variables(
+            session,
+            ["serve"],
+            signature_def_map={
+                "regress_x_to_y": signature({"inputs": serialized}, {"outputs": y}, regress),
+                "regress_x_to_y2": signature({"inputs": serialized}, {"outputs": y2}, regress),
+                "regress_x2_to_y3": signature({"inputs": x2}, {"outputs": y3}, regress),
+                "classify_x_to_y": signature({"inputs": serialized}, {"scores": y}, classify),
+                "serving_default": signature({"x": x}, {"y": y}, v1.saved_model.PREDICT_METHOD_NAME),
+            },
+            assets_collection=v1.get_collection(v1.GraphKeys.ASSET_FILEPATHS),
+            main_op=tf.group(assign_filename),
+        )
+        builder.save(as_text)
+    shutil.rmtree(assets)
     return path
 
 

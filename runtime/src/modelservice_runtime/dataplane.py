@@ -16,7 +16,7 @@ import numpy as np
 
 from .batcher import BatchingParameters, BatchScheduler, Clock, Done, Runner
 from .errors import DeadlineExceeded
-from .protocols.tensors import TensorSpec, check_against_signature
+from .protocols.tensors import TensorSpec
 from .repository import ModelRepository
 
 T = TypeVar("T")
@@ -76,10 +76,11 @@ class DataPlane:
     def _batch_job(
         self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray]
     ) -> tuple[Any, Runner, float | None] | None:
-        """Check the request's shapes; then (queue key, runner, deadline) when it goes to the batcher, or
-        None when it runs alone (no batching, a signature with a fixed 0th dimension, odd inputs)."""
+        """(queue key, runner, deadline) when the request goes to the batcher, or None when it runs alone
+        (no batching, a signature with a fixed 0th dimension, odd inputs). Shapes are not checked against
+        the signature: as in TF Serving, the model decides, and only requests whose inputs agree beyond
+        the 0th dimension share a batch."""
         specs: Mapping[str, TensorSpec] = model.input_specs(signature_name)
-        check_against_signature(inputs, specs)
         if self.scheduler is None or not batchable(specs) or not can_join_a_batch(inputs):
             return None
 
@@ -103,7 +104,7 @@ class DataPlane:
     def run_alone(
         self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """A checked request that does not go to the batcher: one model call, under the deadline."""
+        """A request that does not go to the batcher: one model call, under the deadline."""
         result: dict[str, np.ndarray] = self._with_deadline(model.predict, signature_name, inputs)
         return result
 
@@ -111,7 +112,7 @@ class DataPlane:
         self, model: Any, signature_name: str, inputs: Mapping[str, np.ndarray], on_done: Done
     ) -> bool:
         """Queue a batchable request and return True (``on_done`` gets its outputs or error later), or
-        return False when it runs alone (checked already: the caller runs ``run_alone``)."""
+        return False when it runs alone (the caller runs ``run_alone``)."""
         job = self._batch_job(model, signature_name, inputs)
         if job is None:
             return False

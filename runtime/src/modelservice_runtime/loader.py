@@ -7,6 +7,7 @@ thread (see ``gunicorn_conf.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -16,8 +17,9 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.saved_model import loader_impl
+from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
 from .errors import FailedPrecondition, Internal, InvalidArgument, ServingError, code_of_tf_error
@@ -34,30 +36,37 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 _configured = threading.Lock()
 _configured_done = False
+# What every model's session runs with (TF Serving's session config): thread pools and GPU options.
+_session_config = config_pb2.ConfigProto(allow_soft_placement=True)
+
+
+def session_config() -> config_pb2.ConfigProto:
+    return _session_config
 
 
 def configure_runtime(
     intra_op: int, inter_op: int, gpu_memory_fraction: float = 0.0, gpu_devices: str = ""
 ) -> None:
-    """Set up TensorFlow once per process, before the first op runs: thread pools, and on a GPU what TF
-    Serving sets in its session config. ``gpu_memory_fraction`` > 0 reserves that fraction of each GPU
+    """Set up TensorFlow once per process, before the first model loads: thread pools, and on a GPU what
+    TF Serving sets in its session config. ``gpu_memory_fraction`` > 0 reserves that fraction of each GPU
     (``--per_process_gpu_memory_fraction``); 0 turns memory growth on, so the process takes what its models
     need instead of TensorFlow's default of nearly all of it. ``gpu_devices`` ("0,1") picks GPUs among the
-    visible ones (the device plugin decides which are visible)."""
+    visible ones (the device plugin decides which are visible).
+
+    Models run in TF1 sessions (as in TF Serving) and the rest (warmup records) eagerly: both get the same
+    GPU options, so whichever touches a GPU first sets it up the same way."""
     global _configured_done
     with _configured:
         if _configured_done:
             return
         _configured_done = True
-        from tensorflow.core.protobuf import config_pb2
         from tensorflow.python.eager import context
 
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-        except RuntimeError:  # TF already initialised (tests load several models in one process)
-            log.debug("TensorFlow thread pools were already initialised")
-            return
+        config = config_pb2.ConfigProto(
+            allow_soft_placement=True,
+            intra_op_parallelism_threads=intra_op,
+            inter_op_parallelism_threads=inter_op,
+        )
         gpus = tf.config.list_physical_devices("GPU")
         if gpu_devices:
             wanted = [int(i) for i in gpu_devices.split(",")]
@@ -67,44 +76,29 @@ def configure_runtime(
                     f"--tensorflow_gpu_device={gpu_devices}: GPU {missing[0]} is not visible "
                     f"({len(gpus)} GPU(s) visible)"
                 )
+            config.gpu_options.visible_device_list = gpu_devices
             gpus = [gpus[i] for i in wanted]
-            tf.config.set_visible_devices(gpus, "GPU")
         if gpu_memory_fraction > 0:
-            # TF Serving's session option; TF2's public API has only absolute limits, so it goes into the
-            # eager context's base config, which TensorFlow merges with the device options at start.
-            ctx = context.context()
-            base = config_pb2.ConfigProto()
-            if ctx._config is not None:
-                base.CopyFrom(ctx._config)
-            base.gpu_options.per_process_gpu_memory_fraction = gpu_memory_fraction
-            ctx._config = base
+            config.gpu_options.per_process_gpu_memory_fraction = gpu_memory_fraction
         else:
-            for gpu in gpus:
-                tf.config.experimental.set_memory_growth(gpu, True)
+            config.gpu_options.allow_growth = True
+        _session_config.CopyFrom(config)
+        ctx = context.context()
+        if ctx._context_handle is not None:  # tests load several models in one process
+            log.debug("TensorFlow's eager context was already initialised")
+            return
+        # TF2's public API has only absolute memory limits, so the options go into the eager context's
+        # base config, which TensorFlow merges with its device options when it starts.
+        base = config_pb2.ConfigProto()
+        if ctx._config is not None:
+            base.CopyFrom(ctx._config)
+        base.MergeFrom(config)
+        ctx._config = base
         if gpus:
             log.info(
                 "Using %d GPU(s): %s; memory %s", len(gpus), ", ".join(g.name for g in gpus),
                 f"fraction {gpu_memory_fraction}" if gpu_memory_fraction > 0 else "grows as needed",
             )  # fmt: skip
-
-
-def read_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
-    """The ``serve`` MetaGraphDef of the SavedModel at ``path`` (binary or text proto)."""
-    saved = saved_model_pb2.SavedModel()
-    pb = os.path.join(path, "saved_model.pb")
-    pbtxt = os.path.join(path, "saved_model.pbtxt")
-    if os.path.exists(pb):
-        with open(pb, "rb") as handle:
-            saved.ParseFromString(handle.read())
-    elif os.path.exists(pbtxt):
-        with open(pbtxt) as handle:
-            text_format.Parse(handle.read(), saved)
-    else:
-        raise FailedPrecondition(f"No saved_model.pb or saved_model.pbtxt in {path}")
-    for meta_graph in saved.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return meta_graph
-    raise FailedPrecondition(f"SavedModel at {path} has no MetaGraphDef tagged 'serve'")
 
 
 def _spec(key: str, info: Any) -> TensorSpec:
@@ -113,18 +107,36 @@ def _spec(key: str, info: Any) -> TensorSpec:
 
 
 class LoadedModel:
-    """One loaded version of one model: its signatures and how to run them."""
+    """One loaded version of one model: its signatures and how to run them.
+
+    The SavedModel is loaded into a TF1 session, as TF Serving does (``LoadSavedModel``), whichever
+    TensorFlow wrote it: a signature's inputs are fed by tensor name, so a request is not checked against
+    the signature's shapes but fed as sent and the graph decides (``[1.0, 2.0, 5.0]`` into half_plus_two's
+    ``x: [-1, 1]`` answers three values, as in TF Serving's docs), inputs may be intermediate tensors, and
+    one call costs far less than an eager signature call.
+    """
 
     def __init__(self, name: str, version: int, path: str) -> None:
         self.name = name
         self.version = version
         self.path = path
-        self.meta_graph = read_meta_graph(path)
-        self._loaded = tf.saved_model.load(path, tags=["serve"])
-        self._functions = dict(self._loaded.signatures)
-        # Specs are read on every request (decode, shape check, feed): build them once per signature.
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph, config=session_config())
+        try:
+            loader = loader_impl.SavedModelLoader(path)
+            with self.graph.as_default(), deprecation.silence():
+                self.meta_graph = loader.load(self.session, ["serve"])
+        except (OSError, RuntimeError) as exc:  # no saved_model.pb, no 'serve' tag
+            self.session.close()
+            raise FailedPrecondition(f"Cannot load the SavedModel at {path}: {exc}") from None
+        except BaseException:
+            self.session.close()
+            raise
+        # Specs are read on every request (decode, feed): build them once per signature.
         self._input_specs: dict[str, dict[str, TensorSpec]] = {}
         self._output_specs: dict[str, dict[str, TensorSpec]] = {}
+        self._callables: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._callables_lock = threading.Lock()
 
     # -- signatures
 
@@ -136,7 +148,7 @@ class LoadedModel:
     def signature(self, name: str) -> Any:
         """The SignatureDef for ``name`` ('' means serving_default), or TF Serving's 400."""
         key = name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs or key not in self._functions:
+        if key not in self.signature_defs or key.startswith("__"):  # __saved_model_init_op is no API
             raise InvalidArgument(f'Serving signature name: "{key}" not found in signature def')
         return self.signature_defs[key]
 
@@ -156,22 +168,43 @@ class LoadedModel:
 
     # -- running
 
+    def _callable(self, key: str, names: tuple[str, ...]) -> tuple[Any, list[str]]:
+        """The session callable feeding ``names`` of signature ``key`` and fetching all its outputs."""
+        entry = self._callables.get((key, names))
+        if entry is None:
+            sig = self.signature_defs[key]
+            outputs = sorted(sig.outputs)
+            options = config_pb2.CallableOptions(
+                feed=[sig.inputs[n].name for n in names], fetch=[sig.outputs[n].name for n in outputs]
+            )
+            with self._callables_lock:
+                entry = self._callables.get((key, names))
+                if entry is None:
+                    # Session.make_callable() checks shapes against the graph's static ones in Python;
+                    # the session's own callable feeds as TF Serving does and costs a third as much.
+                    entry = (self.session._make_callable_from_options(options), outputs)
+                    self._callables[(key, names)] = entry
+        return entry
+
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a signature; TF's own errors come back as ServingErrors with TF's canonical code."""
         key = signature_name or DEFAULT_SIGNATURE
         specs = self.input_specs(key)  # raises TF Serving's 400 for an unknown signature
-        function = self._functions[key]
-        feed = {}
-        for name, array in inputs.items():
-            dtype = tf.dtypes.as_dtype(specs[name].dtype)
-            feed[name] = tf.constant(array, dtype=dtype)
+        names = tuple(sorted(inputs))
+        feeds = []
+        for name in names:
+            spec = specs.get(name)
+            if spec is None:
+                raise InvalidArgument(f"signature '{key}' has no input '{name}'")
+            feeds.append(_feedable(name, inputs[name], spec))
+        call, outputs = self._callable(key, names)
         try:
-            outputs = function(**feed)
+            values = call(*feeds)
         except tf.errors.OpError as exc:
             raise _op_error(exc) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # a value the session cannot turn into a tensor
             raise InvalidArgument(f"signature '{key}' rejected the inputs: {exc}") from None
-        return {name: value.numpy() for name, value in outputs.items()}
+        return dict(zip(outputs, values, strict=True))
 
     def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.run(signature_name, inputs)
@@ -254,6 +287,33 @@ class LoadedModel:
             else:
                 raise InvalidArgument(f"Unsupported log_type for warmup: {kind}")
         return count
+
+
+def _feedable(name: str, array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """``array`` in the signature input's dtype (the session feeds without converting)."""
+    want = _numpy_dtype(spec.dtype)
+    if array.dtype == want:
+        return array
+    try:
+        if want == np.dtype(object):
+            if array.dtype.kind in "US":
+                return np.vectorize(_as_bytes, otypes=[object])(array) if array.size else array.astype(object)
+            return array.astype(object)
+        return array.astype(want)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(
+            f"input '{name}' cannot be fed as {tf.dtypes.as_dtype(spec.dtype).name}: {exc}"
+        ) from None
+
+
+@functools.cache
+def _numpy_dtype(dtype: int) -> np.dtype[Any]:
+    numpy_dtype: np.dtype[Any] = np.dtype(tf.dtypes.as_dtype(dtype).as_numpy_dtype)
+    return numpy_dtype
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
 def serialized_examples(input_proto: Any) -> list[bytes]:

@@ -282,7 +282,10 @@ def test_with_batching_off_the_model_process_runs_each_request_alone(
         assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
         assert [a.json()["predictions"] for a in answers] == [[[2.0 * v, 0.0, 0.0, 0.0]] for v in range(8)]
         bad = requests.post(url, json={"instances": [[1, 2, 3]]}, timeout=30)
-        assert bad.status_code == 400 and "signature expects [-1,4]" in bad.json()["error"]
+        assert (
+            bad.status_code == 400
+            and "Matrix size-incompatible: In[0]: [1,3], In[1]: [4,4]" in bad.json()["error"]
+        )
         assert "modelservice_batch_size_count" not in requests.get(server.url + "/metrics", timeout=5).text
     finally:
         assert stop(server) == 0

@@ -117,16 +117,6 @@ def test_small_int_types_wrap_like_tf_serving_int_val() -> None:
     assert got.tolist() == [44, 255]
 
 
-def test_shape_check_names_the_input_and_what_the_signature_wants() -> None:
-    with pytest.raises(InvalidArgument) as raised:
-        t.check_against_signature({"x": np.zeros((2, 3), np.float32)}, FLOAT4)
-    assert (
-        raised.value.message == "input 'x' has shape [2,3] but the signature expects [-1,4] (-1 is any size)"
-    )
-    t.check_against_signature({"x": np.zeros((0, 4), np.float32)}, FLOAT4)
-    t.check_against_signature({"x": np.zeros((5, 4, 2))}, {"x": t.TensorSpec("x", t.DT_FLOAT, None)})
-
-
 def test_row_response_rejects_scalar_and_mismatched_batch_outputs() -> None:
     with pytest.raises(InvalidArgument, match="has no shape information"):
         t.encode_predict_response({"y": np.float32(1)}, t.Format.ROW)

@@ -399,25 +399,6 @@ def decode_predict_request(
     raise InvalidArgument("Missing 'inputs' or 'instances' key")
 
 
-def check_against_signature(tensors: Mapping[str, np.ndarray], specs: Mapping[str, TensorSpec]) -> None:
-    """Shape checks before the model runs, so a mismatch is a 400 that names the input.
-
-    TF Serving leaves this to the graph, whose message names an internal tensor; ours names the
-    signature input and what it expects.
-    """
-    for name, array in tensors.items():
-        spec = specs[name]
-        if spec.shape is None:
-            continue
-        if array.ndim != len(spec.shape) or any(
-            want >= 0 and got != want for got, want in zip(array.shape, spec.shape, strict=False)
-        ):
-            raise InvalidArgument(
-                f"input '{name}' has shape {_shape_text(array.shape)} but the signature expects "
-                f"{spec.shape_text()} (-1 is any size)"
-            )
-
-
 # ---------------------------------------------------------------------------------------------- encoding
 
 
