@@ -201,6 +201,67 @@ def build_half_plus_two(base: Path, version: int = 1, b: float = 2.0, as_text: b
     return path
 
 
+def build_half_plus_two_tf2(base: Path, version: int = 1) -> Path:
+    """TF Serving's native TF2 half_plus_two (``HalfPlusTwoModel`` in its generator script): the same
+    regress/classify signatures over tf.Examples, ``regress_x2_to_y3`` and ``classify_x2_to_y3`` over a
+    float [1], and serving_default predicting y = 0.5 * x + 2 for ``x`` of shape [1]."""
+    import tensorflow as tf
+
+    def parse_x(serialized: tf.Tensor) -> tf.Tensor:
+        features = {
+            "x": tf.io.FixedLenFeature([1], dtype=tf.float32),
+            "x2": tf.io.FixedLenFeature([1], dtype=tf.float32, default_value=[0.0]),
+        }
+        return tf.io.parse_example(serialized, features)["x"]
+
+    examples = tf.TensorSpec([None], tf.string, name="inputs")
+    floats = tf.TensorSpec([1], tf.float32, name="inputs")
+
+    class HalfPlusTwo(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = tf.Variable(0.5, name="a")
+            self.b = tf.Variable(2.0, name="b")
+            self.c = tf.Variable(3.0, name="c")
+
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.float32)])
+        def predict(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": self.a * x + self.b}
+
+        @tf.function(input_signature=[examples])
+        def regress_xy(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"outputs": self.a * parse_x(serialized) + self.b}
+
+        @tf.function(input_signature=[examples])
+        def regress_xy2(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"outputs": self.a * parse_x(serialized) + self.c}
+
+        @tf.function(input_signature=[floats])
+        def regress_x2y3(self, x2: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"outputs": self.a * x2 + self.c}
+
+        @tf.function(input_signature=[examples])
+        def classify_xy(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"scores": self.a * parse_x(serialized) + self.b}
+
+        @tf.function(input_signature=[floats])
+        def classify_x2y3(self, x2: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"scores": self.a * x2 + self.c}
+
+    module = HalfPlusTwo()
+    path = base / str(version)
+    signatures = {
+        "regress_x_to_y": module.regress_xy,
+        "regress_x_to_y2": module.regress_xy2,
+        "regress_x2_to_y3": module.regress_x2y3,
+        "classify_x_to_y": module.classify_xy,
+        "classify_x2_to_y3": module.classify_x2y3,
+        "serving_default": module.predict,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
 def add_warmup(version_dir: Path, inputs: dict[str, np.ndarray], count: int = 2) -> Path:
     """Write ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog) for serving_default."""
     import tensorflow as tf
