@@ -33,7 +33,7 @@ lint: venv
 unit: venv
 	$(PYTEST) tests/unit -q
 
-integration: venv prometheus
+integration: venv prometheus cluster-build
 	$(PYTEST) tests/integration -q
 
 ## prometheus: Debian's Prometheus for the analysis provider's integration test (installed when missing)

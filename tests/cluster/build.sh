@@ -88,6 +88,8 @@ install_tool coredns "$COREDNS_VERSION" github.com/coredns/coredns \
   "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# MinIO: the S3 server the s3:// model source tests download from (tests/minio.py).
+install_tool minio "$MINIO_VERSION" github.com/minio/minio "-s -w"
 
 stages=$cache/kwok-stages-$KWOK_VERSION
 if [ ! -f "$stages/pod-ready.yaml" ]; then

@@ -79,7 +79,7 @@ def binary(name: str) -> Path:
     v = versions()
     version = {
         "etcd": v["ETCD_VERSION"], "kwok": v["KWOK_VERSION"], "metrics-server": v["METRICS_SERVER_VERSION"],
-        "helm": v["HELM_VERSION"], "coredns": v["COREDNS_VERSION"],
+        "helm": v["HELM_VERSION"], "coredns": v["COREDNS_VERSION"], "minio": v["MINIO_VERSION"],
     }.get(name, v["K8S_VERSION"])  # fmt: skip
     return BIN / f"{name}-{version}"
 
