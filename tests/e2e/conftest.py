@@ -75,6 +75,14 @@ def eventually(check: Callable[[], Any], timeout: float = 90, interval: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last result {last!r}")
 
 
+def condition(ms: dict[str, Any], type_: str) -> dict[str, Any]:
+    """A ModelService's condition of ``type_`` ({} until it has one)."""
+    found: dict[str, Any] = next(
+        (c for c in ms.get("status", {}).get("conditions", []) if c["type"] == type_), {}
+    )
+    return found
+
+
 def example_doc(name: str) -> dict[str, Any]:
     """``examples/<name>.yaml``, parsed."""
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())

@@ -12,15 +12,19 @@ import pytest
 import yaml
 
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, example, stable_deployment
+from tests.e2e.conftest import (
+    ROOT,
+    Kubectl,
+    OperatorProcess,
+    condition,
+    eventually,
+    example,
+    stable_deployment,
+)
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 MS_LABEL = "serving.modelservice.io/name"
-
-
-def condition(ms: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in ms.get("status", {}).get("conditions", []) if c["type"] == type_)
 
 
 def ready(kubectl: Kubectl, name: str, timeout: float = 120) -> dict[str, Any]:
@@ -183,6 +187,13 @@ INVALID = [
     ("success-rate-above-one", {"spec__rollout": {"analysis": {"successRate": {"min": "1.5"}}}},
      "spec.rollout.analysis.successRate.min"),
     ("capacity-policy", {"spec__rollout": {"capacityPolicy": "Always"}}, "spec.rollout.capacityPolicy"),
+    ("storage-on-a-pvc", {"spec__model__storage": {"secretRef": {"name": "s3-creds"}}},
+     "spec.model.storage applies to s3:// and http(s):// sources only"),
+    ("endpoint-on-http", {"spec__model__storageUri": "https://h/m.tar.gz", "spec__model__storage": {"region": "eu"}},
+     "spec.model.storage.endpoint and region apply to s3:// sources only"),
+    ("s3-without-bucket", {"spec__model__storageUri": "s3:///iris"}, "s3:// must name a bucket"),
+    ("endpoint-not-a-url", {"spec__model__storageUri": "s3://b/m", "spec__model__storage": {"endpoint": "minio:9000"}},
+     "spec.model.storage.endpoint"),
 ]  # fmt: skip
 
 

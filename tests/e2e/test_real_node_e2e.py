@@ -13,11 +13,14 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import functools
 import http.client
+import http.server
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.error
@@ -35,12 +38,14 @@ from tests.e2e.conftest import (
     ROOT,
     Kubectl,
     OperatorProcess,
+    condition,
     create_models_namespace,
     delete_namespace,
     eventually,
     example_doc,
     helm,
 )  # fmt: skip
+from tests.minio import MinIO
 
 pytestmark = [
     pytest.mark.e2e,
@@ -171,6 +176,84 @@ def digits_request(models: Path) -> tuple[dict[str, Any], list[int]]:
         "instances": [{"image_bytes": {"b64": base64.b64encode(p.read_bytes()).decode()}} for p in samples]
     }
     return body, [int(p.stem.split("-")[1]) for p in samples]
+
+
+@pytest.fixture()
+def model_sources(models: Path, tmp_path: Path) -> Iterator[tuple[MinIO, str]]:
+    """MinIO holding iris (s3://models/iris/{1,2}) and an HTTP server with iris.tar.gz, both on the real
+    node's bridge gateway, where its pods reach the host (as they reach the API server)."""
+    minio = MinIO.start(node.GATEWAY)
+    www = tmp_path / "www"
+    www.mkdir()
+    with tarfile.open(www / "iris.tar.gz", "w:gz") as tar:
+        tar.add(models / "iris", arcname="iris")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    web = http.server.ThreadingHTTPServer((node.GATEWAY, 0), handler)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        minio.upload_tree("models", "iris", models / "iris")
+        yield minio, f"http://{node.GATEWAY}:{web.server_address[1]}"
+    finally:
+        web.shutdown()
+        thread.join(timeout=10)
+        minio.stop()
+
+
+def s3_secret(name: str, minio: MinIO, secret_key: str) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": {"AWS_ACCESS_KEY_ID": minio.access_key, "AWS_SECRET_ACCESS_KEY": secret_key},
+    })  # fmt: skip
+
+
+def test_models_from_s3_and_http_are_downloaded_before_the_runtime_starts_and_a_wrong_key_says_why(
+    operator: OperatorProcess, real_kubectl: Kubectl, model_sources: tuple[MinIO, str]
+) -> None:
+    minio, web = model_sources
+    real_kubectl.apply(s3_secret("s3-creds", minio, minio.secret_key))
+    real_kubectl.apply(s3_secret("s3-stale", minio, "a-rotated-away-key"))
+    s3 = {"secretRef": {"name": "s3-creds"}, "endpoint": minio.endpoint, "region": minio.region}
+    sources = {
+        "iris-s3": {"name": "iris", "storageUri": "s3://models/iris", "storage": s3},
+        "iris-web": {"name": "iris", "storageUri": f"{web}/iris.tar.gz"},
+        "iris-denied": {"name": "iris", "storageUri": "s3://models/iris",
+                        "storage": {**s3, "secretRef": {"name": "s3-stale"}}},
+    }  # fmt: skip
+    for name, model in sources.items():
+        doc = on_real_node("iris-cpu", model=model)
+        doc["metadata"]["name"] = name
+        apply(real_kubectl, doc)
+
+    # A wrong key: Ready=False with the S3 server's answer, read from the init container's message.
+    denied = eventually(
+        lambda: (m := real_kubectl.json("get", "ms", "iris-denied"))
+        and condition(m, "Ready").get("reason") == "ModelDownloadFailed" and m,
+        timeout=POD_TIMEOUT, what="iris-denied Ready=False/ModelDownloadFailed",
+    )  # fmt: skip
+    assert condition(denied, "Ready")["status"] == "False"
+    assert (
+        f"downloading model: 403 Forbidden from s3 endpoint {minio.endpoint} for s3://models/iris: "
+        "SignatureDoesNotMatch" in condition(denied, "Ready")["message"]
+    ), condition(denied, "Ready")
+    assert condition(denied, "Degraded")["status"] == "True"
+
+    for name in ("iris-s3", "iris-web"):
+        wait_ready(real_kubectl, name)
+        answer = post(cluster_ip(real_kubectl, name), "/v1/models/iris:predict", {"instances": IRIS_ROWS})
+        assert [p["class_ids"] for p in answer["predictions"]] == [0, 2], (name, answer)
+        (pod,) = pods_of(real_kubectl, name)
+        (init,) = pod["status"]["initContainerStatuses"]
+        assert init["name"] == "storage-initializer" and init["state"]["terminated"]["exitCode"] == 0
+
+    # The key is fixed in the Secret: the kubelet's next retry of the init container reads it, and the
+    # ModelService turns Ready by itself.
+    real_kubectl.apply(s3_secret("s3-stale", minio, minio.secret_key))
+    wait_ready(real_kubectl, "iris-denied", timeout=POD_TIMEOUT + 120)
+    answer = post(
+        cluster_ip(real_kubectl, "iris-denied"), "/v1/models/iris:predict", {"instances": IRIS_ROWS}
+    )
+    assert [p["class_ids"] for p in answer["predictions"]] == [0, 2]
 
 
 # ------------------------------------------------------------------------------------------ examples

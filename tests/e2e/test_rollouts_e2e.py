@@ -19,7 +19,7 @@ import pytest
 
 from modelservice_operator.rollout import approximate_counts
 from tests.cluster import harness
-from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, eventually, example
+from tests.e2e.conftest import ROOT, Kubectl, OperatorProcess, condition, eventually, example
 
 pytestmark = pytest.mark.e2e
 REVISION = "serving.modelservice.io/revision"
@@ -63,10 +63,6 @@ def plugin(kubectl: Kubectl, *args: str) -> str:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in body.get("status", {}).get("conditions", []) if c["type"] == type_)
 
 
 def at_step(kubectl: Kubectl, name: str, step: int, timeout: float = 90, attempt: int = 0) -> dict[str, Any]:

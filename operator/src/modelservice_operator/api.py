@@ -15,8 +15,9 @@ from typing import Any
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 600
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-SUPPORTED_SCHEMES = ("pvc", "file")
-RESERVED_SCHEMES = ("s3", "gs", "http", "https")
+SUPPORTED_SCHEMES = ("pvc", "file", "s3", "http", "https")
+DOWNLOADED_SCHEMES = ("s3", "http", "https")  # fetched by the storage initializer into an emptyDir
+RESERVED_SCHEMES = ("gs",)
 STRATEGIES = ("rolling", "canary", "blueGreen")
 DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
 
@@ -50,6 +51,14 @@ class Storage:
     scheme: str
     claim: str = ""  # pvc only
     path: str = ""  # path inside the claim (pvc) or the image (file)
+    uri: str = ""  # s3 / http(s): what the storage initializer downloads
+    secret_name: str = ""  # spec.model.storage.secretRef.name: credentials for the download
+    endpoint: str = ""  # s3: an S3-compatible endpoint (MinIO, Ceph, R2 ...); empty is AWS
+    region: str = ""  # s3
+
+    @property
+    def downloaded(self) -> bool:
+        return self.scheme in DOWNLOADED_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -313,7 +322,11 @@ def _int(value: Any, path: str, default: int, minimum: int = 0) -> int:
 _PVC = re.compile(r"^pvc://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(/.*)?$")
 
 
-def parse_storage(uri: str) -> Storage:
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def parse_storage(uri: str, raw: Any = None) -> Storage:
+    """``spec.model.storageUri`` and ``spec.model.storage`` (credentials, endpoint, region)."""
     path = "spec.model.storageUri"
     scheme, sep, rest = uri.partition("://")
     if not sep or not rest:
@@ -321,16 +334,39 @@ def parse_storage(uri: str) -> Storage:
     if scheme in RESERVED_SCHEMES:
         raise InvalidSpec(
             path,
-            f"{scheme}:// storage is not supported by this operator version; use pvc://<claim>/<path> "
-            "or file:///<path in the image>",
+            "gs:// is not supported by this operator version; Google Cloud Storage serves S3 clients: use "
+            "s3://<bucket>/<path> with spec.model.storage.endpoint https://storage.googleapis.com and HMAC "
+            "keys in the Secret",
         )
     if scheme not in SUPPORTED_SCHEMES:
-        raise InvalidSpec(path, f"unknown scheme {scheme!r}; use pvc:// or file://")
+        raise InvalidSpec(path, f"unknown scheme {scheme!r}; use pvc://, file://, s3://, http:// or https://")
+    options = _mapping(raw, "spec.model.storage")
+    secret = _mapping(options.get("secretRef"), "spec.model.storage.secretRef").get("name", "")
+    endpoint = options.get("endpoint", "") or ""
+    region = options.get("region", "") or ""
+    for key, value in (("secretRef.name", secret), ("endpoint", endpoint), ("region", region)):
+        if not isinstance(value, str):
+            raise InvalidSpec(f"spec.model.storage.{key}", f"must be a string, got {value!r}")
+    if scheme not in DOWNLOADED_SCHEMES and (secret or endpoint or region):
+        raise InvalidSpec("spec.model.storage", f"applies to s3:// and http(s):// sources, not {scheme}://")
+    if scheme != "s3" and (endpoint or region):
+        raise InvalidSpec("spec.model.storage", "endpoint and region apply to s3:// sources only")
+    if secret and not _DNS_SUBDOMAIN.match(secret):
+        raise InvalidSpec("spec.model.storage.secretRef.name", f"{secret!r} is not a valid Secret name")
+    if endpoint and not re.match(r"^https?://[^/\s]+/?$", endpoint):
+        raise InvalidSpec("spec.model.storage.endpoint", f"{endpoint!r} must be http(s)://host[:port]")
     if scheme == "pvc":
         match = _PVC.match(uri)
         if not match:
             raise InvalidSpec(path, f"{uri!r} must be pvc://<claim name>/<path inside the claim>")
         return Storage("pvc", claim=match.group(1), path=(match.group(3) or "/").strip("/"))
+    if scheme == "s3":
+        bucket = rest.split("/", 1)[0]
+        if not bucket:
+            raise InvalidSpec(path, f"{uri!r} must be s3://<bucket>/<path>")
+        return Storage("s3", uri=uri, secret_name=secret, endpoint=endpoint.rstrip("/"), region=region)
+    if scheme in ("http", "https"):
+        return Storage(scheme, uri=uri, secret_name=secret)
     if not rest.startswith("/"):
         raise InvalidSpec(path, f"{uri!r} must be an absolute path: file:///<path>")
     return Storage("file", path=rest)
@@ -430,7 +466,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
     model = ModelSpec(
         name=str(model_raw.get("name") or name),
         storage_uri=uri,
-        storage=parse_storage(uri),
+        storage=parse_storage(uri, model_raw.get("storage")),
         version=version,
         policy=policy,
     )

@@ -30,6 +30,8 @@ UNSCHEDULABLE = "Unschedulable"
 IMAGE_PULL = "ImagePullBackOff"
 CRASH_LOOP = "CrashLoopBackOff"
 CONTAINER_CONFIG = "CreateContainerConfigError"
+DOWNLOADING_MODEL = "DownloadingModel"  # the storage initializer is fetching s3:// or http(s):// models
+MODEL_DOWNLOAD_FAILED = "ModelDownloadFailed"
 PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
 AS_EXPECTED = "AsExpected"
 # Rollouts (canary, blue-green): the phase of a rollout shows in these reasons.

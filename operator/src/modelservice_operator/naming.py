@@ -21,6 +21,7 @@ MAX_NAME = 63
 NAME_LABEL = f"{GROUP}/name"
 REVISION_LABEL = f"{GROUP}/revision"
 COMPONENT = "predictor"
+STORAGE_INITIALIZER = "storage-initializer"  # the init container downloading s3:// and http(s):// models
 
 
 def short_hash(value: str, length: int = 8) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import conditions as c
 from .api import ModelServiceSpec
-from .naming import REVISION_LABEL, child_name, selector_labels, selector_string
+from .naming import REVISION_LABEL, STORAGE_INITIALIZER, child_name, selector_labels, selector_string
 from .render.service import service_url
 from .rollout import DEGRADED, HEALTHY, PAUSED, Plan, Workload
 
@@ -125,6 +125,7 @@ def service_problem(
 class Problem:
     reason: str
     message: str
+    degraded: bool = True  # False: a reason the pods are not ready yet that is not a fault (a download)
 
 
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
@@ -140,6 +141,9 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
                 return Problem(
                     c.UNSCHEDULABLE, f"Pod {name} cannot be scheduled: {condition.get('message', '')}"
                 )
+        downloading = download_problem(name, pod)
+        if downloading is not None:
+            return downloading
         for status in pod.get("status", {}).get("containerStatuses", []) or []:
             waiting = (status.get("state") or {}).get("waiting") or {}
             reason = WAITING_REASONS.get(waiting.get("reason", ""))
@@ -148,6 +152,48 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
                 return Problem(
                     reason, f"Pod {name} container {status.get('name')}: {waiting.get('reason')}: {detail}"
                 )
+    return None
+
+
+def download_problem(name: str, pod: Mapping[str, Any]) -> Problem | None:
+    """The storage initializer's state: downloading, failed (its one-line reason, the termination
+    message, while the kubelet retries it with back-off), or stuck before it starts (a missing Secret)."""
+    for status in pod.get("status", {}).get("initContainerStatuses", []) or []:
+        if status.get("name") != STORAGE_INITIALIZER:
+            continue
+        state = status.get("state") or {}
+        if "terminated" in state and state["terminated"].get("exitCode") == 0:
+            return None
+        failed = next(
+            (t for t in (state.get("terminated"), (status.get("lastState") or {}).get("terminated"))
+             if t and t.get("exitCode", 0) != 0),
+            None,
+        )  # fmt: skip
+        if failed is not None:
+            lines = str(failed.get("message") or "").strip().splitlines()
+            reason = (
+                lines[-1]
+                if lines
+                else f"exit code {failed.get('exitCode')} ({failed.get('reason', 'Error')})"
+            )
+            retry = "; retrying" if "running" in state else "; retrying with back-off"
+            return Problem(c.MODEL_DOWNLOAD_FAILED, f"Pod {name}: {reason}{retry}")
+        waiting = state.get("waiting") or {}
+        blocked = WAITING_REASONS.get(waiting.get("reason", ""))
+        if blocked:
+            detail = waiting.get("message") or waiting.get("reason")
+            return Problem(
+                blocked, f"Pod {name} container {STORAGE_INITIALIZER}: {waiting.get('reason')}: {detail}"
+            )
+        if "running" in state:
+            source = next(
+                (str((i.get("args") or [""])[0]) for i in pod.get("spec", {}).get("initContainers", []) or []
+                 if i.get("name") == STORAGE_INITIALIZER),
+                "",
+            )  # fmt: skip
+            return Problem(
+                c.DOWNLOADING_MODEL, f"Pod {name}: downloading model from {source}", degraded=False
+            )
     return None
 
 
@@ -364,7 +410,7 @@ def compute_status(
 
     if plan.phase == DEGRADED:
         conds = c.set_condition(conds, c.DEGRADED, c.TRUE, plan.reason, plan.message, generation, now)
-    elif problem is not None:
+    elif problem is not None and problem.degraded:
         conds = c.set_condition(conds, c.DEGRADED, c.TRUE, problem.reason, problem.message, generation, now)
     else:
         conds = c.set_condition(

@@ -125,8 +125,11 @@ def _s3_client() -> Any:
     config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60)
     if session.get_credentials() is None:  # a public bucket: anonymous requests
         config = config.merge(Config(signature_version=UNSIGNED))
-    if os.environ.get("S3_ADDRESSING_STYLE"):  # "path" for endpoints without virtual-host buckets
-        config = config.merge(Config(s3={"addressing_style": os.environ["S3_ADDRESSING_STYLE"]}))
+    # An S3-compatible endpoint (MinIO, Ceph ...) names buckets in the path: its host has no per-bucket
+    # DNS names. S3_ADDRESSING_STYLE (path, virtual, auto) overrides.
+    style = os.environ.get("S3_ADDRESSING_STYLE") or ("path" if os.environ.get("AWS_ENDPOINT_URL") else "")
+    if style:
+        config = config.merge(Config(s3={"addressing_style": style}))
     return session.client("s3", config=config)
 
 

@@ -34,7 +34,15 @@ def test_a_pinned_version_becomes_a_specific_policy() -> None:
 @pytest.mark.parametrize(
     ("spec", "field", "words"),
     [
-        ({"model": {"storageUri": "s3://bucket/iris"}}, "spec.model.storageUri", "not supported by this operator"),
+        ({"model": {"storageUri": "gs://bucket/iris"}}, "spec.model.storageUri", "use s3://<bucket>/<path> with"),
+        ({"model": {"storageUri": "pvc://m/x", "storage": {"secretRef": {"name": "s"}}}}, "spec.model.storage",
+         "applies to s3:// and http(s):// sources, not pvc://"),
+        ({"model": {"storageUri": "https://h/m.zip", "storage": {"region": "eu"}}}, "spec.model.storage",
+         "apply to s3:// sources only"),
+        ({"model": {"storageUri": "s3://b/m", "storage": {"endpoint": "minio:9000"}}},
+         "spec.model.storage.endpoint", "must be http(s)://host[:port]"),
+        ({"model": {"storageUri": "s3://b/m", "storage": {"secretRef": {"name": "Bad_Name"}}}},
+         "spec.model.storage.secretRef.name", "not a valid Secret name"),
         ({"model": {"storageUri": "ftp://x/y"}}, "spec.model.storageUri", "unknown scheme"),
         ({"model": {"storageUri": "pvc://Bad_Claim/x"}}, "spec.model.storageUri", "pvc://<claim name>"),
         ({"model": {"storageUri": "file://relative"}}, "spec.model.storageUri", "absolute path"),
@@ -137,3 +145,25 @@ def test_rollout_steps_durations_and_controls_parse() -> None:
     assert spec.rollout.promote is not None and spec.rollout.promote.step == 2
     assert spec.rollout.retry is not None and spec.rollout.retry.attempt == 3
     assert spec.rollout.progress_deadline_seconds == 120
+
+
+def test_s3_and_http_sources_carry_their_credentials_endpoint_and_region() -> None:
+    spec = parse_spec(body(model={"storageUri": "s3://models/iris", "storage": {
+        "secretRef": {"name": "s3-creds"}, "endpoint": "http://minio:9000/", "region": "eu-west-1"}}))  # fmt: skip
+    storage = spec.model.storage
+    assert (storage.scheme, storage.uri, storage.secret_name, storage.endpoint, storage.region) == (
+        "s3",
+        "s3://models/iris",
+        "s3-creds",
+        "http://minio:9000",
+        "eu-west-1",
+    )
+    assert storage.downloaded
+    web = parse_spec(body(model={"storageUri": "https://h/iris.tar.gz"})).model.storage
+    assert (web.scheme, web.uri, web.secret_name, web.downloaded) == (
+        "https",
+        "https://h/iris.tar.gz",
+        "",
+        True,
+    )
+    assert not parse_spec(body()).model.storage.downloaded

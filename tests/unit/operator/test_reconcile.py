@@ -223,7 +223,7 @@ async def test_the_same_failure_again_writes_nothing_new() -> None:
 
 async def test_an_invalid_spec_is_reported_once_and_creates_nothing() -> None:
     client = FakeClient()
-    body = modelservice(model={"storageUri": "s3://bucket/iris"})
+    body = modelservice(model={"storageUri": "gs://bucket/iris"})
     outcome = await reconcile(body, ObservedChildren(), client, OPTIONS, NOW)
     assert [v for v, _, _ in client.calls] == ["patch_status", "create_event"]
     again = FakeClient()
@@ -243,7 +243,7 @@ async def test_a_spec_turned_invalid_clears_the_url_but_keeps_the_rollout_state(
     observed, status = await converge(modelservice())
     assert "url" in status and "revision" in status
     client = FakeClient()
-    await reconcile(modelservice(status, model={"storageUri": "s3://bucket/iris"}), observed, client,
+    await reconcile(modelservice(status, model={"storageUri": "gs://bucket/iris"}), observed, client,
                     OPTIONS, NOW)  # fmt: skip
     assert client.status is not None
     assert client.status["url"] is None  # a merge-patch removal: nothing serves what the spec asks for

@@ -181,3 +181,58 @@ def test_long_names_are_cut_to_valid_dns_labels_with_a_hash() -> None:
     for child in render_children(parse_spec(body)):
         assert len(child["metadata"]["name"]) <= 63
         kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+
+
+def _with_storage(uri: str, storage: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = load(EXAMPLES[0])
+    doc["spec"]["model"] = {"name": "iris", "storageUri": uri, **({"storage": storage} if storage else {})}
+    return doc
+
+
+def test_an_s3_model_is_downloaded_by_an_init_container_into_an_empty_dir() -> None:
+    doc = _with_storage(
+        "s3://models/iris",
+        {"secretRef": {"name": "s3-creds"}, "endpoint": "http://minio.storage:9000", "region": "eu-west-1"},
+    )
+    children = render_children(parse_spec(doc))
+    pod = children[0]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["name"] == "storage-initializer" and init["image"] == pod["containers"][0]["image"]
+    assert init["command"] == ["modelservice-storage-initializer"]
+    assert init["args"] == ["s3://models/iris", "/mnt/models/model"]
+    assert init["env"] == [
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"},
+        {"name": "AWS_DEFAULT_REGION", "value": "eu-west-1"},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}}},
+        {"name": "AWS_SESSION_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SESSION_TOKEN", "optional": True}}},
+    ]  # fmt: skip
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert init["securityContext"] == pod["containers"][0]["securityContext"]
+    assert {"name": "model-store", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "model-store", "mountPath": "/mnt/models"} in init["volumeMounts"]
+    runtime = pod["containers"][0]
+    assert {"name": "model-store", "mountPath": "/mnt/models", "readOnly": True} in runtime["volumeMounts"]
+    assert "--model_base_path=/mnt/models/model" in runtime["args"]
+    for child in children:
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+
+
+def test_an_http_archive_takes_its_authorization_header_from_the_secret() -> None:
+    doc = _with_storage("https://models.example/iris.tar.gz", {"secretRef": {"name": "web-token"}})
+    init = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["args"] == ["https://models.example/iris.tar.gz", "/mnt/models/model"]
+    assert init["env"] == [
+        {"name": "MODELSERVICE_HTTP_AUTHORIZATION",
+         "valueFrom": {"secretKeyRef": {"name": "web-token", "key": "Authorization"}}},
+    ]  # fmt: skip
+    anonymous = render_children(parse_spec(_with_storage("http://h/m.zip")))[0]["spec"]["template"]["spec"]
+    assert "env" not in anonymous["initContainers"][0]
+
+
+def test_pvc_and_file_models_have_no_init_container() -> None:
+    for doc in (load(EXAMPLES[0]), _with_storage("file:///models/iris")):
+        pod = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]
+        assert "initContainers" not in pod

@@ -161,8 +161,80 @@ def test_last_transition_time_moves_only_when_the_status_changes() -> None:
 
 def test_invalid_spec_status_says_why_and_that_nothing_will_change() -> None:
     status = invalid_status(
-        {}, 4, c.INVALID_SPEC, "spec.model.storageUri: s3:// is not supported", NOW, Observed()
+        {}, 4, c.INVALID_SPEC, "spec.model.storageUri: gs:// is not supported", NOW, Observed()
     )
     assert conds(status) == {"Ready": ("False", c.INVALID_SPEC), "Progressing": ("False", c.INVALID_SPEC),
                              "Degraded": ("True", c.INVALID_SPEC)}  # fmt: skip
     assert status["observedGeneration"] == 4
+
+
+S3_SPEC = parse_spec({"metadata": {"name": "iris", "namespace": "ml"},
+                      "spec": {"model": {"storageUri": "s3://models/iris"}, "replicas": 2}})  # fmt: skip
+FORBIDDEN = (
+    "downloading model: 403 Forbidden from s3 endpoint http://minio:9000 for s3://models/iris: "
+    "SignatureDoesNotMatch (The request signature we calculated does not match the signature you provided.)"
+)
+
+
+def downloading_pod(state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    init = {"name": "storage-initializer", "state": state, **({"lastState": last} if last else {})}
+    return {
+        "metadata": {"name": "iris-1"},
+        "spec": {"initContainers": [{"name": "storage-initializer", "args": ["s3://models/iris", "/mnt/models/model"]}]},
+        "status": {"conditions": [], "initContainerStatuses": [init],
+                   "containerStatuses": [{"name": "runtime", "state": {"waiting": {"reason": "PodInitializing"}}}]},
+    }  # fmt: skip
+
+
+def ready_condition(status: dict[str, Any]) -> tuple[str, str, str]:
+    ready = next(cond for cond in status["conditions"] if cond["type"] == "Ready")
+    return ready["status"], ready["reason"], ready["message"]
+
+
+def test_a_running_download_is_why_pods_are_not_ready_and_not_a_fault() -> None:
+    status = status_of(
+        S3_SPEC, 1, Observed([deployment(ready=0, available=0)], [downloading_pod({"running": {}})])
+    )
+    assert ready_condition(status) == (
+        "False",
+        c.DOWNLOADING_MODEL,
+        "Pod iris-1: downloading model from s3://models/iris",
+    )
+    assert conds(status)["Degraded"] == ("False", c.AS_EXPECTED)
+
+
+@pytest.mark.parametrize(
+    ("state", "last", "retry"),
+    [
+        ({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+         {"terminated": {"exitCode": 1, "reason": "Error", "message": FORBIDDEN + "\n"}}, "retrying with back-off"),
+        ({"running": {}}, {"terminated": {"exitCode": 1, "reason": "Error", "message": FORBIDDEN}}, "retrying"),
+        ({"terminated": {"exitCode": 1, "reason": "Error", "message": "starting\n" + FORBIDDEN}}, None,
+         "retrying with back-off"),
+    ],
+)  # fmt: skip
+def test_a_failed_download_names_its_reason_while_the_kubelet_retries(
+    state: dict[str, Any], last: dict[str, Any] | None, retry: str
+) -> None:
+    status = status_of(
+        S3_SPEC, 1, Observed([deployment(ready=0, available=0)], [downloading_pod(state, last)])
+    )
+    assert ready_condition(status) == ("False", c.MODEL_DOWNLOAD_FAILED, f"Pod iris-1: {FORBIDDEN}; {retry}")
+    assert conds(status)["Degraded"] == ("True", c.MODEL_DOWNLOAD_FAILED)
+
+
+def test_a_missing_secret_stops_the_download_before_it_starts() -> None:
+    missing = {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s3-creds" not found'}}
+    status = status_of(S3_SPEC, 1, Observed([deployment(ready=0, available=0)], [downloading_pod(missing)]))
+    assert ready_condition(status) == (
+        "False", c.CONTAINER_CONFIG,
+        'Pod iris-1 container storage-initializer: CreateContainerConfigError: secret "s3-creds" not found',
+    )  # fmt: skip
+
+
+def test_a_finished_download_leaves_the_runtime_containers_state_to_report() -> None:
+    done = downloading_pod({"terminated": {"exitCode": 0, "reason": "Completed"}},
+                           {"terminated": {"exitCode": 1, "message": FORBIDDEN}})  # fmt: skip
+    done["status"]["containerStatuses"] = [{"name": "runtime", "state": {"running": {}}}]
+    status = status_of(S3_SPEC, 1, Observed([deployment(ready=0, available=0)], [done]))
+    assert ready_condition(status)[1] == c.ROLLING_OUT

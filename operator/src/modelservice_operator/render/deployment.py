@@ -6,19 +6,82 @@ import copy
 from typing import Any
 
 from ..api import GPU_PRODUCT_LABEL, ModelServiceSpec
-from ..naming import REVISION_LABEL, child_name, common_labels, revision_of, selector_labels
+from ..naming import (
+    REVISION_LABEL,
+    STORAGE_INITIALIZER,
+    child_name,
+    common_labels,
+    revision_of,
+    selector_labels,
+)
 from .common import GRPC_PORT, RUNTIME_PORT, metadata
 from .probes import render_probes
 
 MODEL_MOUNT = "/mnt/models"
+DOWNLOADED_MODEL = f"{MODEL_MOUNT}/model"  # where the storage initializer leaves s3:// and http(s):// models
 RUNTIME_UID = 10001
+# The storage initializer streams to disk: a small request, and no CPU limit to slow a large download.
+DOWNLOADER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 def model_base_path(spec: ModelServiceSpec) -> str:
     storage = spec.model.storage
     if storage.scheme == "pvc":
         return f"{MODEL_MOUNT}/{storage.path}".rstrip("/")
+    if storage.downloaded:
+        return DOWNLOADED_MODEL
     return storage.path
+
+
+def _secret_env(secret: str, name: str, key: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _storage_initializer(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str, Any]:
+    """KServe's storage-initializer pattern: the runtime image downloads the model into the pod's model
+    volume before the runtime starts; its one-line failure reason is the termination message the status
+    shows. Credentials come from the Secret the spec names (keys as AWS and KServe name them)."""
+    storage = spec.model.storage
+    env: list[dict[str, Any]] = []
+    if storage.scheme == "s3":
+        if storage.endpoint:
+            env.append({"name": "AWS_ENDPOINT_URL", "value": storage.endpoint})
+        if storage.region:
+            env.append({"name": "AWS_DEFAULT_REGION", "value": storage.region})
+        if storage.secret_name:
+            env += [
+                _secret_env(storage.secret_name, "AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+                _secret_env(storage.secret_name, "AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+                _secret_env(storage.secret_name, "AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN", optional=True),
+            ]
+    elif storage.secret_name:
+        env.append(_secret_env(storage.secret_name, "MODELSERVICE_HTTP_AUTHORIZATION", "Authorization"))
+    container: dict[str, Any] = {
+        "name": STORAGE_INITIALIZER,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["modelservice-storage-initializer"],
+        "args": [storage.uri, DOWNLOADED_MODEL],
+        "resources": copy.deepcopy(DOWNLOADER_RESOURCES),
+        "securityContext": copy.deepcopy(SECURITY_CONTEXT),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "model-store", "mountPath": MODEL_MOUNT},
+            {"name": "scratch", "mountPath": "/tmp"},
+        ],
+    }
+    if env:
+        container["env"] = env
+    return container
 
 
 def _resources(spec: ModelServiceSpec) -> dict[str, Any]:
@@ -68,7 +131,7 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
     if spec.runtime.batching is not None:
         args.extend(spec.runtime.batching.runtime_flags())
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": "/tmp"}]
-    if spec.model.storage.scheme == "pvc":
+    if spec.model.storage.scheme == "pvc" or spec.model.storage.downloaded:
         mounts.append({"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True})
     container: dict[str, Any] = {
         "name": "runtime",
@@ -78,12 +141,7 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}]
         + ([{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}] if spec.runtime.grpc else []),
         **render_probes(spec),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": copy.deepcopy(SECURITY_CONTEXT),
         "volumeMounts": mounts,
     }
     # The runtime sizes its HTTP workers by the cores the pod may use: the cgroup limit, and this (the CPU
@@ -112,6 +170,8 @@ def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) ->
                 "persistentVolumeClaim": {"claimName": spec.model.storage.claim, "readOnly": True},
             }
         )
+    elif spec.model.storage.downloaded:
+        volumes.append({"name": "model-store", "emptyDir": {}})
     template: dict[str, Any] = {
         "metadata": {
             "labels": common_labels(spec.name),
@@ -132,6 +192,11 @@ def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) ->
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 45,
+            **(
+                {"initContainers": [_storage_initializer(spec, image, pull_policy)]}
+                if spec.model.storage.downloaded
+                else {}
+            ),
             "containers": [_container(spec, image, pull_policy)],
             "volumes": volumes,
             **_scheduling(spec),

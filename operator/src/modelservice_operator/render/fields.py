@@ -28,6 +28,7 @@ SPEC_FIELDS: dict[str, dict[str, str]] = {
         _POD + "runtimeClassName": "spec.scheduling.runtimeClassName",
         _POD + "priorityClassName": "spec.scheduling.priorityClassName",
         _POD + "volumes": "spec.model.storageUri",
+        _POD + "initContainers": "spec.model.storage",
     },
     "HorizontalPodAutoscaler": {
         "spec": "spec.autoscaling",
