@@ -38,13 +38,14 @@ class Kubectl:
         self.namespace = namespace
 
     def run(
-        self, *args: str, input_text: str | None = None, check: bool = True
+        self, *args: str, input_text: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
+        """kubectl ``args``; ``timeout`` bounds the process (a ``kubectl wait`` needs more than its own)."""
         command = [str(harness.binary("kubectl")), f"--kubeconfig={self.kubeconfig}"]
         if self.namespace:
             command.append(f"--namespace={self.namespace}")
         result = subprocess.run(
-            [*command, *args], input=input_text, text=True, capture_output=True, timeout=120
+            [*command, *args], input=input_text, text=True, capture_output=True, timeout=timeout
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")

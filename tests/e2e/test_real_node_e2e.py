@@ -100,7 +100,7 @@ def apply(kubectl: Kubectl, doc: dict[str, Any]) -> None:
 
 
 def wait_ready(kubectl: Kubectl, name: str, timeout: int = POD_TIMEOUT) -> None:
-    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", f"--timeout={timeout}s")
+    kubectl.run("wait", "--for=condition=Ready", f"ms/{name}", f"--timeout={timeout}s", timeout=timeout + 30)
 
 
 def cluster_ip(kubectl: Kubectl, service: str) -> tuple[str, int]:

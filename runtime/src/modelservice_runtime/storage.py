@@ -219,32 +219,45 @@ def download_http(uri: str, into: Path) -> int:
 
 
 def extract(archive: Path, into: Path, source: str) -> None:
+    """Regular files and directories only, each inside ``into``, written with the downloader's own
+    ownership and default modes (what ``tarfile``'s "data" filter does, which older Pythons lack)."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zipped:
             for member in zipped.infolist():
-                target = _safe_join(into, member.filename, source)
-                if member.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
                 if (member.external_attr >> 16) & 0o170000 == 0o120000:
                     raise DownloadError(
                         f"{source} holds a symbolic link ({member.filename}); links are refused"
                     )
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(member) as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
+                target = _safe_join(into, member.filename, source)
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                with zipped.open(member) as src:
+                    _write(src, target)
         return
     try:
         with tarfile.open(archive) as tar:
-            for entry in tar.getmembers():
+            for entry in tar:
                 if not (entry.isfile() or entry.isdir()):
                     raise DownloadError(
                         f"{source} holds {entry.name!r}, which is neither a file nor a directory; refused"
                     )
-                _safe_join(into, entry.name, source)
-            tar.extractall(into, filter="data")
+                target = _safe_join(into, entry.name, source)
+                if entry.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                data = tar.extractfile(entry)
+                assert data is not None  # a regular file
+                with data:
+                    _write(data, target)
     except tarfile.TarError as exc:
         raise DownloadError(f"{source} is neither a tar nor a zip archive: {exc}") from None
+
+
+def _write(src: Any, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, CHUNK)
 
 
 def _safe_join(root: Path, name: str, source: str) -> Path:
