@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from modelservice_runtime.protocols.rapidjson import (
+    MAX_ECHO_CHARS,
     PrettyWriter,
     error_body,
     format_decimal,
@@ -76,8 +77,43 @@ def test_control_characters_are_escaped_with_upper_case_hex() -> None:
     assert error_body("\x1f") == '{\n    "error": "\\u001F"\n}'
 
 
-def test_echoed_values_use_pretty_layout_and_are_capped() -> None:
-    assert value_to_string({"a": [1, 2]}) == '{\n    "a": [\n        1,\n        2\n    ]\n}'
-    assert value_to_string(0.1) == "0.1"
-    assert value_to_string([1e-7]) == "[\n    1e-7\n]"
-    assert value_to_string("x" * 10000).endswith("...(truncated)")
+# JsonValueToDebugString (TF Serving 2.18+): PrettyWriter with kFormatSingleLineArray, rapidjson's
+# Writer::Double for numbers, and JsonWriterWithLimit's stop once 256 bytes are out.
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"a": [1, 2]}, '{\n    "a": [1, 2]\n}'),
+        ([{"b64": "AA=="}, {}], '[{\n        "b64": "AA=="\n    }, {}]'),  # indent by depth
+        (0.1, "0.1"),
+        ([1e-7, 1.0, 1e21, 2.5e-300], "[1e-7, 1.0, 1e21, 2.5e-300]"),
+        (10**19, "10000000000000000000"),  # a uint64
+        (10**20, "100000000000000000000.0"),  # beyond uint64 rapidjson holds a double
+        (10**25, "1e25"),
+        ([1, float("nan"), 2], "[1, "),  # Writer::Double fails on NaN: the echo stops
+        ({"a": float("inf")}, '{\n    "a": '),
+        ([True, None, "x\u00e9\n"], '[true, null, "x\u00e9\\n"]'),
+    ],
+)
+def test_echoed_values_are_tf_servings_debug_strings(value: object, text: str) -> None:
+    assert value_to_string(value) == text
+
+
+def test_echoes_stop_at_the_first_token_after_256_bytes() -> None:
+    expected = "["
+    n = 0
+    while len(expected) < 256:
+        expected += (", " if n else "") + str(n)
+        n += 1
+    assert value_to_string(list(range(1000))) == expected
+    assert value_to_string([[[[[[[[[[[]]]]]]]]]]]) == "[[[[[[[[[[[]]]]]]]]]]]"
+    deep: list[object] = []
+    for _ in range(10000):
+        deep = [deep]
+    assert value_to_string(deep) == "[" * 256
+    # Bytes, not characters: 200 two-byte characters are 402 bytes out, so "b" is not written.
+    assert value_to_string(["\u00e9" * 200, "b"]) == '["' + "\u00e9" * 200 + '"'
+
+
+def test_a_single_huge_token_is_capped_unlike_tf_serving() -> None:
+    text = value_to_string("x" * 10000)
+    assert text == '"' + "x" * (MAX_ECHO_CHARS - 1) + "...(truncated)"

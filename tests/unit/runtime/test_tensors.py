@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -9,7 +12,7 @@ import pytest
 
 from modelservice_runtime.errors import InvalidArgument, Unimplemented
 from modelservice_runtime.protocols import tensors as t
-from modelservice_runtime.protocols.rapidjson import parse_json_body
+from modelservice_runtime.protocols.rapidjson import KEPT_DEPTH, parse_deep, parse_json_body
 
 FLOAT4 = {"x": t.TensorSpec("x", t.DT_FLOAT, (-1, 4))}
 
@@ -137,22 +140,13 @@ def test_string_outputs_are_utf8_and_bytes_outputs_are_b64() -> None:
     assert '"raw_bytes": {\n                "b64": "/w=="\n            }' in text
 
 
-# Ported from tensorflow_serving/util/json_tensor_test.cc: FloatTensorWithPrecisionLoss (b/181409782: a
-# whole number and the same number with ".0" behave alike, rounded to the nearest float) and
-# FloatTensorThatExceedsMaxReturnsInf; and the same rules for doubles (rapidjson's GetDouble).
-@pytest.mark.parametrize("body", [b'{"instances": [1435774380]}', b'{"instances": [1435774380.0]}'])
-def test_json_tensor_test_float_tensor_with_precision_loss_rounds_whole_and_decimal_alike(
-    body: bytes,
-) -> None:
-    spec = {"x": t.TensorSpec("x", t.DT_FLOAT, None)}
-    _, tensors, _ = t.decode_predict_request(parse_json_body(body), lambda _: spec)
-    assert tensors["x"].dtype == np.float32 and tensors["x"].tolist() == [1435774336.0]
-
-
+# TF Serving's own cases (FloatTensorWithPrecisionLoss, FloatTensorThatExceedsMaxReturnsInf ...) are in
+# test_tfserving_json_tensor_test.py; these check the numpy fast path and the exact walker apply the same
+# rules (rapidjson's GetFloat/GetDouble).
 @pytest.mark.parametrize(
     ("literal", "expected"), [("1.7976931348623157e+308", np.inf), ("-1.7976931348623157e+308", -np.inf)]
 )
-def test_json_tensor_test_float_tensor_that_exceeds_max_returns_inf(literal: str, expected: float) -> None:
+def test_a_double_beyond_floats_range_is_inf_on_the_fast_path_too(literal: str, expected: float) -> None:
     spec = {"x": t.TensorSpec("x", t.DT_FLOAT, None)}
     for body in (f'{{"instances": [{literal}]}}', f'{{"instances": [[{literal}, 1.0]]}}'):
         _, tensors, _ = t.decode_predict_request(parse_json_body(body.encode()), lambda _: spec)
@@ -199,23 +193,106 @@ def test_outputs_of_a_type_tf_serving_cannot_write_are_a_400_naming_the_type(dty
 
 
 # TF Serving words parse errors as rapidjson's GetParseError_En with the byte offset ("JSON Parse error:
-# Invalid value" for "instances = [1, 2]" is http_rest_api_handler_test.cc's case).
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (b"", "The document is empty. at offset: 0"),
-        (b"instances = [1, 2]", "Invalid value. at offset: 0"),
-        (b"{not json", "Missing a name for object member. at offset: 1"),
-        (b'{"a" 1}', "Missing a colon after a name of object member. at offset: 5"),
-        (b'{"a": 1 "b": 2}', "Missing a comma or '}' after an object member. at offset: 8"),
-        (b'{"a": [1 2]}', "Missing a comma or ']' after an array element. at offset: 9"),
-        (b'{"a": "[x", "b": [1 2]}', "Missing a comma or ']' after an array element. at offset: 20"),
-        (b"[1,]", "Invalid value. at offset: 3"),
-        (b'{"a": "\xc3\xa9abc', "Missing a closing quotation mark in string. at offset: 12"),
-        (b'{"a": "\\q"}', "Invalid escape character in string."),
-    ],
-)
+# Invalid value" for "instances = [1, 2]" is http_rest_api_handler_test.cc's case). It parses with
+# rapidjson's iterative parser, whose errors and offsets these are.
+PARSE_ERRORS = [
+    (b"  ", "The document is empty. at offset: 2"),
+    (b"]", "The document is empty. at offset: 0"),  # the iterative parser's word for it
+    (b"instances = [1, 2]", "Invalid value. at offset: 0"),
+    (b"{not json", "Missing a name for object member. at offset: 1"),
+    (b'{"a" 1}', "Missing a colon after a name of object member. at offset: 5"),
+    (b'{"a": 1 "b": 2}', "Missing a comma or '}' after an object member. at offset: 8"),
+    (b'{"a": [1 2]}', "Missing a comma or ']' after an array element. at offset: 9"),
+    (b'{"a": "[x", "b": [1 2]}', "Missing a comma or ']' after an array element. at offset: 20"),
+    (b"[1,]", "Invalid value. at offset: 3"),
+    (b'{"a": nul}', "Invalid value. at offset: 9"),  # where the literal stops matching
+    (b"[-x]", "Invalid value. at offset: 2"),
+    (b"[1.]", "Missing fraction part in number. at offset: 3"),
+    (b"[1e+]", "Missing exponent in number. at offset: 4"),
+    (b"1.", "Missing fraction part in number. at offset: 2"),
+    (b"[1.5.]", "Missing a comma or ']' after an array element. at offset: 4"),
+    (b'{"a": "\xc3\xa9abc', "Missing a closing quotation mark in string. at offset: 12"),
+    (b'{"a": "\\q"}', "Invalid escape character in string."),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), PARSE_ERRORS)
 def test_parse_errors_use_rapidjsons_words_and_byte_offsets(body: bytes, message: str) -> None:
     with pytest.raises(InvalidArgument) as raised:
         parse_json_body(body)
     assert raised.value.message.startswith("JSON Parse error: " + message), raised.value.message
+
+
+def test_an_empty_body_is_tf_servings_own_message_without_an_offset() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        parse_json_body(b"")
+    assert raised.value.message == "JSON Parse error: The document is empty"
+
+
+@pytest.mark.parametrize(("body", "message"), PARSE_ERRORS)
+def test_the_deep_document_parser_words_errors_as_the_fallback_does(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        parse_deep(body.decode())
+    assert raised.value.message.startswith("JSON Parse error: " + message), raised.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [r'{"a": [1, -2.5, "\u00e9\n", null, true, false, {}, []], "b": {"c": [[]]}}', "[]", "{}", '"x"', "-0"],
+)
+def test_the_deep_document_parser_reads_what_pythons_parser_reads(text: str) -> None:
+    assert parse_deep(text) == json.loads(text)
+
+
+def test_deeper_than_pythons_parser_goes_is_parsed_as_rapidjson_does() -> None:
+    depth = 5000
+    doc = parse_json_body(b'{"x": ' + b"[" * depth + b"1" + b"]" * depth + b', "y": 2}')
+    assert doc["y"] == 2
+    # Below KEPT_DEPTH containers stay empty: nothing reads that deep, and pickle can carry the rest.
+    level, kept = doc["x"], 1
+    while level:
+        level, kept = level[0], kept + 1
+    assert kept == KEPT_DEPTH
+    pickle.dumps(doc)
+    with pytest.raises(InvalidArgument) as raised:
+        parse_json_body(b"[" * depth + b"1" + b"]" * (depth - 1))
+    assert raised.value.message == (
+        f"JSON Parse error: Missing a comma or ']' after an array element. at offset: {2 * depth}"
+    )
+
+
+def test_rapidjsons_other_spellings_of_nan_and_infinity_are_read() -> None:
+    doc = parse_json_body(b'{"a": [-NaN, Inf, -Inf, Infinity, 1]}')
+    assert math.isnan(doc["a"][0]) and doc["a"][1:] == [math.inf, -math.inf, math.inf, 1]
+    with pytest.raises(InvalidArgument, match="Invalid value"):
+        parse_json_body(b"[Infinit]")
+
+
+@pytest.mark.parametrize(("depth", "fmt"), [(65, "columnar"), (64, "row"), (3000, "row"), (3000, "columnar")])
+def test_inputs_deeper_than_numpy_takes_are_a_400_not_a_500(depth: int, fmt: str) -> None:
+    nested = "[" * depth + "1" + "]" * depth
+    body = f'{{"inputs": {nested}}}' if fmt == "columnar" else f'{{"instances": [{nested}]}}'
+    specs = {"x": t.TensorSpec("x", t.DT_FLOAT, None)}
+    with pytest.raises(InvalidArgument) as raised:
+        t.decode_predict_request(parse_json_body(body.encode()), lambda _: specs)
+    assert raised.value.message == "tensor parsing error: x"
+    shallower = "[" * (depth - 1) + "1" + "]" * (depth - 1)
+    if depth - 1 + (fmt == "row") <= t.MAX_DIMS:
+        body = f'{{"inputs": {shallower}}}' if fmt == "columnar" else f'{{"instances": [{shallower}]}}'
+        _, tensors, _ = t.decode_predict_request(parse_json_body(body.encode()), lambda _: specs)
+        assert tensors["x"].ndim == t.MAX_DIMS
+
+
+def test_scalar_outputs_a_session_returns_as_bytes_or_numpy_scalars_are_written() -> None:
+    # {"inputs": {"text": {"b64": "aGk="}}}: a string scalar in, and TF's session hands scalars back as
+    # bytes and numpy scalars, not arrays (this was a 500: 'bytes' object has no attribute 'dtype').
+    text = t.encode_predict_response(
+        {"upper": b"HI", "length": np.int32(2), "raw_bytes": b"a\x00"}, t.Format.COLUMNAR
+    )
+    assert text == (
+        '{\n    "outputs": {\n        "length": 2,\n        "raw_bytes": {\n            "b64": "YQA="\n'
+        '        },\n        "upper": "HI"\n    }\n}'
+    )
+    specs = {"s": t.TensorSpec("s", t.DT_STRING, None)}
+    _, inputs, _ = t.decode_predict_request({"inputs": {"s": {"b64": "aGk="}}}, lambda _: specs)
+    assert inputs["s"].shape == () and inputs["s"][()] == b"hi"

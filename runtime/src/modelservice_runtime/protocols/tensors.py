@@ -205,8 +205,19 @@ def _to_array(values: list[Any], shape: list[int], dtype: int) -> np.ndarray:
         return np.array(values, dtype=NUMPY_DTYPES[dtype]).reshape(shape)
 
 
-def _exact_tensor(value: Any, dtype: int) -> np.ndarray:
+# numpy's limit on dimensions (TensorFlow's is 254). A deeper input is refused with the message TensorFlow
+# gives a TensorProto it cannot parse, before the walk below recurses that deep.
+MAX_DIMS = 64
+
+
+class _TooManyDims(InvalidArgument):
+    """Raised as is, not wrapped in "Failed to process element" (TF Serving fails later, on the proto)."""
+
+
+def _exact_tensor(value: Any, dtype: int, name: str = "") -> np.ndarray:
     shape = _dense_shape(value)
+    if len(shape) > MAX_DIMS:
+        raise _TooManyDims(f"tensor parsing error: {name}")
     out: list[Any] = []
     _fill(value, 0, shape, dtype, out)
     return _to_array(out, shape, dtype)
@@ -239,9 +250,9 @@ def _fast_tensor(value: Any, dtype: int, may_have_bools: bool) -> np.ndarray | N
     return wide.astype(NUMPY_DTYPES[dtype], copy=False)
 
 
-def _tensor(value: Any, dtype: int, may_have_bools: bool) -> np.ndarray:
+def _tensor(value: Any, dtype: int, may_have_bools: bool, name: str = "") -> np.ndarray:
     fast = _fast_tensor(value, dtype, may_have_bools)
-    return fast if fast is not None else _exact_tensor(value, dtype)
+    return fast if fast is not None else _exact_tensor(value, dtype, name)
 
 
 def _shape_text(shape: tuple[int, ...] | list[int]) -> str:
@@ -264,6 +275,8 @@ def _instances_exact(instances: list[Any], specs: Mapping[str, TensorSpec]) -> d
         if name not in specs:
             raise InvalidArgument(f"JSON object: does not have named input: {name}")
         shape = _dense_shape(item)
+        if len(shape) >= MAX_DIMS:  # one more for the batch
+            raise _TooManyDims(f"tensor parsing error: {name}")
         out: list[Any] = []
         _fill(item, 0, shape, specs[name].dtype, out)
         values.setdefault(name, []).extend(out)
@@ -283,6 +296,8 @@ def _instances_exact(instances: list[Any], specs: Mapping[str, TensorSpec]) -> d
             for name, item in element.items():
                 try:
                     add_item(item, name)
+                except _TooManyDims:
+                    raise
                 except (InvalidArgument, Unimplemented) as exc:
                     raise InvalidArgument(
                         f"Failed to process element: {count} key: {name} of 'instances' list. "
@@ -298,6 +313,8 @@ def _instances_exact(instances: list[Any], specs: Mapping[str, TensorSpec]) -> d
                 raise InvalidArgument(f"Expecting value/list but got object at item {count} of input list")
             try:
                 add_item(element, input_names[0])
+            except _TooManyDims:
+                raise
             except (InvalidArgument, Unimplemented) as exc:
                 # status.ToString() of whatever failed: an unsupported type is 400 here, not 501
                 raise InvalidArgument(
@@ -345,12 +362,12 @@ def _inputs(value: Any, specs: Mapping[str, TensorSpec], may_have_bools: bool) -
                 "required as per tensorinfo_map"
             )
         only = next(iter(specs.values()))
-        return {only.key: _tensor(value, only.dtype, may_have_bools)}
+        return {only.key: _tensor(value, only.dtype, may_have_bools, only.key)}
     tensors = {}
     for name in sorted(specs):
         if name not in value:
             raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = _tensor(value[name], specs[name].dtype, may_have_bools)
+        tensors[name] = _tensor(value[name], specs[name].dtype, may_have_bools, name)
     return tensors
 
 
@@ -474,10 +491,23 @@ def _is_bytes_output(name: str, array: np.ndarray) -> bool:
     return array.dtype.kind in "OSU" and name.endswith("_bytes")
 
 
+def _as_array(value: Any) -> np.ndarray:
+    """An output as an array: a session hands a scalar string back as bytes, a scalar number as a numpy
+    scalar (kept as objects: numpy's "S" dtype would drop trailing NULs)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (bytes, str)):
+        array = np.empty((), dtype=object)
+        array[()] = value
+        return array
+    return np.asarray(value)
+
+
 def encode_predict_response(outputs: Mapping[str, np.ndarray], fmt: Format) -> str:
     """``MakeJsonFromTensors``: "predictions" (row format) or "outputs" (columnar format)."""
     if not outputs:
         raise InvalidArgument("Cannot convert empty tensor map to JSON")
+    outputs = {name: _as_array(value) for name, value in outputs.items()}
     names = sorted(outputs)
     writer = PrettyWriter()
     writer.start_object()
