@@ -122,6 +122,14 @@ def create_app(
         body, content_type = metrics.render()
         return Response(body, content_type=content_type)
 
+    # TF Serving serves Prometheus only where --monitoring_config_file says; we serve both paths above
+    # always, and the configured one too.
+    if config.prometheus_path and config.prometheus_path not in (
+        "/metrics",
+        "/monitoring/prometheus/metrics",
+    ):
+        app.add_url_rule(config.prometheus_path, "configured_prometheus_metrics", prometheus_metrics)
+
     @app.before_request
     def start_request() -> None:
         g.started = time.perf_counter()

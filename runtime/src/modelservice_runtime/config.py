@@ -124,6 +124,9 @@ class RuntimeConfig:
     tensorflow_gpu_device: str = ""
     log_format: str = "json"
     log_level: str = "info"
+    enable_signature_method_name_check: bool = False
+    monitoring_config_file: str = ""
+    prometheus_path: str = ""  # where --monitoring_config_file asks for Prometheus metrics ("" if not)
 
     def intra_op_threads(self) -> int:
         """TF threads of the model process: every core (the flag wins when set). The HTTP workers
@@ -150,7 +153,11 @@ def parse_model_config_text(text: str, source: str = "<model config>") -> tuple[
     try:
         text_format.Parse(text, proto)
     except text_format.ParseError as exc:
-        raise ConfigError(f"{source}: not a valid model_config_list text proto: {exc}") from None
+        # With the words TF Serving logs (the protobuf library's), which its tests and users look for.
+        raise ConfigError(
+            f"{source}: not a valid model_config_list text proto. Error parsing text-format "
+            f"{proto.DESCRIPTOR.full_name}: {exc}"
+        ) from None
     if proto.WhichOneof("config") != "model_config_list":
         raise ConfigError(f"{source}: expected a 'model_config_list' (custom_model_config is not supported)")
     models = []
@@ -192,6 +199,56 @@ def parse_model_config_text(text: str, source: str = "<model config>") -> tuple[
 
 
 _BATCHING_PROTO: Any = None
+_MONITORING_PROTO: Any = None
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's PrometheusExporter::kPrometheusPath
+
+
+def _monitoring_message() -> Any:
+    """TF Serving's ``MonitoringConfig`` (``monitoring_config.proto``, not in ``tensorflow-serving-api``),
+    built at run time as ``_batching_message`` builds its message: text format needs only names and types."""
+    global _MONITORING_PROTO
+    if _MONITORING_PROTO is None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        field = descriptor_pb2.FieldDescriptorProto
+        file = descriptor_pb2.FileDescriptorProto(
+            name="tensorflow_serving/config/monitoring_config.proto",
+            package="tensorflow.serving",
+            syntax="proto3",
+        )
+        prometheus = file.message_type.add(name="PrometheusConfig")
+        prometheus.field.add(name="enable", number=1, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
+        prometheus.field.add(name="path", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+        monitoring = file.message_type.add(name="MonitoringConfig")
+        monitoring.field.add(name="prometheus_config", number=1, type=field.TYPE_MESSAGE,
+                             type_name=".tensorflow.serving.PrometheusConfig", label=field.LABEL_OPTIONAL)  # fmt: skip
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(file)
+        _MONITORING_PROTO = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+        )
+    return _MONITORING_PROTO
+
+
+def parse_monitoring_config_text(text: str, source: str = "<monitoring config>") -> str:
+    """``--monitoring_config_file``: the path TF Serving would serve Prometheus metrics on, or "" when
+    ``prometheus_config`` is not enabled."""
+    from google.protobuf import text_format
+
+    proto = _monitoring_message()()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as exc:
+        raise ConfigError(
+            f"{source}: not a valid MonitoringConfig text proto. Error parsing text-format "
+            f"{proto.DESCRIPTOR.full_name}: {exc}"
+        ) from None
+    if not proto.prometheus_config.enable:
+        return ""
+    path: str = proto.prometheus_config.path or PROMETHEUS_PATH
+    if not path.startswith("/"):
+        raise ConfigError(f"{source}: prometheus_config.path must start with '/', got {path!r}")
+    return path
 
 
 def _batching_message() -> Any:
@@ -355,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     tfs.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     tfs.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
     tfs.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
+    tfs.add_argument("--enable_signature_method_name_check", type=_bool, nargs="?", const=True, default=False,
+                     help="classify and regress only on signatures whose method_name says so (default off, "
+                     "as in TF Serving: any signature shaped like one, e.g. a TF2 SavedModel's)")  # fmt: skip
+    tfs.add_argument("--monitoring_config_file", default="",
+                     help="TF Serving's MonitoringConfig text proto: prometheus_config { enable: true path: "
+                     "'/...' } also serves the metrics on that path")  # fmt: skip
     tfs.add_argument("--per_process_gpu_memory_fraction", type=float, default=0.0,
                      help="fraction of each GPU's memory the model process reserves; 0 (default) lets "
                      "it grow as needed instead of reserving nearly all of it up front")  # fmt: skip
@@ -437,6 +500,15 @@ def config_from_args(
         raise ConfigError(
             f"--tensorflow_gpu_device must be GPU indices like '0' or '0,1', got {args.tensorflow_gpu_device!r}"
         )
+    prometheus_path = ""
+    if args.monitoring_config_file:
+        try:
+            text = Path(args.monitoring_config_file).read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"--monitoring_config_file={args.monitoring_config_file}: {exc.strerror}"
+            ) from None
+        prometheus_path = parse_monitoring_config_text(text, source=args.monitoring_config_file)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be a TCP port or 0 (no gRPC), got {args.port}")
     for flag in ("workers", "max_queue_delay_ms", "drain_seconds"):
@@ -472,4 +544,7 @@ def config_from_args(
         drain_seconds=args.drain_seconds,
         log_format=args.log_format,
         log_level=args.log_level,
+        enable_signature_method_name_check=args.enable_signature_method_name_check,
+        monitoring_config_file=args.monitoring_config_file,
+        prometheus_path=prometheus_path,
     )

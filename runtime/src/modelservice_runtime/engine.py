@@ -223,7 +223,10 @@ def load_in_model_process(config: RuntimeConfig) -> Any:
             config.intra_op_threads(), config.inter_op_threads(),
             config.per_process_gpu_memory_fraction, config.tensorflow_gpu_device,
         )  # fmt: skip
-        return loader.load_model(name, version, path, warmup=config.enable_model_warmup)
+        return loader.load_model(
+            name, version, path, warmup=config.enable_model_warmup,
+            method_name_check=config.enable_signature_method_name_check,
+        )  # fmt: skip
 
     return load
 

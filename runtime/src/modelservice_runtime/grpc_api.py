@@ -22,15 +22,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -40,8 +43,15 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import metrics
 from .config import ConfigError, parse_model_config_text
-from .errors import FailedPrecondition, InvalidArgument, ServingError, code_number
-from .loader import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, serialized_examples
+from .errors import FailedPrecondition, InvalidArgument, ServingError, Unimplemented, code_number
+from .loader import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    check_classification_signature,
+    check_regression_signature,
+    serialized_examples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +90,39 @@ def _requested(spec: Any) -> tuple[str, int | None, str | None]:
     if choice == "version_label":
         return spec.name, None, spec.version_label
     return spec.name, None, None
+
+
+# Tensor::AsProtoField: the repeated field each dtype's values go in (TF Serving's default for Predict;
+# tf.make_tensor_proto would write tensor_content instead).
+_PROTO_FIELDS = {
+    tf.float32: "float_val", tf.float64: "double_val", tf.int32: "int_val", tf.int16: "int_val",
+    tf.int8: "int_val", tf.uint8: "int_val", tf.uint16: "int_val", tf.int64: "int64_val",
+    tf.uint32: "uint32_val", tf.uint64: "uint64_val", tf.bool: "bool_val", tf.string: "string_val",
+    tf.complex64: "scomplex_val", tf.complex128: "dcomplex_val", tf.float16: "half_val",
+}  # fmt: skip
+
+
+def as_proto_field(array: np.ndarray) -> Any:
+    """An output as TF Serving's Predict writes it (``Tensor::AsProtoField``): values in the dtype's
+    repeated field (``float_val`` ...), halves as their bits in ``half_val``, complex as (re, im) pairs."""
+    dtype = tf.string if array.dtype.kind in "OSU" else tf.dtypes.as_dtype(array.dtype)
+    field = _PROTO_FIELDS.get(dtype)
+    if field is None:  # bfloat16 and the like: TensorFlow's own converter
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    flat = array.reshape(-1)
+    if dtype == tf.string:
+        values: Any = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat]
+    elif dtype == tf.float16:
+        values = flat.view(np.uint16).tolist()
+    elif dtype.is_complex:
+        values = np.stack([flat.real, flat.imag], axis=-1).reshape(-1).tolist()
+    else:
+        values = flat.tolist()
+    getattr(proto, field).extend(values)
+    return proto
 
 
 def _fill_spec(out: Any, name: str, version: int, signature: str) -> None:
@@ -138,7 +181,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = predict_pb2.PredictResponse()
             _fill_spec(response.model_spec, request.model_spec.name, model.version, signature)
             for alias in outputs_wanted or sorted(outputs):
-                response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
+                response.outputs[alias].CopyFrom(as_proto_field(outputs[alias]))
             return response
 
     def _classify(self, model: Any, spec: Any, input_proto: Any, out_spec: Any, result: Any) -> None:
@@ -177,32 +220,44 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             return response
 
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """Several classify/regress tasks of one model version on one input (``multi_inference.cc``)."""
-        name = request.tasks[0].model_spec.name if request.tasks else ""
-        with _answering(context, name, "grpc_multi_inference") as seen:
-            if not request.tasks:
-                raise InvalidArgument("Expected at least one task")
-            specs = [task.model_spec for task in request.tasks]
-            if len({_requested(s) for s in specs}) != 1:
-                raise InvalidArgument(
-                    "All ModelSpecs in a MultiInferenceRequest must access the same model name"
-                )
-            if len({s.signature_name or DEFAULT_SIGNATURE for s in specs}) != len(specs):
-                raise InvalidArgument("Duplicate evaluation of signature")
-            model = self._model(specs[0])
+        """Several classify/regress tasks of one model version on one input (``multi_inference.cc``):
+        the first task's ModelSpec picks the version, then every task is checked in TF Serving's order
+        and with its words before anything runs."""
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        with _answering(context, spec.name, "grpc_multi_inference") as seen:
+            model = self._model(spec)
             seen["version"] = model.version
+            signatures: set[str] = set()
+            for task in request.tasks:
+                if not task.model_spec.name:
+                    raise InvalidArgument("Found ModelSpec with an empty model name.")
+                if task.model_spec.name != spec.name:
+                    raise InvalidArgument(
+                        "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                    )
+                signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+                if signature in signatures:
+                    raise InvalidArgument(f"Duplicate evaluation of signature: {signature}")
+                signatures.add(signature)
+                if signature not in model.signature_defs:
+                    raise InvalidArgument(f"Requested signature not found in model graph: {signature}")
+                check = getattr(model, "method_name_check", False)
+                if task.method_name == CLASSIFY_METHOD:
+                    check_classification_signature(model.signature_defs[signature], check)
+                elif task.method_name == REGRESS_METHOD:
+                    check_regression_signature(model.signature_defs[signature], check)
+                else:
+                    raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
             response = inference_pb2.MultiInferenceResponse()
             for task in request.tasks:
                 result = response.results.add()
                 if task.method_name == CLASSIFY_METHOD:
                     self._classify(model, task.model_spec, request.input, result.model_spec,
                                    result.classification_result)  # fmt: skip
-                elif task.method_name == REGRESS_METHOD:
+                else:
                     self._regress(
                         model, task.model_spec, request.input, result.model_spec, result.regression_result
                     )
-                else:
-                    raise InvalidArgument(f"Unsupported signature method_name: {task.method_name}")
             return response
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:

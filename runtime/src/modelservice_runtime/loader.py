@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -116,8 +116,11 @@ class LoadedModel:
     one call costs far less than an eager signature call.
     """
 
-    def __init__(self, name: str, version: int, path: str) -> None:
+    def __init__(self, name: str, version: int, path: str, method_name_check: bool = False) -> None:
         self.name = name
+        # TF Serving's --enable_signature_method_name_check: off, classify and regress take any signature
+        # shaped like one (TF2 SavedModels say tensorflow/serving/predict on every signature).
+        self.method_name_check = method_name_check
         self.version = version
         self.path = path
         self.graph = tf.Graph()
@@ -204,58 +207,37 @@ class LoadedModel:
             raise _op_error(exc) from None
         except (TypeError, ValueError) as exc:  # a value the session cannot turn into a tensor
             raise InvalidArgument(f"signature '{key}' rejected the inputs: {exc}") from None
-        return dict(zip(outputs, values, strict=True))
+        # A scalar string output comes back as bytes, not an array: every output is an array from here.
+        return {name: v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object if isinstance(v, bytes) else None)
+                for name, v in zip(outputs, values, strict=True)}  # fmt: skip
 
     def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.run(signature_name, inputs)
 
-    def _method_signature(self, signature_name: str, method: str, what: str) -> str:
+    def _method_signature(self, signature_name: str, check: Callable[[Any, bool], None]) -> tuple[str, Any]:
+        """``GetClassificationSignatureDef`` / ``GetRegressionSignatureDef``: the named signature, checked."""
         key = signature_name or DEFAULT_SIGNATURE
         if key not in self.signature_defs:
             raise InvalidArgument(f"No signature was found with the name: {key}")
-        actual = self.signature_defs[key].method_name
-        if actual != method:
-            raise InvalidArgument(f"Expected {what} signature method_name to be {method}. Was: {actual}")
-        return key
+        signature = self.signature_defs[key]
+        check(signature, self.method_name_check)
+        return key, signature
 
     def classify(self, signature_name: str, examples: list[bytes]) -> list[list[tuple[str, float]]]:
-        key = self._method_signature(signature_name, CLASSIFY_METHOD, "classification")
-        sig = self.signature_defs[key]
-        outputs = self.run(key, {next(iter(sig.inputs)): np.array(examples, dtype=object)})
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        if classes is None and scores is None:
-            raise InvalidArgument("Expected classification signature outputs 'classes' or 'scores'")
-        reference = scores if scores is not None else classes
-        assert reference is not None
-        if reference.ndim != 2 or reference.shape[0] != len(examples):
-            raise InvalidArgument(
-                f"Expected Tensor shape: [batch_size num_classes] but got {list(reference.shape)}"
-            )
-        results = []
-        for i in range(len(examples)):
-            row = []
-            for c in range(reference.shape[1]):
-                label = classes[i][c].decode("utf-8", "replace") if classes is not None else ""
-                score = float(scores[i][c]) if scores is not None else 0.0
-                row.append((label, score))
-            results.append(row)
-        return results
+        """TF Serving's classifier (``classifier.cc``): signature checks, one run, its output checks."""
+        key, signature = self._method_signature(signature_name, check_classification_signature)
+        if not examples:
+            raise InvalidArgument("Input is empty.")
+        outputs = self.run(key, {CLASSIFY_INPUTS: np.array(examples, dtype=object)})
+        return classification_result(outputs, signature, len(examples))
 
     def regress(self, signature_name: str, examples: list[bytes]) -> list[float]:
-        key = self._method_signature(signature_name, REGRESS_METHOD, "regression")
-        sig = self.signature_defs[key]
-        outputs = self.run(key, {next(iter(sig.inputs)): np.array(examples, dtype=object)})
-        if "outputs" not in outputs:
-            raise InvalidArgument("Expected regression signature output 'outputs'")
-        values = outputs["outputs"]
-        if values.ndim == 2 and values.shape[1] == 1:
-            values = values[:, 0]
-        if values.ndim != 1 or values.shape[0] != len(examples):
-            raise InvalidArgument(
-                f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
-                f"got {list(outputs['outputs'].shape)}"
-            )
-        return [float(v) for v in values]
+        """TF Serving's regressor (``regressor.cc``): signature checks, one run, its output checks."""
+        key, _ = self._method_signature(signature_name, check_regression_signature)
+        if not examples:
+            raise InvalidArgument("Input is empty.")
+        outputs = self.run(key, {REGRESS_INPUTS: np.array(examples, dtype=object)})
+        return regression_result(outputs, len(examples))
 
     # -- warmup
 
@@ -287,6 +269,127 @@ class LoadedModel:
             else:
                 raise InvalidArgument(f"Unsupported log_type for warmup: {kind}")
         return count
+
+
+# -- classify / regress: TF Serving's checks (classifier.cc, regressor.cc), with its words
+
+CLASSIFY_INPUTS, CLASSIFY_CLASSES, CLASSIFY_SCORES = "inputs", "classes", "scores"
+REGRESS_INPUTS, REGRESS_OUTPUTS = "inputs", "outputs"
+
+
+def _debug_string(signature: Any) -> str:
+    """``SignatureDef::DebugString()``: the text format."""
+    from google.protobuf import text_format
+
+    text: str = text_format.MessageToString(signature)
+    return text
+
+
+def check_classification_signature(signature: Any, method_name_check: bool) -> None:
+    """``PreProcessClassification``. With --enable_signature_method_name_check off (TF Serving's default)
+    the method_name is not looked at, only the structure: one input named "inputs", and one or two
+    outputs among which "classes" or "scores"."""
+    if method_name_check and signature.method_name != CLASSIFY_METHOD:
+        raise InvalidArgument(
+            f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+            f"Was: {signature.method_name}"
+        )
+    if len(signature.inputs) != 1:
+        raise InvalidArgument("Expected one input Tensor.")
+    if len(signature.outputs) not in (1, 2):
+        raise InvalidArgument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+    if CLASSIFY_INPUTS not in signature.inputs:
+        raise InvalidArgument(f"No classification inputs found in SignatureDef: {_debug_string(signature)}")
+    if CLASSIFY_CLASSES not in signature.outputs and CLASSIFY_SCORES not in signature.outputs:
+        raise InvalidArgument(
+            "Expected classification signature outputs to contain at least one of "
+            f'"{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature was: {_debug_string(signature)}'
+        )
+
+
+def check_regression_signature(signature: Any, method_name_check: bool) -> None:
+    """``PreProcessRegression``: one input named "inputs", one output named "outputs" (and, with
+    --enable_signature_method_name_check, the regress method_name)."""
+    if method_name_check and signature.method_name != REGRESS_METHOD:
+        raise InvalidArgument(
+            f"Expected regression signature method_name to be {REGRESS_METHOD}. Was: {signature.method_name}"
+        )
+    if len(signature.inputs) != 1:
+        raise InvalidArgument("Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise InvalidArgument("Expected one output Tensor.")
+    if REGRESS_INPUTS not in signature.inputs:
+        raise InvalidArgument(f"No regression inputs found in SignatureDef: {_debug_string(signature)}")
+    if REGRESS_OUTPUTS not in signature.outputs:
+        raise InvalidArgument(f"No regression outputs found in SignatureDef: {_debug_string(signature)}")
+
+
+def _shape_text(array: np.ndarray) -> str:
+    """``TensorShape::DebugString()``."""
+    return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
+def _dtype_text(array: np.ndarray) -> str:
+    """``DataType_Name`` of an output."""
+    from tensorflow.core.framework import types_pb2
+
+    dtype = tf.string if array.dtype.kind in "OSU" else tf.dtypes.as_dtype(array.dtype)
+    name: str = types_pb2.DataType.Name(dtype.as_datatype_enum)
+    return name
+
+
+def classification_result(
+    outputs: Mapping[str, np.ndarray], signature: Any, num_examples: int
+) -> list[list[tuple[str, float]]]:
+    """``PostProcessClassificationResult``: (label, score) per class per example."""
+    classes = outputs.get(CLASSIFY_CLASSES) if CLASSIFY_CLASSES in signature.outputs else None
+    scores = outputs.get(CLASSIFY_SCORES) if CLASSIFY_SCORES in signature.outputs else None
+    for what, tensor, dtype in (("classes", classes, "DT_STRING"), ("scores", scores, "DT_FLOAT")):
+        if tensor is None:
+            continue
+        if tensor.ndim != 2:
+            raise InvalidArgument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(tensor)}"
+            )
+        if _dtype_text(tensor) != dtype:
+            raise InvalidArgument(f"Expected {what} Tensor of {dtype}. Got: {_dtype_text(tensor)}")
+        if tensor.shape[0] != num_examples:
+            raise InvalidArgument(
+                f"Expected {what} output batch size of {num_examples}. Got: {tensor.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise InvalidArgument(
+            "Tensors class and score should match in dim_size(1). Got "
+            f"{classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    reference = classes if classes is not None else scores
+    num_classes = 0 if reference is None else reference.shape[1]
+    results = []
+    for i in range(num_examples):
+        row = []
+        for c in range(num_classes):
+            label = classes[i][c].decode("utf-8", "replace") if classes is not None else ""
+            score = float(scores[i][c]) if scores is not None else 0.0
+            row.append((label, score))
+        results.append(row)
+    return results
+
+
+def regression_result(outputs: Mapping[str, np.ndarray], num_examples: int) -> list[float]:
+    """``PostProcessRegressionResult``: one value per example."""
+    tensor = outputs[REGRESS_OUTPUTS]
+    if not (tensor.ndim == 1 or (tensor.ndim == 2 and tensor.shape[1] == 1)):
+        raise InvalidArgument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{_shape_text(tensor)}"
+        )
+    if tensor.shape[0] != num_examples:
+        raise InvalidArgument(
+            f"Input batch size did not match output batch size: {num_examples} vs. {tensor.shape[0]}"
+        )
+    if _dtype_text(tensor) != "DT_FLOAT":
+        raise InvalidArgument(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_text(tensor)}")
+    return [float(v) for v in tensor.reshape(-1)]
 
 
 def _feedable(name: str, array: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -326,7 +429,7 @@ def serialized_examples(input_proto: Any) -> list[bytes]:
         context = with_context.context.SerializeToString()
         # Concatenated serialized protos parse as a merge: the example's features win.
         return [context + e.SerializeToString() for e in with_context.examples]
-    raise InvalidArgument("Input is empty")
+    return []  # no kind: classify and regress answer "Input is empty." after checking the signature
 
 
 def _op_error(exc: tf.errors.OpError) -> ServingError:
@@ -340,9 +443,11 @@ def _op_error(exc: tf.errors.OpError) -> ServingError:
     return error
 
 
-def load_model(name: str, version: int, path: str, warmup: bool = True) -> LoadedModel:
+def load_model(
+    name: str, version: int, path: str, warmup: bool = True, method_name_check: bool = False
+) -> LoadedModel:
     started = time.monotonic()
-    model = LoadedModel(name, version, path)
+    model = LoadedModel(name, version, path, method_name_check=method_name_check)
     warmed = model.warm_up() if warmup else 0
     log.info(
         "Loaded model %s version %d from %s in %.2fs (%d warmup requests)",

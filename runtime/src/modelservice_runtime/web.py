@@ -34,7 +34,14 @@ class RuntimeApplication(BaseApplication):  # type: ignore[misc]
         return create_app(self.runtime_config)
 
 
+# A parsed body reaches the model process pickled (classify and regress send the document), and pickle
+# recurses once per nesting level: orjson takes documents 1,024 levels deep, Python's default limit of
+# 1,000 frames would turn such a body into a 500 instead of the model's 400.
+RECURSION_LIMIT = 4000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     config = config_from_args(argv)
     configure_logging(config.log_format, config.log_level)
     RuntimeApplication(config).run()

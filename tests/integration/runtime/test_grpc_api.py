@@ -229,6 +229,53 @@ def test_classify_regress_and_multi_inference_match_rest(served: Served) -> None
     assert [r.model_spec.signature_name for r in both.results] == ["classify_x", "regress_x"]
 
 
+def test_predict_writes_outputs_in_their_typed_fields_as_tf_serving_does(served: Served) -> None:
+    # predict_util.cc's default (kAsProtoField, Tensor::AsProtoField): float_val, not tensor_content;
+    # TF Serving's tensorflow_model_server_test reads result.outputs['y'].float_val.
+    response = served.predictions.Predict(
+        predict_request("multi", {"a": np.array([[1.0, 2.0]], np.float32), "b": np.array([3], np.int64)}),
+        timeout=30,
+    )
+    assert list(response.outputs["sum"].float_val) == [3.0] and not response.outputs["sum"].tensor_content
+    assert list(response.outputs["double_b"].int64_val) == [6]
+    assert list(response.outputs["tag_bytes"].string_val) == [b"3"]
+    assert [d.size for d in response.outputs["sum"].tensor_shape.dim] == [1]
+
+
+def test_multi_inference_checks_its_tasks_in_tf_serving_order_and_words(served: Served) -> None:
+    """multi_inference.cc (TensorFlowMultiInferenceRunner::Infer) and util.cc's "Input is empty."."""
+
+    def request(*tasks: tuple[str, str, str], values: tuple[float, ...] = (1.0,)) -> Any:
+        multi = inference_pb2.MultiInferenceRequest()
+        for model, signature, method in tasks:
+            task = multi.tasks.add()
+            task.model_spec.name, task.model_spec.signature_name, task.method_name = model, signature, method
+        multi.input.CopyFrom(examples_input(list(values)))
+        return multi
+
+    classify, regress = "tensorflow/serving/classify", "tensorflow/serving/regress"
+    cases = [
+        (request(("examples", "classify_x", classify), ("linear", "regress_x", regress)),
+         grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
+        (request(("examples", "classify_x", classify), ("examples", "classify_x", classify)),
+         grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: classify_x"),
+        (request(("examples", "nope", classify)),
+         grpc.StatusCode.INVALID_ARGUMENT, "Requested signature not found in model graph: nope"),
+        (request(("examples", "classify_x", "tensorflow/serving/predict")),
+         grpc.StatusCode.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict"),
+        (request(("examples", "regress_x", classify)), grpc.StatusCode.INVALID_ARGUMENT,
+         'Expected classification signature outputs to contain at least one of "classes" or "scores".'),
+        (request(("examples", "classify_x", classify), values=()),
+         grpc.StatusCode.INVALID_ARGUMENT, "Input is empty."),
+    ]  # fmt: skip
+    for multi, code, message in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            served.predictions.MultiInference(multi, timeout=30)
+        assert (caught.value.code(), caught.value.details().startswith(message)) == (code, True), (
+            caught.value.details()
+        )
+
+
 def test_metadata_and_status_over_grpc(served: Served) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "linear"

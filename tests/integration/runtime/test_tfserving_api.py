@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
 
 import pytest
 from flask.testing import FlaskClient
@@ -264,15 +265,88 @@ def test_example_numbers_follow_rapidjson_a_whole_number_beyond_int64_is_a_float
     assert (status, error_of(text)) == (400, "Feature: x has uint64_t element. Only int64_t is supported.")
 
 
-def test_classify_on_a_regress_signature_is_a_400_naming_both_methods(client: FlaskClient) -> None:
+def test_classify_on_a_regress_signature_is_a_400_naming_the_outputs_it_lacks(client: FlaskClient) -> None:
+    # TF Serving's default (--enable_signature_method_name_check off): classifier.cc's
+    # PreProcessClassification checks the signature's structure, not its method_name; regress_x has one
+    # input "inputs" but its one output is "outputs", neither "classes" nor "scores".
     status, text = post(
         client, "/v1/models/examples:classify", {"signature_name": "regress_x", "examples": [{"x": 1.0}]}
+    )
+    assert status == 400
+    message = error_of(text)
+    assert message.startswith(
+        'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+        "Signature was: "
+    )
+    assert 'method_name: "tensorflow/serving/regress"' in message  # SignatureDef::DebugString()
+
+
+def test_regress_on_a_classify_signature_is_a_400_naming_the_output_it_lacks(client: FlaskClient) -> None:
+    status, text = post(
+        client, "/v1/models/examples:regress", {"signature_name": "classify_x", "examples": [{"x": 1.0}]}
+    )
+    assert status == 400
+    assert error_of(text).startswith("Expected one output Tensor.")  # classes and scores: two outputs
+
+
+def test_classify_and_regress_take_a_predict_signature_shaped_like_theirs(client: FlaskClient) -> None:
+    # predict_x has one input, but it is named "examples", not "inputs" (regressor.cc's kRegressInputs).
+    status, text = post(
+        client, "/v1/models/examples:regress", {"signature_name": "predict_x", "examples": [{"x": 1.0}]}
+    )
+    assert status == 400
+    assert error_of(text).startswith("No regression inputs found in SignatureDef: ")
+    status, text = post(
+        client, "/v1/models/examples:classify", {"signature_name": "predict_x", "examples": [{"x": 1.0}]}
+    )
+    assert status == 400
+    assert error_of(text).startswith("No classification inputs found in SignatureDef: ")
+
+
+@pytest.fixture(scope="module")
+def method_checking_client(model_config_file) -> Iterator[FlaskClient]:  # type: ignore[no-untyped-def]
+    from modelservice_runtime.app import create_app
+    from modelservice_runtime.config import config_from_args
+
+    config = config_from_args(
+        [f"--model_config_file={model_config_file}", "--enable_signature_method_name_check"]
+    )
+    app = create_app(config, start_repository=False)
+    app.extensions["modelservice.repository"].poll_once()
+    yield app.test_client()
+    app.extensions["modelservice.dataplane"].close()
+
+
+def test_with_the_method_name_check_classify_on_a_regress_signature_names_both_methods(
+    method_checking_client: FlaskClient,
+) -> None:
+    # TF Serving with --enable_signature_method_name_check (GetClassificationSignatureDef).
+    status, text = post(
+        method_checking_client,
+        "/v1/models/examples:classify",
+        {"signature_name": "regress_x", "examples": [{"x": 1.0}]},
     )
     assert status == 400
     assert error_of(text) == (
         "Expected classification signature method_name to be tensorflow/serving/classify. "
         "Was: tensorflow/serving/regress"
     )
+    status, text = post(
+        method_checking_client,
+        "/v1/models/examples:regress",
+        {"signature_name": "classify_x", "examples": [{"x": 1.0}]},
+    )
+    assert (status, error_of(text)) == (
+        400,
+        "Expected regression signature method_name to be tensorflow/serving/regress. "
+        "Was: tensorflow/serving/classify",
+    )
+    status, text = post(
+        method_checking_client,
+        "/v1/models/examples:regress",
+        {"signature_name": "regress_x", "context": {"x": 1.0}, "examples": [{}]},
+    )
+    assert (status, json.loads(text)) == (200, {"results": [3.0]})
 
 
 @pytest.mark.parametrize(
@@ -417,6 +491,27 @@ def test_metrics_count_requests_by_model_version_api_and_status(client: FlaskCli
         assert 'modelservice_requests_total{api="predict",model="linear",status="400",version="1"}' in text
         assert "modelservice_request_duration_seconds_bucket" in text
         assert 'modelservice_model_loads_total{model="linear",result="success"}' in text
+
+
+def test_a_monitoring_config_file_serves_prometheus_on_its_path_too(model_config_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # TF Serving's --monitoring_config_file (testPrometheusEndpoint starts its server with one): metrics on
+    # prometheus_config.path; ours stay on /metrics and /monitoring/prometheus/metrics as well.
+    from modelservice_runtime.app import create_app
+    from modelservice_runtime.config import config_from_args
+
+    monitoring = tmp_path / "monitoring_config.txt"
+    monitoring.write_text('prometheus_config: { enable: true, path: "/custom/metrics" }')
+    app = create_app(
+        config_from_args(
+            [f"--model_config_file={model_config_file}", f"--monitoring_config_file={monitoring}"]
+        ),
+        start_repository=False,
+    )
+    client = app.test_client()
+    for path in ("/custom/metrics", "/monitoring/prometheus/metrics", "/metrics"):
+        response = client.get(path)
+        assert response.status_code == 200 and "# TYPE" in response.get_data(as_text=True)
+    app.extensions["modelservice.dataplane"].close()
 
 
 def test_openapi_describes_every_registered_route(app, client: FlaskClient) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,15 +23,55 @@ from .rapidjson import parse_json_body, value_to_string
 
 blueprint = Blueprint("tfserving", __name__)
 
+# http_rest_api_util.cc's kPredictionApiGegex and kModelStatusApiRegex ("(?i)..."); RE2's \d is ASCII.
 _PREDICT_PATH = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
     re.IGNORECASE,
 )
 _STATUS_PATH = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
 _INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``ParseModelInfo`` reads from a path: model name and label percent-decoded, the version, and
+    the method (POST) or the sub-resource (GET; "" or "metadata") as written."""
+
+    model_name: str
+    model_version: int | None
+    model_version_label: str | None
+    method: str
+    model_subresource: str
+
+
+def parse_model_info(http_method: str, request_path: str) -> ModelInfo | None:
+    """``ParseModelInfo`` (http_rest_api_util.cc): None when the path is not one of TF Serving's for this
+    HTTP method (TF Serving's ``parse_successful`` false: "Malformed request"); InvalidArgument when it is
+    but its version does not fit an int64."""
+    if http_method == "POST":
+        match = _PREDICT_PATH.fullmatch(request_path)
+        if match is None:
+            return None
+        name, version_text, label, method = match.groups()
+        subresource = ""
+    elif http_method == "GET":
+        match = _STATUS_PATH.fullmatch(request_path)
+        if match is None:
+            return None
+        name, version_text, label, subresource = match.groups()
+        method = ""
+    else:
+        return None
+    return ModelInfo(
+        model_name=urllib.parse.unquote(name or ""),
+        model_version=_version(version_text),
+        model_version_label=_decoded(label),
+        method=method,
+        model_subresource=subresource or "",
+    )
 
 
 def json_response(text: str, status: int = 200) -> Response:
@@ -50,6 +91,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def _version(text: str | None) -> int | None:
+    """``absl::SimpleAtoi`` into an int64."""
     if not text:
         return None
     version = int(text)
@@ -86,34 +128,28 @@ def dispatch(rest: str) -> Response:
         if re.search(r"https?://", request.headers.get("Origin", "")):
             return Response(b"", status=200)
         raise FailedPrecondition("Origin header is missing in CORS preflight")
-    if request.method == "POST":
-        match = _PREDICT_PATH.fullmatch(path)
-        if match:
-            name, version_text, label, method = match.groups()
-            name, label = urllib.parse.unquote(name), _decoded(label)
-            g.model, g.api = name, method.lower()
-            version = _version(version_text)
-            if method == "predict":
-                return _predict(name, version, label)
-            if method == "classify":
-                return _classify_or_regress(name, version, label, "classify")
-            if method == "regress":
-                return _classify_or_regress(name, version, label, "regress")
-    else:
-        match = _STATUS_PATH.fullmatch(path)
-        if match:
-            name, version_text, label, subresource = match.groups()
-            name, label = _decoded(name), _decoded(label)
-            version = _version(version_text)
-            if not name:
+    info = parse_model_info(request.method, path)
+    if info is not None and request.method == "POST":
+        name, version, label = info.model_name, info.model_version, info.model_version_label
+        g.model, g.api = name, info.method.lower()
+        # The method as written: ":PREDICT" matches the case-insensitive regex but no method.
+        if info.method == "predict":
+            return _predict(name, version, label)
+        if info.method in ("classify", "regress"):
+            return _classify_or_regress(name, version, label, info.method)
+    elif info is not None:
+        name, version, label = info.model_name, info.model_version, info.model_version_label
+        if not name:
+            if version is None and label is None and not info.model_subresource:
                 g.api = "list"
-                return _list_models()
-            g.model = name
-            if subresource == "metadata":
-                g.api = "metadata"
-                return _metadata(name, version, label)
-            g.api = "status"
-            return _status(name, version, label)
+                return _list_models()  # ours (KServe V1's list): TF Serving says "Missing model name"
+            raise InvalidArgument("Missing model name in request.")
+        g.model = name
+        if info.model_subresource == "metadata":
+            g.api = "metadata"
+            return _metadata(name, version, label)
+        g.api = "status"
+        return _status(name, version, label)
     raise InvalidArgument(f"Malformed request: {request.method} {path}")
 
 
