@@ -33,6 +33,7 @@ from .protocols.rapidjson import error_body
 from .protocols.tfserving import blueprint as tfserving_blueprint
 from .protocols.v2 import blueprint as v2_blueprint
 from .repository import ModelRepository
+from .security import IDENTITY_KEY, AuthMiddleware, build_authenticator
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("modelservice_runtime.access")
@@ -109,6 +110,12 @@ def create_app(
         admission.target_for(config.rest_api_timeout_in_ms, config.max_queue_delay_ms)
     )
     app.extensions["modelservice.shedder"] = shedder
+    authenticator = build_authenticator(config.api_keys_dir)
+    app.extensions["modelservice.authenticator"] = authenticator
+    if authenticator.enabled:
+        app.wsgi_app = AuthMiddleware(  # type: ignore[method-assign]
+            app.wsgi_app, authenticator, protect_metrics=config.auth_metrics
+        )
     app.wsgi_app = SheddingMiddleware(app.wsgi_app, shedder)  # type: ignore[method-assign]
     app.extensions["modelservice.draining"] = False
     app.register_blueprint(tfserving_blueprint)
@@ -147,11 +154,13 @@ def create_app(
             metrics.observe_request(
                 g.get("model", ""), g.get("version", ""), api, response.status_code, elapsed
             )
+        identity = request.environ.get(IDENTITY_KEY)
         access_log.info(
             "Served %s %s with %d",
             request.method, request.path, response.status_code,
             extra={"method": request.method, "path": request.path, "status": response.status_code,
-                   "duration_ms": round(elapsed * 1000, 3), "model": g.get("model")},
+                   "duration_ms": round(elapsed * 1000, 3), "model": g.get("model"),
+                   **({"client": identity.name} if identity is not None and identity.name else {})},
         )  # fmt: skip
         return response
 

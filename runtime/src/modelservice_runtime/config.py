@@ -127,6 +127,8 @@ class RuntimeConfig:
     enable_signature_method_name_check: bool = False
     monitoring_config_file: str = ""
     prometheus_path: str = ""  # where --monitoring_config_file asks for Prometheus metrics ("" if not)
+    api_keys_dir: str = ""  # a mounted Secret, one file per API key; "" leaves the APIs open
+    auth_metrics: bool = False  # /metrics needs a credential too
 
     def intra_op_threads(self) -> int:
         """TF threads of the model process: every core (the flag wins when set). The HTTP workers
@@ -461,6 +463,18 @@ def build_parser() -> argparse.ArgumentParser:
                       "(e.g. '0' or '0,1'; default: all visible)")  # fmt: skip
     ours.add_argument("--drain_seconds", type=float, default=5.0,
                       help="on SIGTERM, report not ready and keep serving this long before stopping")  # fmt: skip
+    ours.add_argument("--api_keys_dir", default="",
+                      help="require an API key (Authorization: Bearer <key>) on every model API, REST and "
+                           "gRPC: a directory with one file per key, its name the key's name (a mounted "
+                           "Secret); re-read when it changes")  # fmt: skip
+    ours.add_argument(
+        "--auth_metrics",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="with --api_keys_dir, protect /metrics too (probes always stay open)",
+    )
     ours.add_argument("--log_format", choices=("json", "text"), default="json")
     ours.add_argument("--log_level", default="info")
     return parser
@@ -500,6 +514,8 @@ def config_from_args(
         raise ConfigError(
             f"--tensorflow_gpu_device must be GPU indices like '0' or '0,1', got {args.tensorflow_gpu_device!r}"
         )
+    if args.api_keys_dir and not os.path.isdir(args.api_keys_dir):
+        raise ConfigError(f"--api_keys_dir={args.api_keys_dir} is not a directory")
     prometheus_path = ""
     if args.monitoring_config_file:
         try:
@@ -547,4 +563,6 @@ def config_from_args(
         enable_signature_method_name_check=args.enable_signature_method_name_check,
         monitoring_config_file=args.monitoring_config_file,
         prometheus_path=prometheus_path,
+        api_keys_dir=args.api_keys_dir,
+        auth_metrics=args.auth_metrics,
     )

@@ -29,6 +29,7 @@ from .dataplane import DataPlane
 from .errors import ServingError, StaleVersion, Unavailable
 from .protocols.tensors import TensorSpec, signature_key
 from .repository import ModelRepository
+from .security import build_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.grpc_port:
         from .grpc_api import GrpcServer
 
-        grpc_server = GrpcServer(engine, config.rest_api_host, config.grpc_port, config.threads)
+        grpc_server = GrpcServer(engine, config.rest_api_host, config.grpc_port, config.threads,
+                                 build_authenticator(config.api_keys_dir))  # fmt: skip
         grpc_server.start()
         threading.Thread(target=_follow_health, args=(grpc_server, stopping), daemon=True).start()
     engine.repository.start()

@@ -52,6 +52,7 @@ from .loader import (
     check_regression_signature,
     serialized_examples,
 )
+from .security import Authenticator, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -439,14 +440,63 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return {"inputs": items}, b"".join(raw)
 
 
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """The REST API's authentication on gRPC: the credential in the ``authorization`` (``Bearer <key>``)
+    or ``x-api-key`` metadata; UNAUTHENTICATED or PERMISSION_DENIED before the method runs. The standard
+    health service stays open, as the REST probes do."""
+
+    OPEN_PREFIX = "/grpc.health.v1.Health/"
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        if details.method.startswith(self.OPEN_PREFIX):
+            return continuation(details)
+        metadata = {key: value for key, value in details.invocation_metadata or ()}
+        try:
+            identity = self.authenticator.authenticate(
+                metadata.get("authorization"), metadata.get("x-api-key")
+            )
+        except (Unauthenticated, PermissionDenied) as exc:
+            refused = isinstance(exc, Unauthenticated)
+            metrics.AUTH_REQUESTS.labels("unauthenticated" if refused else "forbidden", "-").inc()
+            code = grpc.StatusCode.UNAUTHENTICATED if refused else grpc.StatusCode.PERMISSION_DENIED
+            return _refusal(continuation(details), code, exc.message)
+        metrics.AUTH_REQUESTS.labels("allowed", identity.label).inc()
+        return continuation(details)
+
+
+def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    """A handler of the same kind as ``handler`` that aborts with ``code``."""
+    if handler is None:
+        return None
+
+    def abort(_: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, message)
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort)
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
 class GrpcServer:
     """The gRPC server of the model process; its health follows the repository's readiness."""
 
-    def __init__(self, engine: Any, host: str, port: int, threads: int) -> None:
+    def __init__(
+        self, engine: Any, host: str, port: int, threads: int, authenticator: Authenticator | None = None
+    ) -> None:
         self.engine = engine
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+            interceptors=[AuthInterceptor(authenticator)]
+            if authenticator and authenticator.enabled
+            else None,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(engine), self.server

@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
-        for key in ("method", "path", "status", "duration_ms", "model"):
+        for key in ("method", "path", "status", "duration_ms", "model", "client"):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value

@@ -36,6 +36,11 @@ REQUEST_LATENCY = Histogram(
     ["model", "api"],
     buckets=LATENCY_BUCKETS,
 )
+AUTH_REQUESTS = Counter(
+    "modelservice_auth_requests",
+    "Requests to protected routes by authentication result and client (an API key's name; '-' when refused).",
+    ["result", "client"],
+)
 MODEL_LOADS = Counter("modelservice_model_loads", "Model version loads by outcome.", ["model", "result"])
 MODEL_LOAD_DURATION = Histogram(
     "modelservice_model_load_duration_seconds",

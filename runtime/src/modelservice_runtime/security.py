@@ -1,0 +1,246 @@
+"""Authentication of model API requests: API keys from a mounted Secret (off unless configured).
+
+``--api_keys_dir`` names a directory with one file per key, as Kubernetes mounts a Secret: the file's name
+is the key's *name* (what logs and metrics show), its content the key. A client sends
+``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). Keys rotate without a restart: the directory
+is looked at again at most once a second, and a Secret volume's update (the kubelet swaps its ``..data``
+link) is seen at the next look. A presented key is compared with every key in constant time (SHA-256
+digests, ``hmac.compare_digest``, no early exit), so timing tells nothing about which key nearly matched.
+
+Refusals follow RFC 6750: 401 with ``WWW-Authenticate: Bearer realm="modelservice"`` for a missing or
+unknown credential (``error="invalid_token"`` for the latter). Probes, ``/metrics`` and the OpenAPI
+document stay open (``--auth_metrics`` protects ``/metrics`` too), so the kubelet and Prometheus need
+no key. This module is worker-side and imports no TensorFlow; the gRPC server in the model process uses
+the same ``Authenticator``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import metrics
+from .errors import ServingError
+from .protocols.rapidjson import error_body
+
+log = logging.getLogger(__name__)
+
+REALM = "modelservice"
+RECHECK_SECONDS = 1.0
+# Paths any caller may GET without a credential: the kubelet's probes and the API description.
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/openapi.json", "/docs"})
+METRICS_PATHS = frozenset({"/metrics", "/monitoring/prometheus/metrics"})
+
+
+class Unauthenticated(ServingError):
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+    @property
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` value (RFC 6750 section 3)."""
+        if self.invalid_token:
+            return f'Bearer realm="{REALM}", error="invalid_token"'
+        return f'Bearer realm="{REALM}"'
+
+
+class PermissionDenied(ServingError):
+    code = "PERMISSION_DENIED"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a request comes from: ``kind`` "api-key" (``name`` is the key's name) or "anonymous"."""
+
+    kind: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind != "anonymous" else "-"
+
+
+ANONYMOUS = Identity("anonymous", "")
+
+
+def _digest(secret: str | bytes) -> bytes:
+    data = secret.encode("utf-8") if isinstance(secret, str) else secret
+    return hashlib.sha256(data).digest()
+
+
+class ApiKeys:
+    """The keys in a directory (a mounted Secret), re-read when it changes."""
+
+    def __init__(
+        self, directory: str, clock: Callable[[], float] = time.monotonic, recheck_s: float = RECHECK_SECONDS
+    ) -> None:
+        self.directory = directory
+        self.clock = clock
+        self.recheck_s = recheck_s
+        self._keys: tuple[tuple[str, bytes], ...] = ()
+        self._stamp: Any = None
+        self._checked = -float("inf")
+        self._lock = threading.Lock()
+        self.refresh(force=True)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(name for name, _ in self._keys)
+
+    def _stamp_now(self) -> Any:
+        """What changes when the keys do: each file's identity and time, and where a Secret volume's
+        ``..data`` link points (the kubelet swaps it on every update)."""
+        try:
+            entries = sorted(os.listdir(self.directory))
+        except OSError:
+            return None
+        stamp: list[Any] = []
+        for entry in entries:
+            path = os.path.join(self.directory, entry)
+            if entry == "..data" and os.path.islink(path):
+                stamp.append((entry, os.readlink(path)))
+            elif not entry.startswith("."):
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue
+                stamp.append((entry, stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        return tuple(stamp)
+
+    def refresh(self, force: bool = False) -> None:
+        """Look at the directory again when ``recheck_s`` has passed since the last look."""
+        now = self.clock()
+        if not force and now - self._checked < self.recheck_s:
+            return
+        with self._lock:
+            if not force and now - self._checked < self.recheck_s:
+                return
+            self._checked = now
+            stamp = self._stamp_now()
+            if stamp == self._stamp and self._stamp is not None:
+                return
+            first = self._stamp is None
+            self._keys, self._stamp = tuple(self._read()), stamp if stamp is not None else ()
+            log.info(
+                "API keys %s from %s: %d key(s): %s", "loaded" if first else "reloaded", self.directory,
+                len(self._keys), ", ".join(self.names) or "none",
+            )  # fmt: skip
+
+    def _read(self) -> Iterable[tuple[str, bytes]]:
+        try:
+            entries = sorted(os.listdir(self.directory))
+        except OSError as exc:
+            log.error("Cannot read API keys from %s: %s; every request is refused", self.directory, exc)
+            return
+        for entry in entries:
+            if entry.startswith("."):  # ..data, ..2026_11_22_..., editor files
+                continue
+            path = os.path.join(self.directory, entry)
+            try:
+                with open(path, "rb") as handle:
+                    key = handle.read().strip()
+            except (IsADirectoryError, OSError):
+                continue
+            if key:
+                yield entry, _digest(key)
+
+    def identify(self, token: str) -> str | None:
+        """The name of the key ``token`` is, or None; the same work whichever key matches."""
+        self.refresh()
+        presented = _digest(token)
+        found: str | None = None
+        for name, digest in self._keys:
+            if hmac.compare_digest(presented, digest) and found is None:
+                found = name
+        return found
+
+
+def bearer_token(authorization: str | None, api_key: str | None) -> str | None:
+    """The credential a request presents: ``Authorization: Bearer <token>``, else ``X-API-Key``."""
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    return api_key.strip() if api_key and api_key.strip() else None
+
+
+class Authenticator:
+    """Decides who a request comes from, or refuses it (401 / 403)."""
+
+    def __init__(self, api_keys: ApiKeys | None = None) -> None:
+        self.api_keys = api_keys
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_keys is not None
+
+    def authenticate(self, authorization: str | None, api_key: str | None = None) -> Identity:
+        if not self.enabled:
+            return ANONYMOUS
+        token = bearer_token(authorization, api_key)
+        if token is None:
+            if authorization:
+                raise Unauthenticated(
+                    "Unsupported Authorization scheme: send Authorization: Bearer <API key>"
+                )
+            raise Unauthenticated("Missing credential: send Authorization: Bearer <API key>")
+        assert self.api_keys is not None
+        name = self.api_keys.identify(token)
+        if name is None:
+            raise Unauthenticated(
+                "Invalid credential: the API key is not one of this server's", invalid_token=True
+            )
+        return Identity("api-key", name)
+
+
+def build_authenticator(api_keys_dir: str) -> Authenticator:
+    return Authenticator(ApiKeys(api_keys_dir) if api_keys_dir else None)
+
+
+IDENTITY_KEY = "modelservice.identity"
+
+
+class AuthMiddleware:
+    """Authentication in front of Flask: a refusal costs no routing, and the identity it finds is put in
+    the WSGI environ for the access log, the metrics and rate limits."""
+
+    def __init__(self, app: Any, authenticator: Authenticator, protect_metrics: bool = False) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.open_paths = OPEN_PATHS if protect_metrics else OPEN_PATHS | METRICS_PATHS
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        method = environ.get("REQUEST_METHOD")
+        if method == "OPTIONS" or (method in ("GET", "HEAD") and environ.get("PATH_INFO") in self.open_paths):
+            return self.app(environ, start_response)
+        try:
+            identity = self.authenticator.authenticate(
+                environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY")
+            )
+        except (Unauthenticated, PermissionDenied) as exc:
+            result = "unauthenticated" if isinstance(exc, Unauthenticated) else "forbidden"
+            metrics.AUTH_REQUESTS.labels(result, "-").inc()
+            body = error_body(exc.message).encode()
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            if isinstance(exc, Unauthenticated):
+                headers.append(("WWW-Authenticate", exc.challenge))
+            if environ.get("HTTP_X_REQUEST_ID"):
+                headers.append(("X-Request-ID", environ["HTTP_X_REQUEST_ID"]))
+            status = "401 Unauthorized" if isinstance(exc, Unauthenticated) else "403 Forbidden"
+            start_response(status, headers)
+            return [body]
+        if identity.kind != "anonymous":
+            metrics.AUTH_REQUESTS.labels("allowed", identity.label).inc()
+        environ[IDENTITY_KEY] = identity
+        return self.app(environ, start_response)
