@@ -262,6 +262,40 @@ def build_half_plus_two_tf2(base: Path, version: int = 1) -> Path:
     return path
 
 
+def _signature_metadata(
+    inputs: dict[str, object], outputs: dict[str, object], method: str
+) -> dict[str, object]:
+    return {"inputs": inputs, "outputs": outputs, "method_name": method, "defaults": {}}
+
+
+_FLOAT_N_1 = {
+    "dtype": "DT_FLOAT",
+    "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "1", "name": ""}], "unknown_rank": False},
+}
+# TF Serving's checked-in test data says {"dim": [], "unknown_rank": true} for tf_example: its SavedModels
+# predate the generator script's placeholder shape (shape=[None]), which build_half_plus_two follows, so
+# the model built here says [-1]. That is the model, not the server.
+_EXAMPLES = {
+    "dtype": "DT_STRING",
+    "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
+    "name": "tf_example:0",
+}
+# The "metadata" of GetModelMetadata for build_half_plus_two, as TF Serving's testdata JSON files write it
+# (half_plus_two_model_metadata.json, saved_model_half_plus_two_2_versions_metadata.json).
+HALF_PLUS_TWO_METADATA = {"signature_def": {"signature_def": {
+    "regress_x2_to_y3": _signature_metadata({"inputs": {**_FLOAT_N_1, "name": "x2:0"}},
+                                            {"outputs": {**_FLOAT_N_1, "name": "y3:0"}}, "tensorflow/serving/regress"),
+    "serving_default": _signature_metadata({"x": {**_FLOAT_N_1, "name": "x:0"}}, {"y": {**_FLOAT_N_1, "name": "y:0"}},
+                                           "tensorflow/serving/predict"),
+    "classify_x_to_y": _signature_metadata({"inputs": _EXAMPLES}, {"scores": {**_FLOAT_N_1, "name": "y:0"}},
+                                           "tensorflow/serving/classify"),
+    "regress_x_to_y2": _signature_metadata({"inputs": _EXAMPLES}, {"outputs": {**_FLOAT_N_1, "name": "y2:0"}},
+                                           "tensorflow/serving/regress"),
+    "regress_x_to_y": _signature_metadata({"inputs": _EXAMPLES}, {"outputs": {**_FLOAT_N_1, "name": "y:0"}},
+                                          "tensorflow/serving/regress"),
+}}}  # fmt: skip
+
+
 def add_warmup(version_dir: Path, inputs: dict[str, np.ndarray], count: int = 2) -> Path:
     """Write ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog) for serving_default."""
     import tensorflow as tf

@@ -30,6 +30,7 @@ from werkzeug.exceptions import NotFound
 
 from modelservice_runtime.app import create_app
 from modelservice_runtime.config import config_from_args, parse_model_config_text
+from tests.models import HALF_PLUS_TWO_METADATA
 
 pytestmark = pytest.mark.integration
 
@@ -54,57 +55,9 @@ model_config_list {{
 
 # tensorflow_serving/servables/tensorflow/testdata/saved_model_half_plus_two_2_versions_metadata.json,
 # less classify_x2_to_y3 (see "Not ported").
-_FLOAT_N_1 = {
-    "dtype": "DT_FLOAT",
-    "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "1", "name": ""}], "unknown_rank": False},
-}
-# The file says {"dim": [], "unknown_rank": true} for tf_example: the checked-in SavedModels predate the
-# generator script's placeholder shape (tf.placeholder(tf.string, name="tf_example", shape=[None])), which
-# tests/models.py follows, so the model we build has [-1] here. That is the model, not the server.
-_EXAMPLES = {
-    "dtype": "DT_STRING",
-    "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
-    "name": "tf_example:0",
-}
-
-
-def _signature(inputs: dict[str, Any], outputs: dict[str, Any], method: str) -> dict[str, Any]:
-    return {"inputs": inputs, "outputs": outputs, "method_name": method, "defaults": {}}
-
-
 EXPECTED_METADATA = {
     "model_spec": {"name": "saved_model_half_plus_two_2_versions", "signature_name": "", "version": "123"},
-    "metadata": {
-        "signature_def": {
-            "signature_def": {
-                "regress_x2_to_y3": _signature(
-                    {"inputs": {**_FLOAT_N_1, "name": "x2:0"}},
-                    {"outputs": {**_FLOAT_N_1, "name": "y3:0"}},
-                    "tensorflow/serving/regress",
-                ),
-                "serving_default": _signature(
-                    {"x": {**_FLOAT_N_1, "name": "x:0"}},
-                    {"y": {**_FLOAT_N_1, "name": "y:0"}},
-                    "tensorflow/serving/predict",
-                ),
-                "classify_x_to_y": _signature(
-                    {"inputs": _EXAMPLES},
-                    {"scores": {**_FLOAT_N_1, "name": "y:0"}},
-                    "tensorflow/serving/classify",
-                ),
-                "regress_x_to_y2": _signature(
-                    {"inputs": _EXAMPLES},
-                    {"outputs": {**_FLOAT_N_1, "name": "y2:0"}},
-                    "tensorflow/serving/regress",
-                ),
-                "regress_x_to_y": _signature(
-                    {"inputs": _EXAMPLES},
-                    {"outputs": {**_FLOAT_N_1, "name": "y:0"}},
-                    "tensorflow/serving/regress",
-                ),
-            }
-        }
-    },
+    "metadata": HALF_PLUS_TWO_METADATA,
 }
 
 

@@ -57,6 +57,7 @@ from tensorflow_serving.apis import (
 
 from bench.loadgen import free_port
 from tests.integration.runtime.server import Server, start_server, stop
+from tests.models import HALF_PLUS_TWO_METADATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.gunicorn]
 
@@ -86,39 +87,11 @@ MONITORING_CONFIG = """prometheus_config: {
 }
 """
 
-# testdata/half_plus_two_model_metadata.json. Its tf_example input says {"dim": [], "unknown_rank": true}:
-# the checked-in SavedModel predates the generator script's placeholder shape (shape=[None]), which
-# tests/models.py follows, so the model we build says [-1]; that is the model, not the server.
-_FLOAT_N_1 = {
-    "dtype": "DT_FLOAT",
-    "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "1", "name": ""}], "unknown_rank": False},
-}
-_EXAMPLES = {
-    "dtype": "DT_STRING",
-    "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
-    "name": "tf_example:0",
-}
-
-
-def _signature(inputs: dict[str, Any], outputs: dict[str, Any], method: str) -> dict[str, Any]:
-    return {"inputs": inputs, "outputs": outputs, "method_name": method, "defaults": {}}
-
-
+# testdata/half_plus_two_model_metadata.json.
 HALF_PLUS_TWO_MODEL_METADATA = {
     "model_spec": {"name": "default", "signature_name": "", "version": "123"},
-    "metadata": {"signature_def": {"signature_def": {
-        "regress_x2_to_y3": _signature({"inputs": {**_FLOAT_N_1, "name": "x2:0"}},
-                                       {"outputs": {**_FLOAT_N_1, "name": "y3:0"}}, "tensorflow/serving/regress"),
-        "serving_default": _signature({"x": {**_FLOAT_N_1, "name": "x:0"}}, {"y": {**_FLOAT_N_1, "name": "y:0"}},
-                                      "tensorflow/serving/predict"),
-        "classify_x_to_y": _signature({"inputs": _EXAMPLES}, {"scores": {**_FLOAT_N_1, "name": "y:0"}},
-                                      "tensorflow/serving/classify"),
-        "regress_x_to_y2": _signature({"inputs": _EXAMPLES}, {"outputs": {**_FLOAT_N_1, "name": "y2:0"}},
-                                      "tensorflow/serving/regress"),
-        "regress_x_to_y": _signature({"inputs": _EXAMPLES}, {"outputs": {**_FLOAT_N_1, "name": "y:0"}},
-                                     "tensorflow/serving/regress"),
-    }}},
-}  # fmt: skip
+    "metadata": HALF_PLUS_TWO_METADATA,
+}
 
 
 # ---------------------------------------------------------------- tensorflow_model_server_test_base.py
