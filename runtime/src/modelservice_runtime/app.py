@@ -32,6 +32,7 @@ from .openapi import blueprint as openapi_blueprint
 from .protocols.rapidjson import error_body
 from .protocols.tfserving import blueprint as tfserving_blueprint
 from .protocols.v2 import blueprint as v2_blueprint
+from .ratelimit import RateLimited, build_rate_limiter
 from .repository import ModelRepository
 from .security import IDENTITY_KEY, AuthMiddleware, build_authenticator
 
@@ -103,7 +104,8 @@ def create_app(
         if repository is None:
             repository = build_repository(config)
         engine = Engine(repository, DataPlane(repository, timeout_ms=config.rest_api_timeout_in_ms,
-                                              threads=config.threads, batching=config.batching))  # fmt: skip
+                                              threads=config.threads, batching=config.batching),
+                        limiter=build_rate_limiter(config.rate_limit_requests_per_second, config.rate_limit_burst))  # fmt: skip
         app.extensions["modelservice.repository"] = repository
         app.extensions["modelservice.dataplane"] = EngineClient(LocalTransport(engine))
     shedder = QueueDelayShedder(
@@ -112,6 +114,7 @@ def create_app(
     app.extensions["modelservice.shedder"] = shedder
     authenticator = build_authenticator(config.api_keys_dir)
     app.extensions["modelservice.authenticator"] = authenticator
+    app.extensions["modelservice.rate_limited"] = config.rate_limit_requests_per_second > 0
     if authenticator.enabled:
         app.wsgi_app = AuthMiddleware(  # type: ignore[method-assign]
             app.wsgi_app, authenticator, protect_metrics=config.auth_metrics
@@ -146,7 +149,10 @@ def create_app(
     @app.after_request
     def finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        if response.status_code in (429, 503):
+        rate = g.get("rate")
+        if rate is not None:
+            response.headers.update(rate.headers())
+        if response.status_code in (429, 503) and "Retry-After" not in response.headers:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         api = g.get("api")
@@ -172,6 +178,9 @@ def create_app(
 
     @app.errorhandler(ServingError)
     def serving_error(exc: ServingError) -> Response:
+        if isinstance(exc, RateLimited):
+            g.rate = exc.decision
+            metrics.RATE_LIMITED.labels(g.get("model", ""), exc.client).inc()
         return _error(exc.message, exc.status)
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -40,6 +40,9 @@ class LocalTransport:
     def each(self, op: str, args: Sequence[Any]) -> list[Any]:
         return [self(op, args)[1]]
 
+    def first(self, op: str, args: Sequence[Any]) -> Any:
+        return self(op, args)[1]
+
     def close(self) -> None:
         self.engine.close()
 
@@ -148,6 +151,10 @@ class EngineClient:
     def tfs_metadata(self, name: str, version: int | None, label: str | None) -> tuple[int, str]:
         result: tuple[int, str] = self.call("tfs_metadata", name, version, label)
         return result
+
+    def admit(self, client: str, model: str) -> Any:
+        """A token from the pod's rate limit for (client, model): one model process keeps the buckets."""
+        return self.transport.first("admit", (client, model))
 
     def model_ready(self, name: str, version: int | None) -> bool:
         return bool(self.call("model_ready", name, version))

@@ -129,6 +129,8 @@ class RuntimeConfig:
     prometheus_path: str = ""  # where --monitoring_config_file asks for Prometheus metrics ("" if not)
     api_keys_dir: str = ""  # a mounted Secret, one file per API key; "" leaves the APIs open
     auth_metrics: bool = False  # /metrics needs a credential too
+    rate_limit_requests_per_second: float = 0.0  # per client and model, for the pod; 0 is no limit
+    rate_limit_burst: int = 0  # bucket size; 0 is the rate rounded up
 
     def intra_op_threads(self) -> int:
         """TF threads of the model process: every core (the flag wins when set). The HTTP workers
@@ -475,6 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="with --api_keys_dir, protect /metrics too (probes always stay open)",
     )
+    ours.add_argument("--rate_limit_requests_per_second", type=float, default=0.0,
+                      help="per client (API key name, or '-' for anonymous) and model, for the whole pod: "
+                           "429 with Retry-After and RateLimit-* headers beyond it (0: no limit)")  # fmt: skip
+    ours.add_argument(
+        "--rate_limit_burst",
+        type=int,
+        default=0,
+        help="requests a client may send at once (default: the rate, rounded up)",
+    )
     ours.add_argument("--log_format", choices=("json", "text"), default="json")
     ours.add_argument("--log_level", default="info")
     return parser
@@ -514,6 +525,8 @@ def config_from_args(
         raise ConfigError(
             f"--tensorflow_gpu_device must be GPU indices like '0' or '0,1', got {args.tensorflow_gpu_device!r}"
         )
+    if args.rate_limit_requests_per_second < 0 or args.rate_limit_burst < 0:
+        raise ConfigError("--rate_limit_requests_per_second and --rate_limit_burst must not be negative")
     if args.api_keys_dir and not os.path.isdir(args.api_keys_dir):
         raise ConfigError(f"--api_keys_dir={args.api_keys_dir} is not a directory")
     prometheus_path = ""
@@ -565,4 +578,6 @@ def config_from_args(
         prometheus_path=prometheus_path,
         api_keys_dir=args.api_keys_dir,
         auth_metrics=args.auth_metrics,
+        rate_limit_requests_per_second=args.rate_limit_requests_per_second,
+        rate_limit_burst=args.rate_limit_burst,
     )

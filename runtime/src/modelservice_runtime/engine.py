@@ -28,6 +28,7 @@ from .config import RuntimeConfig, load_model_config_file
 from .dataplane import DataPlane
 from .errors import ServingError, StaleVersion, Unavailable
 from .protocols.tensors import TensorSpec, signature_key
+from .ratelimit import Decision, RateLimiter, build_rate_limiter
 from .repository import ModelRepository
 from .security import build_authenticator
 
@@ -41,9 +42,16 @@ Reply = Callable[[Any], None]  # called with an operation's value, or with the S
 class Engine:
     """Operations on the repository and the data plane, by name (what the IPC carries)."""
 
-    def __init__(self, repository: ModelRepository, plane: DataPlane, threads: int = 16) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        plane: DataPlane,
+        threads: int = 16,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.repository = repository
         self.plane = plane
+        self.limiter = limiter  # the pod's rate limits: every worker asks here ("admit")
         # Operations that block (an unbatched model call, classify, metadata) run here, never on the
         # thread that reads requests.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="op")
@@ -58,6 +66,7 @@ class Engine:
             "available": repository.available,
             "readiness": lambda: (repository.model_names(), repository.not_ready_models()),
             "model_ready": self.model_ready,
+            "admit": self.admit,
         }
 
     @property
@@ -74,6 +83,9 @@ class Engine:
         """Start an operation and return at once; ``reply`` gets its value or its ``ServingError``, once,
         from whichever thread finishes it. A batchable predict goes straight into the batcher (no thread
         waits for it); everything else runs on the operation pool."""
+        if op == "admit":  # a token bucket: answered at once, never behind model calls on the pool
+            reply(self.admit(*args))
+            return
         if op == "predict":
             try:
                 name, version, label, resolved, signature, decoded_as, inputs = args
@@ -95,6 +107,9 @@ class Engine:
                 reply(_internal(op, exc))
             return
         self._pool.submit(self._run_and_reply, op, reply, lambda: self.call(op, args))
+
+    def admit(self, client: str, model: str) -> Decision | None:
+        return self.limiter.take(client, model) if self.limiter is not None else None
 
     @staticmethod
     def _run_and_reply(op: str, reply: Reply, work: Callable[[], Any]) -> None:
@@ -259,7 +274,8 @@ def build_engine(config: RuntimeConfig) -> Engine:
         batching=config.batching,
         enforce_deadline=False,
     )
-    return Engine(repository, plane, threads=config.threads)
+    limiter = build_rate_limiter(config.rate_limit_requests_per_second, config.rate_limit_burst)
+    return Engine(repository, plane, threads=config.threads, limiter=limiter)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .grpc_api import GrpcServer
 
         grpc_server = GrpcServer(engine, config.rest_api_host, config.grpc_port, config.threads,
-                                 build_authenticator(config.api_keys_dir))  # fmt: skip
+                                 build_authenticator(config.api_keys_dir), engine.limiter)  # fmt: skip
         grpc_server.start()
         threading.Thread(target=_follow_health, args=(grpc_server, stopping), daemon=True).start()
     engine.repository.start()

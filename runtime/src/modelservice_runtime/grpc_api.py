@@ -52,7 +52,8 @@ from .loader import (
     check_regression_signature,
     serialized_examples,
 )
-from .security import Authenticator, PermissionDenied, Unauthenticated
+from .ratelimit import RateLimiter
+from .security import ANONYMOUS, Authenticator, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -440,31 +441,74 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return {"inputs": items}, b"".join(raw)
 
 
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """The REST API's authentication on gRPC: the credential in the ``authorization`` (``Bearer <key>``)
-    or ``x-api-key`` metadata; UNAUTHENTICATED or PERMISSION_DENIED before the method runs. The standard
-    health service stays open, as the REST probes do."""
+class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """The REST API's guards on gRPC. Authentication: the credential in the ``authorization`` (``Bearer
+    <key>``) or ``x-api-key`` metadata; UNAUTHENTICATED or PERMISSION_DENIED before the method runs. Rate
+    limits: a token for (client, the request's model) from this model process's buckets, else
+    RESOURCE_EXHAUSTED with the RateLimit-* fields as trailing metadata. The health service stays open."""
 
     OPEN_PREFIX = "/grpc.health.v1.Health/"
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator | None, limiter: RateLimiter | None) -> None:
         self.authenticator = authenticator
+        self.limiter = limiter
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         if details.method.startswith(self.OPEN_PREFIX):
             return continuation(details)
-        metadata = {key: value for key, value in details.invocation_metadata or ()}
-        try:
-            identity = self.authenticator.authenticate(
-                metadata.get("authorization"), metadata.get("x-api-key")
-            )
-        except (Unauthenticated, PermissionDenied) as exc:
-            refused = isinstance(exc, Unauthenticated)
-            metrics.AUTH_REQUESTS.labels("unauthenticated" if refused else "forbidden", "-").inc()
-            code = grpc.StatusCode.UNAUTHENTICATED if refused else grpc.StatusCode.PERMISSION_DENIED
-            return _refusal(continuation(details), code, exc.message)
-        metrics.AUTH_REQUESTS.labels("allowed", identity.label).inc()
-        return continuation(details)
+        identity = ANONYMOUS
+        if self.authenticator is not None and self.authenticator.enabled:
+            metadata = {key: value for key, value in details.invocation_metadata or ()}
+            try:
+                identity = self.authenticator.authenticate(
+                    metadata.get("authorization"), metadata.get("x-api-key")
+                )
+            except (Unauthenticated, PermissionDenied) as exc:
+                refused = isinstance(exc, Unauthenticated)
+                metrics.AUTH_REQUESTS.labels("unauthenticated" if refused else "forbidden", "-").inc()
+                code = grpc.StatusCode.UNAUTHENTICATED if refused else grpc.StatusCode.PERMISSION_DENIED
+                return _refusal(continuation(details), code, exc.message)
+            metrics.AUTH_REQUESTS.labels("allowed", identity.label).inc()
+        handler = continuation(details)
+        if self.limiter is None or handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self._limited(handler.unary_unary, identity.label),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _limited(self, behaviour: Any, client: str) -> Any:
+        limiter = self.limiter
+        assert limiter is not None
+
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            model = _model_of(request)
+            decision = limiter.take(client, model)
+            if not decision.allowed:
+                metrics.RATE_LIMITED.labels(model, client).inc()
+                context.set_trailing_metadata([(k.lower(), v) for k, v in decision.headers()])
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"Rate limit exceeded for client '{client}' on model '{model}'; retry in "
+                    f"{decision.retry_after_s:.2f}s",
+                )
+            return behaviour(request, context)
+
+        return call
+
+
+def _model_of(request: Any) -> str:
+    """The model a request names: TF Serving's model_spec, MultiInference's first task, V2's name."""
+    fields = request.DESCRIPTOR.fields_by_name
+    if "model_spec" in fields:
+        return str(request.model_spec.name)
+    if "tasks" in fields:
+        return str(request.tasks[0].model_spec.name) if request.tasks else ""
+    for field in ("model_name", "name"):
+        if field in fields:
+            return str(getattr(request, field))
+    return ""
 
 
 def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
@@ -488,15 +532,23 @@ class GrpcServer:
     """The gRPC server of the model process; its health follows the repository's readiness."""
 
     def __init__(
-        self, engine: Any, host: str, port: int, threads: int, authenticator: Authenticator | None = None
+        self,
+        engine: Any,
+        host: str,
+        port: int,
+        threads: int,
+        authenticator: Authenticator | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
-            interceptors=[AuthInterceptor(authenticator)]
-            if authenticator and authenticator.enabled
-            else None,
+            interceptors=(
+                [GuardInterceptor(authenticator, limiter)]
+                if (authenticator is not None and authenticator.enabled) or limiter is not None
+                else None
+            ),
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(engine), self.server

@@ -277,6 +277,10 @@ class EngineTransports:
         """The operation on every model process (readiness: all of them must be up)."""
         return [transport(op, args)[1] for transport in self.transports]
 
+    def first(self, op: str, args: Sequence[Any]) -> Any:
+        """The operation on the first model process (what must be one for the pod: rate limits)."""
+        return self.transports[0](op, args)[1]
+
     def close(self) -> None:
         for transport in self.transports:
             transport.close()

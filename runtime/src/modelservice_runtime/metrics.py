@@ -41,6 +41,11 @@ AUTH_REQUESTS = Counter(
     "Requests to protected routes by authentication result and client (an API key's name; '-' when refused).",
     ["result", "client"],
 )
+RATE_LIMITED = Counter(
+    "modelservice_rate_limited_requests",
+    "Requests refused with 429 by the per-client rate limit, by model and client.",
+    ["model", "client"],
+)
 MODEL_LOADS = Counter("modelservice_model_loads", "Model version loads by outcome.", ["model", "result"])
 MODEL_LOAD_DURATION = Histogram(
     "modelservice_model_load_duration_seconds",

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, g, request
 from ..client import EngineClient
 from ..errors import FailedPrecondition, InvalidArgument
 from . import tensors
+from .limits import enforce_rate_limit
 from .rapidjson import parse_json_body, value_to_string
 
 blueprint = Blueprint("tfserving", __name__)
@@ -132,6 +133,7 @@ def dispatch(rest: str) -> Response:
     if info is not None and request.method == "POST":
         name, version, label = info.model_name, info.model_version, info.model_version_label
         g.model, g.api = name, info.method.lower()
+        enforce_rate_limit(name)
         # The method as written: ":PREDICT" matches the case-insensitive regex but no method.
         if info.method == "predict":
             return _predict(name, version, label)
@@ -145,6 +147,7 @@ def dispatch(rest: str) -> Response:
                 return _list_models()  # ours (KServe V1's list): TF Serving says "Missing model name"
             raise InvalidArgument("Missing model name in request.")
         g.model = name
+        enforce_rate_limit(name)
         if info.model_subresource == "metadata":
             g.api = "metadata"
             return _metadata(name, version, label)

@@ -30,6 +30,7 @@ from .. import __version__
 from ..client import EngineClient
 from ..errors import InvalidArgument, NotFound
 from . import tensors
+from .limits import enforce_rate_limit
 from .rapidjson import parse_json_body
 
 blueprint = Blueprint("v2", __name__)
@@ -94,6 +95,7 @@ def model_route(rest: str) -> Response:
         raise NotFound(f"No such endpoint: {request.method} {request.path}")
     name, version_text, action = match.groups()
     g.model, g.api = name, "v2"
+    enforce_rate_limit(name)
     version = _version(version_text)
     if action == "/infer":
         if request.method != "POST":
