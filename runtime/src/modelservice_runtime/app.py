@@ -34,6 +34,7 @@ from .protocols.tfserving import blueprint as tfserving_blueprint
 from .protocols.v2 import blueprint as v2_blueprint
 from .ratelimit import RateLimited, build_rate_limiter
 from .repository import ModelRepository
+from .response_cache import build_response_cache
 from .security import IDENTITY_KEY, AuthMiddleware, build_authenticator
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ access_log = logging.getLogger("modelservice_runtime.access")
 
 MODEL_APIS = {"predict", "classify", "regress", "metadata", "status", "infer"}
 RETRY_AFTER_SECONDS = "1"
+CACHE_HEADER = "X-ModelService-Cache"  # hit | miss, on predict answers while the response cache is on
 
 
 class SheddingMiddleware:
@@ -105,7 +107,8 @@ def create_app(
             repository = build_repository(config)
         engine = Engine(repository, DataPlane(repository, timeout_ms=config.rest_api_timeout_in_ms,
                                               threads=config.threads, batching=config.batching),
-                        limiter=build_rate_limiter(config.rate_limit_requests_per_second, config.rate_limit_burst))  # fmt: skip
+                        limiter=build_rate_limiter(config.rate_limit_requests_per_second, config.rate_limit_burst),
+                        cache=build_response_cache(config.response_cache_bytes, config.response_cache_ttl_seconds))  # fmt: skip
         app.extensions["modelservice.repository"] = repository
         app.extensions["modelservice.dataplane"] = EngineClient(LocalTransport(engine))
     shedder = QueueDelayShedder(
@@ -115,6 +118,7 @@ def create_app(
     authenticator = build_authenticator(config.api_keys_dir)
     app.extensions["modelservice.authenticator"] = authenticator
     app.extensions["modelservice.rate_limited"] = config.rate_limit_requests_per_second > 0
+    app.extensions["modelservice.cached"] = config.response_cache_bytes > 0
     if authenticator.enabled:
         app.wsgi_app = AuthMiddleware(  # type: ignore[method-assign]
             app.wsgi_app, authenticator, protect_metrics=config.auth_metrics
@@ -152,6 +156,9 @@ def create_app(
         rate = g.get("rate")
         if rate is not None:
             response.headers.update(rate.headers())
+        cache = g.get("cache")
+        if cache is not None:
+            response.headers[CACHE_HEADER] = cache
         if response.status_code in (429, 503) and "Retry-After" not in response.headers:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())

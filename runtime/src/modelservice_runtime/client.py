@@ -126,12 +126,30 @@ class EngineClient:
     def predict(
         self, model: ModelHandle, signature: str, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
+        return self.predict_served(model, signature, inputs)[1]
+
+    def predict_served(
+        self, model: ModelHandle, signature: str, inputs: Mapping[str, np.ndarray]
+    ) -> tuple[int, dict[str, np.ndarray]]:
+        """(the version that served it, the outputs): a newer version with the same signature may serve a
+        request decoded against the one it resolved to."""
         decoded_as = self.specs(model.name, model.version, signature)[2]
-        _, (_, outputs) = self._call(
+        _, (served, outputs) = self._call(
             "predict", model.name, model.requested, model.label, model.version, signature, decoded_as, inputs
         )
-        result: dict[str, np.ndarray] = outputs
+        return int(served), outputs
+
+    def cache_get(
+        self, api: str, name: str, version: int | None, label: str | None, signature: Any, digest: bytes
+    ) -> tuple[int, bytes | None]:
+        """(the version the request resolves to, its cached body or None), from the pod's cache."""
+        result: tuple[int, bytes | None] = self.transport.first(
+            "cache_get", (api, name, version, label, signature, digest)
+        )
         return result
+
+    def cache_put(self, api: str, name: str, served: int, signature: Any, digest: bytes, body: bytes) -> None:
+        self.transport.first("cache_put", (api, name, served, signature, digest, body))
 
     def classify(
         self, name: str, version: int | None, label: str | None, doc: dict[str, Any]

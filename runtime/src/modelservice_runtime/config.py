@@ -131,6 +131,8 @@ class RuntimeConfig:
     auth_metrics: bool = False  # /metrics needs a credential too
     rate_limit_requests_per_second: float = 0.0  # per client and model, for the pod; 0 is no limit
     rate_limit_burst: int = 0  # bucket size; 0 is the rate rounded up
+    response_cache_bytes: int = 0  # the pod's predict response cache; 0 is off
+    response_cache_ttl_seconds: float = 0.0  # 0: entries leave only when the bound needs room
 
     def intra_op_threads(self) -> int:
         """TF threads of the model process: every core (the flag wins when set). The HTTP workers
@@ -486,6 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="requests a client may send at once (default: the rate, rounded up)",
     )
+    ours.add_argument("--response_cache_bytes", type=int, default=0,
+                      help="cache predict responses of deterministic models for the whole pod, up to this "
+                           "many bytes (LRU; keyed by model, serving version, signature and the canonical "
+                           "request); 0: off")  # fmt: skip
+    ours.add_argument(
+        "--response_cache_ttl_seconds",
+        type=float,
+        default=0.0,
+        help="with --response_cache_bytes: entries expire after this long (0: never)",
+    )
     ours.add_argument("--log_format", choices=("json", "text"), default="json")
     ours.add_argument("--log_level", default="info")
     return parser
@@ -527,6 +539,8 @@ def config_from_args(
         )
     if args.rate_limit_requests_per_second < 0 or args.rate_limit_burst < 0:
         raise ConfigError("--rate_limit_requests_per_second and --rate_limit_burst must not be negative")
+    if args.response_cache_bytes < 0 or args.response_cache_ttl_seconds < 0:
+        raise ConfigError("--response_cache_bytes and --response_cache_ttl_seconds must not be negative")
     if args.api_keys_dir and not os.path.isdir(args.api_keys_dir):
         raise ConfigError(f"--api_keys_dir={args.api_keys_dir} is not a directory")
     prometheus_path = ""
@@ -580,4 +594,6 @@ def config_from_args(
         auth_metrics=args.auth_metrics,
         rate_limit_requests_per_second=args.rate_limit_requests_per_second,
         rate_limit_burst=args.rate_limit_burst,
+        response_cache_bytes=args.response_cache_bytes,
+        response_cache_ttl_seconds=args.response_cache_ttl_seconds,
     )

@@ -30,6 +30,7 @@ from .errors import ServingError, StaleVersion, Unavailable
 from .protocols.tensors import TensorSpec, signature_key
 from .ratelimit import Decision, RateLimiter, build_rate_limiter
 from .repository import ModelRepository
+from .response_cache import ResponseCache, build_response_cache, make_key
 from .security import build_authenticator
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 SOCKET_ENV = "MODELSERVICE_ENGINE_SOCKET"
 
 Reply = Callable[[Any], None]  # called with an operation's value, or with the ServingError that ended it
+
+
+INLINE_OPS = frozenset({"admit", "cache_get", "cache_put"})
 
 
 class Engine:
@@ -48,10 +52,12 @@ class Engine:
         plane: DataPlane,
         threads: int = 16,
         limiter: RateLimiter | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.repository = repository
         self.plane = plane
         self.limiter = limiter  # the pod's rate limits: every worker asks here ("admit")
+        self.cache = cache  # the pod's response cache ("cache_get", "cache_put")
         # Operations that block (an unbatched model call, classify, metadata) run here, never on the
         # thread that reads requests.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="op")
@@ -67,6 +73,8 @@ class Engine:
             "readiness": lambda: (repository.model_names(), repository.not_ready_models()),
             "model_ready": self.model_ready,
             "admit": self.admit,
+            "cache_get": self.cache_get,
+            "cache_put": self.cache_put,
         }
 
     @property
@@ -83,8 +91,8 @@ class Engine:
         """Start an operation and return at once; ``reply`` gets its value or its ``ServingError``, once,
         from whichever thread finishes it. A batchable predict goes straight into the batcher (no thread
         waits for it); everything else runs on the operation pool."""
-        if op == "admit":  # a token bucket: answered at once, never behind model calls on the pool
-            reply(self.admit(*args))
+        if op in INLINE_OPS:  # a bucket or a cache lookup: answered at once, never behind model calls
+            reply(self.call(op, args))
             return
         if op == "predict":
             try:
@@ -110,6 +118,22 @@ class Engine:
 
     def admit(self, client: str, model: str) -> Decision | None:
         return self.limiter.take(client, model) if self.limiter is not None else None
+
+    def cache_get(
+        self, api: str, name: str, version: int | None, label: str | None, signature: Any, digest: bytes
+    ) -> tuple[int, bytes | None]:
+        """(the version the request resolves to here and now, the body cached for it or None). Resolved
+        here, not by the worker: a worker whose requests all hit would never hear of a new version."""
+        resolved = int(self.repository.resolve(name, version, label).version)
+        if self.cache is None:
+            return resolved, None
+        return resolved, self.cache.get(make_key(api, name, resolved, signature, digest))
+
+    def cache_put(self, api: str, name: str, served: int, signature: Any, digest: bytes, body: bytes) -> bool:
+        """Store a body under the version that computed it."""
+        if self.cache is None:
+            return False
+        return self.cache.put(make_key(api, name, served, signature, digest), body)
 
     @staticmethod
     def _run_and_reply(op: str, reply: Reply, work: Callable[[], Any]) -> None:
@@ -275,7 +299,8 @@ def build_engine(config: RuntimeConfig) -> Engine:
         enforce_deadline=False,
     )
     limiter = build_rate_limiter(config.rate_limit_requests_per_second, config.rate_limit_burst)
-    return Engine(repository, plane, threads=config.threads, limiter=limiter)
+    cache = build_response_cache(config.response_cache_bytes, config.response_cache_ttl_seconds)
+    return Engine(repository, plane, threads=config.threads, limiter=limiter, cache=cache)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

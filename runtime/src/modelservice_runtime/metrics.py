@@ -41,6 +41,11 @@ AUTH_REQUESTS = Counter(
     "Requests to protected routes by authentication result and client (an API key's name; '-' when refused).",
     ["result", "client"],
 )
+CACHE_REQUESTS = Counter(
+    "modelservice_response_cache_requests",
+    "Predict requests looked up in the response cache, by model and result (hit, miss).",
+    ["model", "result"],
+)
 RATE_LIMITED = Counter(
     "modelservice_rate_limited_requests",
     "Requests refused with 429 by the per-client rate limit, by model and client.",

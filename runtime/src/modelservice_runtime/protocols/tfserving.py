@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, g, request
 
+from .. import metrics
 from ..client import EngineClient
 from ..errors import FailedPrecondition, InvalidArgument
+from ..response_cache import request_digest
 from . import tensors
 from .limits import enforce_rate_limit
 from .rapidjson import parse_json_body, value_to_string
@@ -34,6 +36,7 @@ _STATUS_PATH = re.compile(
     re.IGNORECASE,
 )
 _INT64_MAX = 2**63 - 1
+CACHE_API = "v1:predict"
 
 
 @dataclass(frozen=True)
@@ -173,10 +176,24 @@ def _predict(name: str, version: int | None, label: str | None) -> Response:
         specs: dict[str, tensors.TensorSpec] = model.input_specs(signature_name)
         return specs
 
+    digest = request_digest(doc) if current_app.extensions.get("modelservice.cached") else None
+    signature = doc.get("signature_name", "")
+    if digest is not None:
+        # A hit skips decoding, the model and encoding: the body this request's twin got from the version
+        # the request resolves to now (the model process resolves it, and keys by it).
+        resolved, cached = plane.cache_get(CACHE_API, name, version, label, signature, digest)
+        g.version = str(resolved)
+        metrics.CACHE_REQUESTS.labels(name, "hit" if cached is not None else "miss").inc()
+        g.cache = "hit" if cached is not None else "miss"
+        if cached is not None:
+            return json_response(cached.decode("utf-8"))
     may_have_bools = b"true" in body or b"false" in body
     signature_name, inputs, fmt = tensors.decode_predict_request(doc, input_specs, may_have_bools)
-    outputs = plane.predict(holder["model"], signature_name, inputs)
-    return json_response(tensors.encode_predict_response(outputs, fmt))
+    served, outputs = plane.predict_served(holder["model"], signature_name, inputs)
+    text = tensors.encode_predict_response(outputs, fmt)
+    if digest is not None:  # under the version that computed it, whichever the request resolved to
+        plane.cache_put(CACHE_API, name, served, signature, digest, text.encode("utf-8"))
+    return json_response(text)
 
 
 def _predict_upload(name: str, version: int | None, label: str | None) -> Response:
