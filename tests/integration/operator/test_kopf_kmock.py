@@ -230,13 +230,13 @@ def _gone(server: Any, resource: str, name: str) -> bool:
 
 
 async def test_invalid_spec_is_reported_not_retried_and_creates_nothing(cluster: Any) -> None:
-    await create(cluster, modelservice("bad", model={"storageUri": "s3://bucket/iris"}))
+    await create(cluster, modelservice("bad", model={"storageUri": "gs://bucket/iris"}))
     body = await eventually(
         lambda: obj(cluster, MS, "bad") if obj(cluster, MS, "bad").get("status") else None
     )
     ready = condition(body, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert "spec.model.storageUri" in ready["message"] and "s3://" in ready["message"]
+    assert "spec.model.storageUri" in ready["message"] and "gs://" in ready["message"]
     warnings = await eventually(lambda: [e for e in events_for(cluster, "bad") if e["type"] == "Warning"])
     assert warnings[0]["reason"] == "InvalidSpec"
     await asyncio.sleep(1.0)  # let the first handling settle
