@@ -92,7 +92,7 @@ class Engine:
         from whichever thread finishes it. A batchable predict goes straight into the batcher (no thread
         waits for it); everything else runs on the operation pool."""
         if op in INLINE_OPS:  # a bucket or a cache lookup: answered at once, never behind model calls
-            reply(self.call(op, args))
+            self._run_and_reply(op, reply, lambda: self.call(op, args))
             return
         if op == "predict":
             try:

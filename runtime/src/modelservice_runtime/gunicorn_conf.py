@@ -100,6 +100,8 @@ def settings(config: RuntimeConfig) -> dict[str, Any]:
         # -- Housekeeping -----------------------------------------------------------------------------
         # Heartbeat files on tmpfs: a slow or read-only root filesystem must not stall the heartbeat.
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+        # Gunicorn 27's control socket would go under $HOME, read-only in the pod; nothing uses it.
+        "control_socket_disable": True,
         # We log each request ourselves, as JSON with its request id.
         "accesslog": None,
         "logger_class": RuntimeLogger,

@@ -79,3 +79,13 @@ def test_a_new_version_never_answers_with_an_old_versions_entry(
         pinned.json() == {"predictions": [[1.0, 2.0, 3.0, 4.0]]}
         and pinned.headers["X-ModelService-Cache"] == "hit"
     )
+
+
+def test_an_unknown_model_is_a_404_and_the_model_process_keeps_serving(server: tuple[Server, Path]) -> None:
+    pids = server[0].processes()["engine"]
+    missing = post(server[0], BODY, "/v1/models/nope:predict")
+    assert missing.status_code == 404 and missing.json() == {
+        "error": "Servable not found for request: Latest(nope)"
+    }
+    assert post(server[0], BODY).status_code == 200
+    assert server[0].processes()["engine"] == pids
