@@ -256,6 +256,51 @@ def test_models_from_s3_and_http_are_downloaded_before_the_runtime_starts_and_a_
     assert [p["class_ids"] for p in answer["predictions"]] == [0, 2]
 
 
+def test_api_keys_rate_limits_and_the_cache_guard_a_real_pod_whose_probes_need_no_key(
+    operator: OperatorProcess, real_kubectl: Kubectl
+) -> None:
+    real_kubectl.apply(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "iris-keys"},
+        "stringData": {"team-a": "key-a-0123456789", "team-b": "key-b-0123456789"},
+    }))  # fmt: skip
+    doc = on_real_node("iris-cpu", runtime={
+        "grpc": {"enabled": True}, "auth": {"apiKeys": {"secretRef": {"name": "iris-keys"}}},
+        "rateLimit": {"requestsPerSecond": 1, "burst": 3}, "cache": {"maxBytes": 1048576},
+    })  # fmt: skip
+    doc["metadata"]["name"] = "iris-guarded"
+    apply(real_kubectl, doc)
+    wait_ready(real_kubectl, "iris-guarded")  # the kubelet's probes reach /v2/health/ready without a key
+    address = cluster_ip(real_kubectl, "iris-guarded")
+    url = f"http://{address[0]}:{address[1]}/v1/models/iris-guarded:predict"  # the model is named after it
+    body = json.dumps({"instances": IRIS_ROWS}).encode()
+
+    def call(key: str | None) -> tuple[int, dict[str, str], bytes]:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, data=body, headers=headers), timeout=30
+            ) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+        except urllib.error.URLError as exc:  # kube-proxy has not routed the new Service yet
+            if not isinstance(exc.reason, ConnectionRefusedError):
+                raise
+            return 0, {}, b""
+
+    status, headers, _ = eventually(lambda: (r := call(None)) and r[0] != 0 and r, what="the Service routes")
+    assert status == 401 and headers["WWW-Authenticate"] == 'Bearer realm="modelservice"'
+    assert call("key-z")[0] == 401
+    first = call("key-a-0123456789")
+    assert first[0] == 200 and first[1]["X-ModelService-Cache"] == "miss", first
+    assert [p["class_ids"] for p in json.loads(first[2])["predictions"]] == [0, 2]
+    second = call("key-a-0123456789")
+    assert second[1]["X-ModelService-Cache"] == "hit" and second[2] == first[2]
+    statuses = [call("key-a-0123456789")[0] for _ in range(4)]  # a bucket of 3 at 1/s: some 429s
+    assert 429 in statuses, statuses
+    assert call("key-b-0123456789")[0] == 200  # another client, another bucket
+
+
 # ------------------------------------------------------------------------------------------ examples
 
 

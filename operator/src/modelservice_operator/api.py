@@ -102,6 +102,34 @@ class BatchingSpec:
 
 
 @dataclass(frozen=True)
+class RateLimitSpec:
+    """Per client (API key name) and model, for each pod: token buckets."""
+
+    requests_per_second: float
+    burst: int = 0  # 0: the rate rounded up
+
+    def runtime_flags(self) -> list[str]:
+        flags = [f"--rate_limit_requests_per_second={self.requests_per_second:g}"]
+        if self.burst:
+            flags.append(f"--rate_limit_burst={self.burst}")
+        return flags
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """The pod's predict response cache, for deterministic models."""
+
+    max_bytes: int
+    ttl_seconds: int = 0
+
+    def runtime_flags(self) -> list[str]:
+        flags = [f"--response_cache_bytes={self.max_bytes}"]
+        if self.ttl_seconds:
+            flags.append(f"--response_cache_ttl_seconds={self.ttl_seconds}")
+        return flags
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     image: str = ""
     workers: int | None = None  # None: the runtime runs one HTTP worker per core the pod may use
@@ -109,6 +137,9 @@ class RuntimeSpec:
     grpc: bool = False  # TF Serving's gRPC API on 8500, on the pods and the Services
     env: tuple[Mapping[str, Any], ...] = ()
     batching: BatchingSpec | None = None
+    api_keys_secret: str = ""  # spec.runtime.auth.apiKeys.secretRef.name: every model API needs a key
+    rate_limit: RateLimitSpec | None = None
+    cache: CacheSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -444,6 +475,45 @@ def _grpc_enabled(raw: Any) -> bool:
     return enabled
 
 
+def _api_keys_secret(raw: Any) -> str:
+    auth = _mapping(raw, "spec.runtime.auth")
+    keys = _mapping(auth.get("apiKeys"), "spec.runtime.auth.apiKeys")
+    name = _mapping(keys.get("secretRef"), "spec.runtime.auth.apiKeys.secretRef").get("name", "")
+    if keys and not name:
+        raise InvalidSpec("spec.runtime.auth.apiKeys.secretRef.name", "is required")
+    if name and (not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name)):
+        raise InvalidSpec("spec.runtime.auth.apiKeys.secretRef.name", f"{name!r} is not a valid Secret name")
+    return str(name)
+
+
+def _rate_limit(raw: Any) -> RateLimitSpec | None:
+    if raw is None:
+        return None
+    limit = _mapping(raw, "spec.runtime.rateLimit")
+    rate = limit.get("requestsPerSecond")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, str)):
+        raise InvalidSpec("spec.runtime.rateLimit.requestsPerSecond", f"must be a number, got {rate!r}")
+    try:
+        value = float(rate)
+    except ValueError:
+        raise InvalidSpec(
+            "spec.runtime.rateLimit.requestsPerSecond", f"must be a number, got {rate!r}"
+        ) from None
+    if not 0 < value <= 1_000_000:
+        raise InvalidSpec("spec.runtime.rateLimit.requestsPerSecond", f"must be above 0, got {rate!r}")
+    return RateLimitSpec(value, _int(limit.get("burst"), "spec.runtime.rateLimit.burst", 0, minimum=1))
+
+
+def _cache(raw: Any) -> CacheSpec | None:
+    if raw is None:
+        return None
+    cache = _mapping(raw, "spec.runtime.cache")
+    if cache.get("maxBytes") is None:
+        raise InvalidSpec("spec.runtime.cache.maxBytes", "is required")
+    max_bytes = _int(cache.get("maxBytes"), "spec.runtime.cache.maxBytes", 0, minimum=1024)
+    return CacheSpec(max_bytes, _int(cache.get("ttlSeconds"), "spec.runtime.cache.ttlSeconds", 0, minimum=1))
+
+
 def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
     """A ModelService object (metadata + spec) -> ModelServiceSpec, or InvalidSpec."""
     metadata = _mapping(body.get("metadata"), "metadata")
@@ -486,6 +556,9 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
         grpc=_grpc_enabled(runtime_raw.get("grpc")),
         env=tuple(_mapping(e, f"spec.runtime.env[{i}]") for i, e in enumerate(env)),
         batching=parse_batching(runtime_raw.get("batching")),
+        api_keys_secret=_api_keys_secret(runtime_raw.get("auth")),
+        rate_limit=_rate_limit(runtime_raw.get("rateLimit")),
+        cache=_cache(runtime_raw.get("cache")),
     )
 
     gpu = None

@@ -236,3 +236,27 @@ def test_pvc_and_file_models_have_no_init_container() -> None:
     for doc in (load(EXAMPLES[0]), _with_storage("file:///models/iris")):
         pod = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]
         assert "initContainers" not in pod
+
+
+def test_api_keys_rate_limits_and_the_cache_become_runtime_flags_and_a_secret_volume() -> None:
+    doc = load(EXAMPLES[0])
+    doc["spec"].setdefault("runtime", {}).update({
+        "auth": {"apiKeys": {"secretRef": {"name": "iris-keys"}}},
+        "rateLimit": {"requestsPerSecond": 2.5, "burst": 10},
+        "cache": {"maxBytes": 67108864, "ttlSeconds": 300},
+    })  # fmt: skip
+    children = render_children(parse_spec(doc))
+    pod = children[0]["spec"]["template"]["spec"]
+    runtime = pod["containers"][0]
+    assert [a for a in runtime["args"] if a.startswith(("--api_keys", "--rate_limit", "--response_cache"))] == [
+        "--api_keys_dir=/etc/modelservice/api-keys", "--rate_limit_requests_per_second=2.5",
+        "--rate_limit_burst=10", "--response_cache_bytes=67108864", "--response_cache_ttl_seconds=300",
+    ]  # fmt: skip
+    assert {"name": "api-keys", "mountPath": "/etc/modelservice/api-keys", "readOnly": True} in runtime[
+        "volumeMounts"
+    ]
+    assert {"name": "api-keys", "secret": {"secretName": "iris-keys", "defaultMode": 0o440}} in pod["volumes"]
+    # Probes need no key: they stay on the open health paths.
+    assert runtime["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    for child in children:
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)

@@ -20,6 +20,7 @@ from .probes import render_probes
 MODEL_MOUNT = "/mnt/models"
 DOWNLOADED_MODEL = f"{MODEL_MOUNT}/model"  # where the storage initializer leaves s3:// and http(s):// models
 RUNTIME_UID = 10001
+API_KEYS_MOUNT = "/etc/modelservice/api-keys"
 # The storage initializer streams to disk: a small request, and no CPU limit to slow a large download.
 DOWNLOADER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 SECURITY_CONTEXT = {
@@ -130,9 +131,17 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         args.append(f"--workers={spec.runtime.workers}")
     if spec.runtime.batching is not None:
         args.extend(spec.runtime.batching.runtime_flags())
+    if spec.runtime.api_keys_secret:
+        args.append(f"--api_keys_dir={API_KEYS_MOUNT}")
+    if spec.runtime.rate_limit is not None:
+        args.extend(spec.runtime.rate_limit.runtime_flags())
+    if spec.runtime.cache is not None:
+        args.extend(spec.runtime.cache.runtime_flags())
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": "/tmp"}]
     if spec.model.storage.scheme == "pvc" or spec.model.storage.downloaded:
         mounts.append({"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True})
+    if spec.runtime.api_keys_secret:
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True})
     container: dict[str, Any] = {
         "name": "runtime",
         "image": image,
@@ -172,6 +181,11 @@ def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) ->
         )
     elif spec.model.storage.downloaded:
         volumes.append({"name": "model-store", "emptyDir": {}})
+    if spec.runtime.api_keys_secret:
+        # A Secret volume, not env: the kubelet updates it in place, and the runtime re-reads the keys.
+        volumes.append(
+            {"name": "api-keys", "secret": {"secretName": spec.runtime.api_keys_secret, "defaultMode": 0o440}}
+        )
     template: dict[str, Any] = {
         "metadata": {
             "labels": common_labels(spec.name),

@@ -19,6 +19,7 @@ SPEC_FIELDS: dict[str, dict[str, str]] = {
         _CONTAINER + "image": "spec.runtime.image",
         _CONTAINER + "env": "spec.runtime.env",
         _CONTAINER + "args": "spec.runtime",
+        _CONTAINER + "volumeMounts": "spec.runtime.auth",
         _CONTAINER + "resources": "spec.resources",
         _CONTAINER + "startupProbe": "spec.probes",
         _POD + "tolerations": "spec.scheduling.tolerations",
