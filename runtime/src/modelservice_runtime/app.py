@@ -115,7 +115,8 @@ def create_app(
         admission.target_for(config.rest_api_timeout_in_ms, config.max_queue_delay_ms)
     )
     app.extensions["modelservice.shedder"] = shedder
-    authenticator = build_authenticator(config.api_keys_dir)
+    plane: EngineClient = app.extensions["modelservice.dataplane"]
+    authenticator = build_authenticator(config.api_keys_dir, plane.review if config.kubernetes_auth else None)
     app.extensions["modelservice.authenticator"] = authenticator
     app.extensions["modelservice.rate_limited"] = config.rate_limit_requests_per_second > 0
     app.extensions["modelservice.cached"] = config.response_cache_bytes > 0

@@ -170,6 +170,10 @@ class EngineClient:
         result: tuple[int, str] = self.call("tfs_metadata", name, version, label)
         return result
 
+    def review(self, token: str, verb: str) -> Any:
+        """Kubernetes authentication's verdict on a token, from the first model process (one cache)."""
+        return self.transport.first("review", (token, verb))
+
     def admit(self, client: str, model: str) -> Any:
         """A token from the pod's rate limit for (client, model): one model process keeps the buckets."""
         return self.transport.first("admit", (client, model))

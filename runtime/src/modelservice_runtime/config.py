@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -129,6 +130,7 @@ class RuntimeConfig:
     prometheus_path: str = ""  # where --monitoring_config_file asks for Prometheus metrics ("" if not)
     api_keys_dir: str = ""  # a mounted Secret, one file per API key; "" leaves the APIs open
     auth_metrics: bool = False  # /metrics needs a credential too
+    kubernetes_auth: str = ""  # <namespace>/<name> of the ModelService whose predict right a token needs
     rate_limit_requests_per_second: float = 0.0  # per client and model, for the pod; 0 is no limit
     rate_limit_burst: int = 0  # bucket size; 0 is the rate rounded up
     response_cache_bytes: int = 0  # the pod's predict response cache; 0 is off
@@ -471,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="require an API key (Authorization: Bearer <key>) on every model API, REST and "
                            "gRPC: a directory with one file per key, its name the key's name (a mounted "
                            "Secret); re-read when it changes")  # fmt: skip
+    ours.add_argument("--kubernetes_auth", default="", metavar="NAMESPACE/NAME",
+                      help="accept service-account tokens (Authorization: Bearer <token>): TokenReview, then "
+                           "SubjectAccessReview of create/get on modelservices/predict NAME in NAMESPACE")  # fmt: skip
     ours.add_argument(
         "--auth_metrics",
         type=_bool,
@@ -541,6 +546,8 @@ def config_from_args(
         raise ConfigError("--rate_limit_requests_per_second and --rate_limit_burst must not be negative")
     if args.response_cache_bytes < 0 or args.response_cache_ttl_seconds < 0:
         raise ConfigError("--response_cache_bytes and --response_cache_ttl_seconds must not be negative")
+    if args.kubernetes_auth and not re.fullmatch(r"[a-z0-9][-a-z0-9.]*/[^/\s]+", args.kubernetes_auth):
+        raise ConfigError(f"--kubernetes_auth must be <namespace>/<name>, got {args.kubernetes_auth!r}")
     if args.api_keys_dir and not os.path.isdir(args.api_keys_dir):
         raise ConfigError(f"--api_keys_dir={args.api_keys_dir} is not a directory")
     prometheus_path = ""
@@ -592,6 +599,7 @@ def config_from_args(
         prometheus_path=prometheus_path,
         api_keys_dir=args.api_keys_dir,
         auth_metrics=args.auth_metrics,
+        kubernetes_auth=args.kubernetes_auth,
         rate_limit_requests_per_second=args.rate_limit_requests_per_second,
         rate_limit_burst=args.rate_limit_burst,
         response_cache_bytes=args.response_cache_bytes,

@@ -27,6 +27,7 @@ import numpy as np
 from .config import RuntimeConfig, load_model_config_file
 from .dataplane import DataPlane
 from .errors import ServingError, StaleVersion, Unavailable
+from .kube_auth import UNAUTHENTICATED, KubernetesReviewer, Verdict, build_reviewer
 from .protocols.tensors import TensorSpec, signature_key
 from .ratelimit import Decision, RateLimiter, build_rate_limiter
 from .repository import ModelRepository
@@ -53,11 +54,13 @@ class Engine:
         threads: int = 16,
         limiter: RateLimiter | None = None,
         cache: ResponseCache | None = None,
+        reviewer: KubernetesReviewer | None = None,
     ) -> None:
         self.repository = repository
         self.plane = plane
         self.limiter = limiter  # the pod's rate limits: every worker asks here ("admit")
         self.cache = cache  # the pod's response cache ("cache_get", "cache_put")
+        self.reviewer = reviewer  # Kubernetes authentication: token and access reviews ("review")
         # Operations that block (an unbatched model call, classify, metadata) run here, never on the
         # thread that reads requests.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="op")
@@ -75,6 +78,7 @@ class Engine:
             "admit": self.admit,
             "cache_get": self.cache_get,
             "cache_put": self.cache_put,
+            "review": self.review,
         }
 
     @property
@@ -115,6 +119,12 @@ class Engine:
                 reply(_internal(op, exc))
             return
         self._pool.submit(self._run_and_reply, op, reply, lambda: self.call(op, args))
+
+    def review(self, token: str, verb: str) -> Verdict:
+        """A token's verdict (on the pool: it may wait on the API server)."""
+        if self.reviewer is None:
+            return Verdict(UNAUTHENTICATED, message="Kubernetes authentication is not enabled")
+        return self.reviewer.review(token, verb)
 
     def admit(self, client: str, model: str) -> Decision | None:
         return self.limiter.take(client, model) if self.limiter is not None else None
@@ -300,7 +310,8 @@ def build_engine(config: RuntimeConfig) -> Engine:
     )
     limiter = build_rate_limiter(config.rate_limit_requests_per_second, config.rate_limit_burst)
     cache = build_response_cache(config.response_cache_bytes, config.response_cache_ttl_seconds)
-    return Engine(repository, plane, threads=config.threads, limiter=limiter, cache=cache)
+    reviewer = build_reviewer(config.kubernetes_auth)
+    return Engine(repository, plane, threads=config.threads, limiter=limiter, cache=cache, reviewer=reviewer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -331,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .grpc_api import GrpcServer
 
         grpc_server = GrpcServer(engine, config.rest_api_host, config.grpc_port, config.threads,
-                                 build_authenticator(config.api_keys_dir), engine.limiter)  # fmt: skip
+                                 build_authenticator(config.api_keys_dir, engine.reviewer.review if engine.reviewer else None), engine.limiter)  # fmt: skip
         grpc_server.start()
         threading.Thread(target=_follow_health, args=(grpc_server, stopping), daemon=True).start()
     engine.repository.start()

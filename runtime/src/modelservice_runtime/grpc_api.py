@@ -43,7 +43,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import metrics
 from .config import ConfigError, parse_model_config_text
-from .errors import FailedPrecondition, InvalidArgument, ServingError, Unimplemented, code_number
+from .errors import FailedPrecondition, InvalidArgument, ServingError, Unavailable, Unimplemented, code_number
 from .loader import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -463,6 +463,8 @@ class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 identity = self.authenticator.authenticate(
                     metadata.get("authorization"), metadata.get("x-api-key")
                 )
+            except Unavailable as exc:  # the API server could not review a token
+                return _refusal(continuation(details), grpc.StatusCode.UNAVAILABLE, exc.message)
             except (Unauthenticated, PermissionDenied) as exc:
                 refused = isinstance(exc, Unauthenticated)
                 metrics.AUTH_REQUESTS.labels("unauthenticated" if refused else "forbidden", "-").inc()

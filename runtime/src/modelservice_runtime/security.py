@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .errors import ServingError
+from .errors import ServingError, Unavailable
+from .kube_auth import verb_of
 from .protocols.rapidjson import error_body
 
 log = logging.getLogger(__name__)
@@ -175,37 +176,57 @@ def bearer_token(authorization: str | None, api_key: str | None) -> str | None:
     return api_key.strip() if api_key and api_key.strip() else None
 
 
-class Authenticator:
-    """Decides who a request comes from, or refuses it (401 / 403)."""
+Reviewer = Callable[[str, str], Any]  # (token, verb) -> kube_auth.Verdict
 
-    def __init__(self, api_keys: ApiKeys | None = None) -> None:
+
+class Authenticator:
+    """Decides who a request comes from, or refuses it (401 / 403): an API key first, then (with
+    Kubernetes authentication) the token as a service account's, reviewed by the API server."""
+
+    def __init__(self, api_keys: ApiKeys | None = None, reviewer: Reviewer | None = None) -> None:
         self.api_keys = api_keys
+        self.reviewer = reviewer
 
     @property
     def enabled(self) -> bool:
-        return self.api_keys is not None
+        return self.api_keys is not None or self.reviewer is not None
 
-    def authenticate(self, authorization: str | None, api_key: str | None = None) -> Identity:
+    @property
+    def _wanted(self) -> str:
+        if self.api_keys is not None and self.reviewer is not None:
+            return "API key or service-account token"
+        return "API key" if self.api_keys is not None else "service-account token"
+
+    def authenticate(
+        self, authorization: str | None, api_key: str | None = None, verb: str = "create"
+    ) -> Identity:
         if not self.enabled:
             return ANONYMOUS
         token = bearer_token(authorization, api_key)
         if token is None:
             if authorization:
                 raise Unauthenticated(
-                    "Unsupported Authorization scheme: send Authorization: Bearer <API key>"
+                    f"Unsupported Authorization scheme: send Authorization: Bearer <{self._wanted}>"
                 )
-            raise Unauthenticated("Missing credential: send Authorization: Bearer <API key>")
-        assert self.api_keys is not None
-        name = self.api_keys.identify(token)
-        if name is None:
-            raise Unauthenticated(
-                "Invalid credential: the API key is not one of this server's", invalid_token=True
-            )
-        return Identity("api-key", name)
+            raise Unauthenticated(f"Missing credential: send Authorization: Bearer <{self._wanted}>")
+        if self.api_keys is not None:
+            name = self.api_keys.identify(token)
+            if name is not None:
+                return Identity("api-key", name)
+        if self.reviewer is not None:
+            verdict = self.reviewer(token, verb)
+            if verdict.result == "allowed":
+                return Identity("kubernetes", verdict.user)
+            if verdict.result == "forbidden":
+                raise PermissionDenied(verdict.message)
+            raise Unauthenticated(verdict.message, invalid_token=True)
+        raise Unauthenticated(
+            "Invalid credential: the API key is not one of this server's", invalid_token=True
+        )
 
 
-def build_authenticator(api_keys_dir: str) -> Authenticator:
-    return Authenticator(ApiKeys(api_keys_dir) if api_keys_dir else None)
+def build_authenticator(api_keys_dir: str, reviewer: Reviewer | None = None) -> Authenticator:
+    return Authenticator(ApiKeys(api_keys_dir) if api_keys_dir else None, reviewer)
 
 
 IDENTITY_KEY = "modelservice.identity"
@@ -226,8 +247,14 @@ class AuthMiddleware:
             return self.app(environ, start_response)
         try:
             identity = self.authenticator.authenticate(
-                environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY")
-            )
+                environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY"),
+                verb_of(method or "POST"),
+            )  # fmt: skip
+        except Unavailable as exc:  # the API server could not review a token: try again
+            body = error_body(exc.message).encode()
+            start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                           ("Content-Length", str(len(body))), ("Retry-After", "1")])  # fmt: skip
+            return [body]
         except (Unauthenticated, PermissionDenied) as exc:
             result = "unauthenticated" if isinstance(exc, Unauthenticated) else "forbidden"
             metrics.AUTH_REQUESTS.labels(result, "-").inc()
