@@ -131,6 +131,8 @@ class RuntimeConfig:
     api_keys_dir: str = ""  # a mounted Secret, one file per API key; "" leaves the APIs open
     auth_metrics: bool = False  # /metrics needs a credential too
     kubernetes_auth: str = ""  # <namespace>/<name> of the ModelService whose predict right a token needs
+    tls_cert_file: str = ""  # TLS on the REST and gRPC ports (PEM), reloaded when it changes
+    tls_key_file: str = ""
     rate_limit_requests_per_second: float = 0.0  # per client and model, for the pod; 0 is no limit
     rate_limit_burst: int = 0  # bucket size; 0 is the rate rounded up
     response_cache_bytes: int = 0  # the pod's predict response cache; 0 is off
@@ -473,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="require an API key (Authorization: Bearer <key>) on every model API, REST and "
                            "gRPC: a directory with one file per key, its name the key's name (a mounted "
                            "Secret); re-read when it changes")  # fmt: skip
+    ours.add_argument("--tls_cert_file", default="",
+                      help="serve REST and gRPC over TLS with this PEM certificate (chain); re-read when it "
+                           "changes (a mounted kubernetes.io/tls Secret's tls.crt)")  # fmt: skip
+    ours.add_argument("--tls_key_file", default="", help="the PEM private key of --tls_cert_file (tls.key)")
     ours.add_argument("--kubernetes_auth", default="", metavar="NAMESPACE/NAME",
                       help="accept service-account tokens (Authorization: Bearer <token>): TokenReview, then "
                            "SubjectAccessReview of create/get on modelservices/predict NAME in NAMESPACE")  # fmt: skip
@@ -548,6 +554,11 @@ def config_from_args(
         raise ConfigError("--response_cache_bytes and --response_cache_ttl_seconds must not be negative")
     if args.kubernetes_auth and not re.fullmatch(r"[a-z0-9][-a-z0-9.]*/[^/\s]+", args.kubernetes_auth):
         raise ConfigError(f"--kubernetes_auth must be <namespace>/<name>, got {args.kubernetes_auth!r}")
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        raise ConfigError("--tls_cert_file and --tls_key_file go together")
+    for flag in ("tls_cert_file", "tls_key_file"):
+        if getattr(args, flag) and not os.path.isfile(getattr(args, flag)):
+            raise ConfigError(f"--{flag}={getattr(args, flag)} is not a file")
     if args.api_keys_dir and not os.path.isdir(args.api_keys_dir):
         raise ConfigError(f"--api_keys_dir={args.api_keys_dir} is not a directory")
     prometheus_path = ""
@@ -600,6 +611,8 @@ def config_from_args(
         api_keys_dir=args.api_keys_dir,
         auth_metrics=args.auth_metrics,
         kubernetes_auth=args.kubernetes_auth,
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
         rate_limit_requests_per_second=args.rate_limit_requests_per_second,
         rate_limit_burst=args.rate_limit_burst,
         response_cache_bytes=args.response_cache_bytes,

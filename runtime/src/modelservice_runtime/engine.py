@@ -341,8 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.grpc_port:
         from .grpc_api import GrpcServer
 
-        grpc_server = GrpcServer(engine, config.rest_api_host, config.grpc_port, config.threads,
-                                 build_authenticator(config.api_keys_dir, engine.reviewer.review if engine.reviewer else None), engine.limiter)  # fmt: skip
+        reviewer = engine.reviewer.review if engine.reviewer is not None else None
+        tls = (config.tls_cert_file, config.tls_key_file) if config.tls_cert_file else None
+        grpc_server = GrpcServer(
+            engine, config.rest_api_host, config.grpc_port, config.threads,
+            build_authenticator(config.api_keys_dir, reviewer), engine.limiter, tls,
+        )  # fmt: skip
         grpc_server.start()
         threading.Thread(target=_follow_health, args=(grpc_server, stopping), daemon=True).start()
     engine.repository.start()

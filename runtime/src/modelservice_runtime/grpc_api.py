@@ -54,6 +54,7 @@ from .loader import (
 )
 from .ratelimit import RateLimiter
 from .security import ANONYMOUS, Authenticator, PermissionDenied, Unauthenticated
+from .tls import grpc_server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -541,6 +542,7 @@ class GrpcServer:
         threads: int,
         authenticator: Authenticator | None = None,
         limiter: RateLimiter | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.engine = engine
         self.server = grpc.server(
@@ -561,7 +563,10 @@ class GrpcServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"{'[::]' if host in ('0.0.0.0', '') else host}:{port}"
-        self.port = self.server.add_insecure_port(address)
+        if tls is not None:  # TLS from --tls_cert_file/--tls_key_file, reloaded when they change
+            self.port = self.server.add_secure_port(address, grpc_server_credentials(*tls))
+        else:
+            self.port = self.server.add_insecure_port(address)
         self._stop = False
 
     def start(self) -> None:

@@ -18,6 +18,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from . import admission
 from .config import RuntimeConfig
+from .tls import gunicorn_ssl_context
 
 
 class RuntimeLogger(Logger):  # type: ignore[misc]
@@ -102,6 +103,16 @@ def settings(config: RuntimeConfig) -> dict[str, Any]:
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         # Gunicorn 27's control socket would go under $HOME, read-only in the pod; nothing uses it.
         "control_socket_disable": True,
+        # -- TLS (tls.py): one context per worker, rebuilt when the certificate files change -----------
+        **(
+            {
+                "certfile": config.tls_cert_file,
+                "keyfile": config.tls_key_file,
+                "ssl_context": gunicorn_ssl_context,
+            }
+            if config.tls_cert_file
+            else {}
+        ),
         # We log each request ourselves, as JSON with its request id.
         "accesslog": None,
         "logger_class": RuntimeLogger,
