@@ -18,6 +18,7 @@ import http.client
 import http.server
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -46,6 +47,7 @@ from tests.e2e.conftest import (
     helm,
 )  # fmt: skip
 from tests.minio import MinIO
+from tests.tlsutil import CertificateAuthority
 
 pytestmark = [
     pytest.mark.e2e,
@@ -299,6 +301,45 @@ def test_api_keys_rate_limits_and_the_cache_guard_a_real_pod_whose_probes_need_n
     statuses = [call("key-a-0123456789")[0] for _ in range(4)]  # a bucket of 3 at 1/s: some 429s
     assert 429 in statuses, statuses
     assert call("key-b-0123456789")[0] == 200  # another client, another bucket
+
+
+def test_tls_from_a_secret_serves_https_and_the_kubelet_probes_over_it(
+    operator: OperatorProcess, real_kubectl: Kubectl, tmp_path: Path
+) -> None:
+    ca = CertificateAuthority(tmp_path, "e2e CA")
+    ca.issue(tmp_path / "tls.crt", tmp_path / "tls.key", common_name="iris-tls")
+    real_kubectl.run("create", "secret", "tls", "iris-tls", f"--cert={tmp_path / 'tls.crt'}",
+                     f"--key={tmp_path / 'tls.key'}")  # fmt: skip
+    doc = on_real_node("iris-cpu", runtime={"tls": {"secretRef": {"name": "iris-tls"}}})
+    doc["metadata"]["name"] = "iris-tls"
+    apply(real_kubectl, doc)
+    wait_ready(real_kubectl, "iris-tls")  # startup and readiness probes over HTTPS
+    address = cluster_ip(real_kubectl, "iris-tls")
+    context = ssl.create_default_context(cafile=str(ca.path))
+    context.check_hostname = False  # the certificate names the Service, the test dials its ClusterIP
+
+    def predict() -> dict[str, Any]:
+        connection = http.client.HTTPSConnection(address[0], address[1], context=context, timeout=30)
+        try:
+            connection.connect()
+        except ConnectionRefusedError:  # kube-proxy has not routed the new Service yet
+            return {}
+        try:
+            connection.request("POST", "/v1/models/iris-tls:predict", json.dumps({"instances": IRIS_ROWS}),
+                               {"Content-Type": "application/json"})  # fmt: skip
+            response = connection.getresponse()
+            assert response.status == 200
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+        finally:
+            connection.close()
+
+    answer = eventually(predict, what="an HTTPS answer through the Service")
+    assert [p["class_ids"] for p in answer["predictions"]] == [0, 2]
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, http.client.BadStatusLine)):
+        plain = http.client.HTTPConnection(address[0], address[1], timeout=30)
+        plain.request("GET", "/v2/health/ready")
+        plain.getresponse()
 
 
 # ------------------------------------------------------------------------------------------ examples

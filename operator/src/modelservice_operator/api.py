@@ -138,6 +138,9 @@ class RuntimeSpec:
     env: tuple[Mapping[str, Any], ...] = ()
     batching: BatchingSpec | None = None
     api_keys_secret: str = ""  # spec.runtime.auth.apiKeys.secretRef.name: every model API needs a key
+    tls_secret: str = (
+        ""  # spec.runtime.tls.secretRef.name: a kubernetes.io/tls Secret; REST and gRPC over TLS
+    )
     rate_limit: RateLimitSpec | None = None
     cache: CacheSpec | None = None
 
@@ -486,6 +489,18 @@ def _api_keys_secret(raw: Any) -> str:
     return str(name)
 
 
+def _tls_secret(raw: Any) -> str:
+    tls = _mapping(raw, "spec.runtime.tls")
+    if not tls:
+        return ""
+    name = _mapping(tls.get("secretRef"), "spec.runtime.tls.secretRef").get("name", "")
+    if not name:
+        raise InvalidSpec("spec.runtime.tls.secretRef.name", "is required")
+    if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name):
+        raise InvalidSpec("spec.runtime.tls.secretRef.name", f"{name!r} is not a valid Secret name")
+    return name
+
+
 def _rate_limit(raw: Any) -> RateLimitSpec | None:
     if raw is None:
         return None
@@ -557,6 +572,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
         env=tuple(_mapping(e, f"spec.runtime.env[{i}]") for i, e in enumerate(env)),
         batching=parse_batching(runtime_raw.get("batching")),
         api_keys_secret=_api_keys_secret(runtime_raw.get("auth")),
+        tls_secret=_tls_secret(runtime_raw.get("tls")),
         rate_limit=_rate_limit(runtime_raw.get("rateLimit")),
         cache=_cache(runtime_raw.get("cache")),
     )

@@ -163,7 +163,11 @@ class MetricsSource:
         attempt = int(rollout.get("attempt") or 0)
         canary_pods = _ready_pods(observed, canary_revision)
         stable_pods = _ready_pods(observed, stable_revision)
-        scraped = await self._scrape(client, spec.namespace, canary_pods + stable_pods, spec.model.name)
+        # Over TLS the API server's pod proxy speaks HTTPS to the pods: "https:<pod>".
+        prefix = "https:" if spec.runtime.tls_secret else ""
+        pods = [prefix + pod for pod in canary_pods + stable_pods]
+        scraped = {pod.removeprefix(prefix): scrape for pod, scrape in
+                   (await self._scrape(client, spec.namespace, pods, spec.model.name)).items()}  # fmt: skip
         memory = (spec.namespace, spec.name, canary_revision, attempt, key)
         for other in [k for k in self._last if k[:2] == memory[:2] and k[2:4] != memory[2:4]]:
             del self._last[other]  # a new revision or attempt: older baselines are useless

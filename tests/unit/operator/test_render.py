@@ -260,3 +260,21 @@ def test_api_keys_rate_limits_and_the_cache_become_runtime_flags_and_a_secret_vo
     assert runtime["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     for child in children:
         kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+
+
+def test_tls_mounts_the_secret_and_probes_over_https() -> None:
+    doc = load(EXAMPLES[0])
+    doc["spec"].setdefault("runtime", {})["tls"] = {"secretRef": {"name": "iris-tls"}}
+    children = render_children(parse_spec(doc))
+    template = children[0]["spec"]["template"]
+    runtime = template["spec"]["containers"][0]
+    assert "--tls_cert_file=/etc/modelservice/tls/tls.crt" in runtime["args"]
+    assert "--tls_key_file=/etc/modelservice/tls/tls.key" in runtime["args"]
+    assert {"name": "tls", "secret": {"secretName": "iris-tls", "defaultMode": 0o440}} in template["spec"][
+        "volumes"
+    ]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert runtime[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert template["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+    for child in children:
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)

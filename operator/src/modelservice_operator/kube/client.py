@@ -228,7 +228,8 @@ class KubeClient:
 
     async def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str) -> str:
         """GET ``path`` on a pod's port through the API server's pod proxy (RBAC: ``pods/proxy`` get)."""
-        url = f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}:{port}/proxy/{path.lstrip('/')}"
+        # ``pod`` may carry the scheme, "https:<name>": the proxy's [scheme:]name[:port] form.
+        url = f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod, safe=':')}:{port}/proxy/{path.lstrip('/')}"
         text: str = await self.request("GET", url, raw=True)
         return text
 

@@ -21,6 +21,7 @@ MODEL_MOUNT = "/mnt/models"
 DOWNLOADED_MODEL = f"{MODEL_MOUNT}/model"  # where the storage initializer leaves s3:// and http(s):// models
 RUNTIME_UID = 10001
 API_KEYS_MOUNT = "/etc/modelservice/api-keys"
+TLS_MOUNT = "/etc/modelservice/tls"
 # The storage initializer streams to disk: a small request, and no CPU limit to slow a large download.
 DOWNLOADER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 SECURITY_CONTEXT = {
@@ -133,6 +134,8 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         args.extend(spec.runtime.batching.runtime_flags())
     if spec.runtime.api_keys_secret:
         args.append(f"--api_keys_dir={API_KEYS_MOUNT}")
+    if spec.runtime.tls_secret:
+        args += [f"--tls_cert_file={TLS_MOUNT}/tls.crt", f"--tls_key_file={TLS_MOUNT}/tls.key"]
     if spec.runtime.rate_limit is not None:
         args.extend(spec.runtime.rate_limit.runtime_flags())
     if spec.runtime.cache is not None:
@@ -142,6 +145,8 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         mounts.append({"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True})
     if spec.runtime.api_keys_secret:
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True})
+    if spec.runtime.tls_secret:
+        mounts.append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
     container: dict[str, Any] = {
         "name": "runtime",
         "image": image,
@@ -181,6 +186,10 @@ def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) ->
         )
     elif spec.model.storage.downloaded:
         volumes.append({"name": "model-store", "emptyDir": {}})
+    if spec.runtime.tls_secret:  # cert-manager renews it in place; the runtime reloads it
+        volumes.append(
+            {"name": "tls", "secret": {"secretName": spec.runtime.tls_secret, "defaultMode": 0o440}}
+        )
     if spec.runtime.api_keys_secret:
         # A Secret volume, not env: the kubelet updates it in place, and the runtime re-reads the keys.
         volumes.append(
@@ -193,6 +202,7 @@ def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) ->
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(RUNTIME_PORT),
                 "prometheus.io/path": "/metrics",
+                **({"prometheus.io/scheme": "https"} if spec.runtime.tls_secret else {}),
             },
         },
         "spec": {

@@ -15,11 +15,13 @@ from ..api import ModelServiceSpec
 STARTUP_PERIOD_SECONDS = 5
 
 
-def _http(path: str) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}}
-
-
 def render_probes(spec: ModelServiceSpec) -> dict[str, dict[str, Any]]:
+    # With TLS the kubelet probes over HTTPS (it does not verify the certificate); probes need no key.
+    scheme = {"scheme": "HTTPS"} if spec.runtime.tls_secret else {}
+
+    def _http(path: str) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "http", **scheme}}
+
     return {
         "startupProbe": {
             **_http("/v2/health/ready"),
