@@ -342,6 +342,83 @@ def test_tls_from_a_secret_serves_https_and_the_kubelet_probes_over_it(
         plain.getresponse()
 
 
+CLIENT = """
+import json, sys, urllib.error, urllib.request
+token = open("/var/run/secrets/kubernetes.io/serviceaccount/token").read()
+request = urllib.request.Request(sys.argv[1], data=json.dumps({"instances": json.loads(sys.argv[2])}).encode(),
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        print(answer.status, answer.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode())
+"""
+
+
+def client_pod(name: str, account: str, url: str) -> dict[str, Any]:
+    """A pod on the real node that calls ``url`` once with its own service-account token."""
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            **copy.deepcopy(REAL_NODE), "serviceAccountName": account, "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "client", "image": harness.images()["RUNTIME_IMAGE"], "imagePullPolicy": "Never",
+                "command": ["python3", "-c", CLIENT, url, json.dumps(IRIS_ROWS)],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+            }],
+        },
+    }  # fmt: skip
+
+
+def test_a_pod_with_the_rbac_right_is_served_with_its_service_account_token_and_one_without_is_refused(
+    operator: OperatorProcess, real_kubectl: Kubectl, cluster: Path
+) -> None:
+    namespace = real_kubectl.namespace
+    doc = on_real_node("iris-cpu", runtime={"auth": {"kubernetes": {"enabled": True}}})
+    doc["metadata"]["name"] = "iris-rbac"
+    apply(real_kubectl, doc)
+    for account in ("client-a", "client-b"):
+        real_kubectl.run("create", "serviceaccount", account)
+    real_kubectl.apply(yaml.safe_dump_all([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "predict-iris"},
+         "rules": [{"apiGroups": ["serving.modelservice.io"], "resources": ["modelservices/predict"],
+                    "resourceNames": ["iris-rbac"], "verbs": ["create"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "predict-iris"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "predict-iris"},
+         "subjects": [{"kind": "ServiceAccount", "name": "client-a"}]},
+    ]))  # fmt: skip
+    wait_ready(real_kubectl, "iris-rbac")
+    ms = real_kubectl.json("get", "ms", "iris-rbac")
+    binding = ms["status"]["authDelegatorBinding"]
+    assert binding == f"modelservice:auth-delegator:{namespace}:iris-rbac-runtime"
+    (pod,) = pods_of(real_kubectl, "iris-rbac")
+    assert pod["spec"]["serviceAccountName"] == "iris-rbac-runtime"
+
+    url = f"http://iris-rbac.{namespace}.svc:8501/v1/models/iris-rbac:predict"
+    for name, account in (("allowed", "client-a"), ("refused", "client-b")):
+        real_kubectl.apply(yaml.safe_dump(client_pod(name, account, url)))
+    answers = {}
+    for name in ("allowed", "refused"):
+        real_kubectl.run("wait", "--for=jsonpath={.status.phase}=Succeeded", f"pod/{name}", "--timeout=120s",
+                         timeout=150)  # fmt: skip
+        status, _, body = real_kubectl.run("logs", name).stdout.strip().partition(" ")
+        answers[name] = (int(status), json.loads(body))
+    assert answers["allowed"][0] == 200
+    assert [p["class_ids"] for p in answers["allowed"][1]["predictions"]] == [0, 2]
+    assert answers["refused"] == (403, {"error": (
+        f'system:serviceaccount:{namespace}:client-b may not create modelservices/predict "iris-rbac" in '
+        f'namespace "{namespace}"'
+    )})  # fmt: skip
+
+    # Deleted with its ModelService: a cluster-scoped binding that garbage collection cannot follow.
+    real_kubectl.run("delete", "ms", "iris-rbac", "--wait=false")
+    admin = Kubectl(cluster)
+    eventually(lambda: admin.run("get", "clusterrolebinding", binding, check=False).returncode != 0,
+               timeout=60, what=f"ClusterRoleBinding {binding} deleted")  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ examples
 
 

@@ -138,8 +138,9 @@ class RuntimeSpec:
     env: tuple[Mapping[str, Any], ...] = ()
     batching: BatchingSpec | None = None
     api_keys_secret: str = ""  # spec.runtime.auth.apiKeys.secretRef.name: every model API needs a key
-    tls_secret: str = (
-        ""  # spec.runtime.tls.secretRef.name: a kubernetes.io/tls Secret; REST and gRPC over TLS
+    tls_secret: str = ""  # spec.runtime.tls.secretRef.name (kubernetes.io/tls): REST and gRPC over TLS
+    kubernetes_auth: bool = (
+        False  # spec.runtime.auth.kubernetes.enabled: service-account tokens, RBAC-checked
     )
     rate_limit: RateLimitSpec | None = None
     cache: CacheSpec | None = None
@@ -489,6 +490,16 @@ def _api_keys_secret(raw: Any) -> str:
     return str(name)
 
 
+def _kubernetes_auth(raw: Any) -> bool:
+    kubernetes = _mapping(
+        _mapping(raw, "spec.runtime.auth").get("kubernetes"), "spec.runtime.auth.kubernetes"
+    )
+    enabled = kubernetes.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise InvalidSpec("spec.runtime.auth.kubernetes.enabled", f"must be true or false, got {enabled!r}")
+    return enabled
+
+
 def _tls_secret(raw: Any) -> str:
     tls = _mapping(raw, "spec.runtime.tls")
     if not tls:
@@ -573,6 +584,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
         batching=parse_batching(runtime_raw.get("batching")),
         api_keys_secret=_api_keys_secret(runtime_raw.get("auth")),
         tls_secret=_tls_secret(runtime_raw.get("tls")),
+        kubernetes_auth=_kubernetes_auth(runtime_raw.get("auth")),
         rate_limit=_rate_limit(runtime_raw.get("rateLimit")),
         cache=_cache(runtime_raw.get("cache")),
     )

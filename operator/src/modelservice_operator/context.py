@@ -14,7 +14,7 @@ from .cache import ObjectCache
 from .capacity import GpuInventory
 from .status import Observed
 
-CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from .context import observe
 from .kube.errors import KubeError
 from .metrics_source import MetricsSource
 from .naming import NAME_LABEL
-from .reconcile import Client, Outcome, RouteNotReady, reconcile, release_legacy_finalizer
+from .reconcile import BINDING_STATUS, Client, Outcome, RouteNotReady, reconcile, release_legacy_finalizer
 from .render import RenderOptions
 from .workqueue import WorkQueue
 
@@ -55,6 +55,23 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue(self.timing.backoff_base, self.timing.backoff_max)
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
+        # (namespace, name) of a deleted ModelService -> the runtime's ClusterRoleBinding to delete
+        self.orphaned_bindings: dict[Key, str] = {}
+
+    async def _delete_binding(self, key: Key) -> None:
+        """The runtime's ClusterRoleBinding of a deleted ModelService (spec.runtime.auth.kubernetes);
+        retried with backoff while the API refuses."""
+        name = self.orphaned_bindings[key]
+        try:
+            await self.client.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", name)
+        except KubeError as exc:
+            logger.warning(
+                "Could not delete ClusterRoleBinding %s of deleted ModelService %s/%s: %s", name, *key, exc
+            )
+            self.queue.add_after(key, self.queue.backoff(key))
+            return
+        self.orphaned_bindings.pop(key, None)
+        logger.info("Deleted ClusterRoleBinding %s of deleted ModelService %s/%s", name, *key)
 
     # Inputs from the watches -----------------------------------------------------------------------
     def modelservice_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -65,6 +82,10 @@ class Controller:
             self.queue.discard((namespace, name))
             self.waiting_for_gpus.discard((namespace, name))
             self.metrics.forget(namespace, name)
+            binding = (body.get("status") or {}).get(BINDING_STATUS)
+            if binding:  # cluster-scoped: garbage collection cannot follow an owner in a namespace
+                self.orphaned_bindings[(namespace, name)] = str(binding)
+                self.queue.add((namespace, name))  # a worker deletes it (process)
             return
         before = self.cache.modelservice(namespace, name)
         key = self.cache.upsert_modelservice(body)
@@ -132,6 +153,9 @@ class Controller:
                     )
             except KubeError as exc:  # tried again on the next pass; the reconcile itself goes on
                 logger.warning("Could not remove the finalizer of ModelService %s/%s: %s", *key, exc)
+        if body is None and key in self.orphaned_bindings:
+            await self._delete_binding(key)
+            return None
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self.queue.discard(key)
             return None

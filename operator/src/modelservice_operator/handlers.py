@@ -30,6 +30,7 @@ WATCHED_CHILDREN = (
     ("", "v1", "services", "Service"),
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("", "v1", "serviceaccounts", "ServiceAccount"),  # the runtime's, with Kubernetes authentication
     ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
 )
 # Pods and Nodes are watched whole: every pod that holds a GPU (whoever owns it) and every node's

@@ -38,6 +38,7 @@ from .render import RenderOptions
 from .render.deployment import render_deployment
 from .render.fields import spec_field
 from .render.hpa import render_hpa
+from .render.identity import render_auth_delegator_binding, render_service_account
 from .render.pdb import render_pdb
 from .render.service import render_services
 from .rollout import Plan, RolloutObserved, due_analyses, plan, timestamp
@@ -118,6 +119,7 @@ class ReconcileContext:
     plan: Plan | None = None  # made by reconcile_workloads, carried out by the later steps
     metrics: MetricsSource | None = None  # analysis scrapes; None: analyses see no measurement
     route: dict[str, Any] | None = None  # the user's HTTPRoute, once read
+    binding: str | None = None  # the runtime's ClusterRoleBinding once settled ("": none); None: not yet
 
     @property
     def generation(self) -> int:
@@ -155,6 +157,34 @@ def _seconds(now: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------- steps
+
+
+BINDING_STATUS = "authDelegatorBinding"
+
+
+async def reconcile_runtime_identity(ctx: ReconcileContext) -> None:
+    """With Kubernetes authentication: the runtime's ServiceAccount (an owned child) and its binding to
+    system:auth-delegator (cluster-scoped, so not owned: the status records it, and the operator deletes
+    it when authentication is turned off or the ModelService is deleted)."""
+    recorded = str((ctx.body.get("status") or {}).get(BINDING_STATUS, "") or "")
+    if ctx.spec.runtime.kubernetes_auth:
+        account = await ctx.apply(render_service_account(ctx.spec))
+        binding = render_auth_delegator_binding(ctx.spec)
+        name = binding["metadata"]["name"]
+        if recorded != name or account.action in ("created", "replaced"):
+            ctx.failed_child = ("ClusterRoleBinding", name)
+            await ctx.client.apply(binding)
+            ctx.failed_child = ("", "")
+            ctx.outcome.children.append(ChildResult("ClusterRoleBinding", name, "applied", None))
+        ctx.binding = name
+        return
+    await ctx.prune("ServiceAccount", set())
+    if recorded:
+        ctx.failed_child = ("ClusterRoleBinding", recorded)
+        if await ctx.client.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", recorded):
+            ctx.outcome.children.append(ChildResult("ClusterRoleBinding", recorded, "deleted", None))
+        ctx.failed_child = ("", "")
+    ctx.binding = ""
 
 
 async def reconcile_workloads(ctx: ReconcileContext) -> None:
@@ -335,7 +365,7 @@ async def retire_revisions(ctx: ReconcileContext) -> None:
 
 
 STEPS = (
-    reconcile_workloads, reconcile_services, reconcile_traffic_routing, reconcile_autoscaling,
+    reconcile_runtime_identity, reconcile_workloads, reconcile_services, reconcile_traffic_routing, reconcile_autoscaling,
     reconcile_disruption_budget, retire_revisions,
 )  # fmt: skip
 
@@ -395,6 +425,11 @@ async def write_status(client: Client, body: Mapping[str, Any], new: dict[str, A
 
 async def sync_status(ctx: ReconcileContext, new: dict[str, Any]) -> None:
     previous: Mapping[str, Any] = ctx.body.get("status") or {}
+    binding = ctx.binding if ctx.binding is not None else previous.get(BINDING_STATUS)
+    if binding:
+        new[BINDING_STATUS] = binding
+    else:
+        new.pop(BINDING_STATUS, None)
     ready_now = c.get_condition(new.get("conditions"), c.READY)
     ctx.outcome.ready = bool(ready_now and ready_now.get("status") == c.TRUE)
     if not await write_status(ctx.client, ctx.body, new):

@@ -282,3 +282,35 @@ async def test_a_due_analysis_scrapes_canary_and_stable_pods_through_the_pod_pro
     assert client.status is not None
     run = client.status["rollout"]["analysis"]["runs"][0]
     assert run["key"] == "step-1" and run["nextAt"] == "2026-01-01T00:00:30Z"  # the baseline; next in 30 s
+
+
+async def test_kubernetes_authentication_gives_the_runtime_an_account_bound_to_auth_delegator_once() -> None:
+    body = modelservice(runtime={"auth": {"kubernetes": {"enabled": True}}})
+    client = FakeClient()
+    observed = ObservedChildren()
+    await reconcile(body, observed, client, OPTIONS, NOW)
+    assert [(v, k) for v, k, _ in client.calls][:3] == [
+        ("apply", "ServiceAccount"), ("apply", "ClusterRoleBinding"), ("apply", "Deployment")
+    ]  # fmt: skip
+    binding = client.objects["ClusterRoleBinding", "modelservice:auth-delegator:ml:iris-runtime"]
+    assert binding["roleRef"]["name"] == "system:auth-delegator"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "iris-runtime", "namespace": "ml"}]
+    assert "ownerReferences" not in binding["metadata"]  # cluster-scoped: the status records it instead
+    assert client.status is not None and client.status["authDelegatorBinding"] == binding["metadata"]["name"]
+    pod = client.objects["Deployment", deployment_name(body)]["spec"]["template"]["spec"]
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("iris-runtime", True)
+    assert "--kubernetes_auth=ml/iris" in pod["containers"][0]["args"]
+
+    again = FakeClient()  # recorded in the status, its account unchanged: not applied again
+    await reconcile({**body, "status": client.status}, observed, again, OPTIONS, NOW)
+    assert not any(kind in ("ServiceAccount", "ClusterRoleBinding") for _, kind, _ in again.calls)
+
+    off = FakeClient()  # turned off: the binding and the account go
+    await reconcile({**modelservice(), "status": client.status}, observed, off, OPTIONS, NOW)
+    assert ("delete", "ClusterRoleBinding", "modelservice:auth-delegator:ml:iris-runtime") in off.calls
+    assert ("delete", "ServiceAccount", "iris-runtime") in off.calls
+    assert (
+        off.status is not None
+        and "authDelegatorBinding" in off.status
+        and off.status["authDelegatorBinding"] is None
+    )

@@ -37,6 +37,8 @@ PLURALS = {
     "Lease": "leases",
     "HTTPRoute": "httproutes",
     "Node": "nodes",
+    "ServiceAccount": "serviceaccounts",
+    "ClusterRoleBinding": "clusterrolebindings",
 }
 
 
@@ -144,7 +146,7 @@ class KubeClient:
     async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply with force: we are the controller of these children."""
         meta = obj["metadata"]
-        path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         params = {"fieldManager": FIELD_MANAGER, "force": "true"}
         try:
             result: dict[str, Any] = await self.request(

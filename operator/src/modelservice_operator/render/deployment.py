@@ -15,6 +15,7 @@ from ..naming import (
     selector_labels,
 )
 from .common import GRPC_PORT, RUNTIME_PORT, metadata
+from .identity import runtime_account
 from .probes import render_probes
 
 MODEL_MOUNT = "/mnt/models"
@@ -136,6 +137,8 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         args.append(f"--api_keys_dir={API_KEYS_MOUNT}")
     if spec.runtime.tls_secret:
         args += [f"--tls_cert_file={TLS_MOUNT}/tls.crt", f"--tls_key_file={TLS_MOUNT}/tls.key"]
+    if spec.runtime.kubernetes_auth:
+        args.append(f"--kubernetes_auth={spec.namespace}/{spec.name}")
     if spec.runtime.rate_limit is not None:
         args.extend(spec.runtime.rate_limit.runtime_flags())
     if spec.runtime.cache is not None:
@@ -213,7 +216,12 @@ def render_pod_template(spec: ModelServiceSpec, image: str, pull_policy: str) ->
                 "fsGroup": RUNTIME_UID,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            "automountServiceAccountToken": False,
+            # The runtime needs its token only to review its clients' (spec.runtime.auth.kubernetes).
+            **(
+                {"serviceAccountName": runtime_account(spec), "automountServiceAccountToken": True}
+                if spec.runtime.kubernetes_auth
+                else {"automountServiceAccountToken": False}
+            ),
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 45,
             **(
