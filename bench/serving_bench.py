@@ -37,6 +37,8 @@ import requests
 from bench import loadgen, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_KEY = "bench-key-0123456789abcdef"
+GUARDS = ("ours", "ours+key", "ours+tls", "ours+limit", "ours+cache", "ours+all")
 
 
 def build_model(directory: Path, features: int, hidden: int, layers: int, name: str = "bench") -> Path:
@@ -85,6 +87,12 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     helper: subprocess.Popen[bytes] | None = None  # hello+ipc's model process
+    scheme: str = "http"  # https for the TLS guard
+    authorization: str = ""  # the API key guard's header
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def wait_ready(self, probe: tuple[str, bytes], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -93,8 +101,10 @@ class Server:
                 raise SystemExit(f"{self.name} exited with {self.process.returncode}")
             try:
                 headers = {"Content-Type": "application/json"}
-                url = f"http://127.0.0.1:{self.port}{probe[0]}"
-                if requests.post(url, data=probe[1], headers=headers, timeout=5).ok:
+                if self.authorization:
+                    headers["Authorization"] = self.authorization
+                url = f"{self.base}{probe[0]}"
+                if requests.post(url, data=probe[1], headers=headers, timeout=5, verify=False).ok:
                     return
             except requests.RequestException:
                 pass
@@ -188,11 +198,36 @@ class Peers:
             if not python.exists():
                 return None
             return [str(python), "-m", "bench.kserve_server", f"--http_port={port}", "--grpc_port=0"]
-        if name == "ours":
+        if name == "ours" or name.startswith("ours+"):
             return [str(bin_dir / "modelservice-runtime"), f"--model_name={model_dir.parent.name}",
                     f"--model_base_path={model_dir.parent}", f"--rest_api_port={port}",
-                    "--rest_api_host=127.0.0.1", "--drain_seconds=0", *self.args.ours_flag]  # fmt: skip
+                    "--rest_api_host=127.0.0.1", "--drain_seconds=0", *self.args.ours_flag,
+                    *self.guard_flags(name)]  # fmt: skip
         raise ValueError(name)
+
+    def guard_flags(self, name: str) -> list[str]:
+        """Each guard of #16 on its own (and all but the cache together), as a user would turn it on."""
+        flags: list[str] = []
+        guards = name.removeprefix("ours").split("+")
+        if "key" in guards or "all" in guards:
+            keys = self.work / "api-keys"
+            keys.mkdir(exist_ok=True)
+            (keys / "bench").write_text(BENCH_KEY)
+            flags.append(f"--api_keys_dir={keys}")
+        if "tls" in guards or "all" in guards:
+            cert, key = self.work / "tls.crt", self.work / "tls.key"
+            if not cert.exists():
+                from tests.tlsutil import CertificateAuthority
+
+                CertificateAuthority(self.work, "bench CA").issue(cert, key)
+            flags += [f"--tls_cert_file={cert}", f"--tls_key_file={key}"]
+        if "limit" in guards or "all" in guards:
+            flags.append(
+                "--rate_limit_requests_per_second=1000000"
+            )  # never refuses: its cost, not its effect
+        if "cache" in guards:
+            flags.append("--response_cache_bytes=67108864")
+        return flags
 
     def start(self, name: str, model_dir: Path) -> Server | None:
         port = loadgen.free_port()
@@ -212,6 +247,11 @@ class Peers:
                 time.sleep(0.05)
         server = start(name, command, port, env, self.work / f"{name}-{model_dir.parent.name}.log")
         server.helper = helper
+        guards = name.removeprefix("ours").split("+")
+        if "tls" in guards or "all" in guards:
+            server.scheme = "https"
+        if "key" in guards or "all" in guards:
+            server.authorization = f"Bearer {BENCH_KEY}"
         return server
 
 
@@ -221,10 +261,10 @@ def probe(model_dir: Path, features: int) -> tuple[str, bytes]:
 
 def closed(server: Server, model_dir: Path, rows: int, features: int, connections: int,
            args: argparse.Namespace) -> wrk.Run:  # fmt: skip
-    url = f"http://127.0.0.1:{server.port}/v1/models/{model_dir.parent.name}:predict"
+    url = f"{server.base}/v1/models/{model_dir.parent.name}:predict"
     payload = body(rows, features)
-    wrk.run(url, payload, connections, args.warmup)
-    return wrk.run(url, payload, connections, args.seconds)
+    wrk.run(url, payload, connections, args.warmup, authorization=server.authorization)
+    return wrk.run(url, payload, connections, args.seconds, authorization=server.authorization)
 
 
 def run_line(label: str, result: wrk.Run, rows: int, ceiling_rps: float | None = None) -> str:
@@ -291,9 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ours-flag", action="append", default=[],
                         help="a flag for our runtime (repeatable; default: none, its defaults)")  # fmt: skip
     parser.add_argument("--skip-large", action="store_true", help="only the small model")
+    parser.add_argument("--skip-guards", action="store_true", help="no runs with authentication, TLS, ...")
     args = parser.parse_args(argv)
     if not wrk.available():
         raise SystemExit("wrk is not installed: run scripts/bench-deps.sh (or apt-get install wrk)")
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # readiness probes of the TLS guard
 
     work = Path(tempfile.mkdtemp(prefix="modelservice-bench-"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -307,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     peers = Peers(work, env, args)
     report = run_small(peers, small, args)
+    if not args.skip_guards:
+        run_guards(peers, small, args)
     if large is not None:
         run_large(peers, large, args, work)
     print()
@@ -366,6 +412,27 @@ def run_small(peers: Peers, model_dir: Path, args: argparse.Namespace) -> list[s
     text += f"; p99 ours/naive {ratio(results['ours'].p99, naive.p99)} (lower is better)"
     print(text)
     return rss
+
+
+def run_guards(peers: Peers, model_dir: Path, args: argparse.Namespace) -> None:
+    """What each guard costs when on: the small model's single-row run, ours alone and with each guard.
+    The cache run repeats one body, so every request after the first is a hit (its best case)."""
+    print()
+    print(
+        f"guards (#16): small model, single-row requests, {args.connections} connections, {args.seconds:.0f} s each"
+    )
+    results: dict[str, wrk.Run] = {}
+    for name in GUARDS:
+        server = serving(peers, name, model_dir, 32)
+        assert server is not None
+        try:
+            results[name] = closed(server, model_dir, 1, 32, args.connections, args)
+            print(run_line(name, results[name], 1), flush=True)
+        finally:
+            server.stop()
+    base = results["ours"].served_per_second
+    print("  " + ", ".join(f"{name.removeprefix('ours+')} {ratio(results[name].served_per_second, base)}"
+                           for name in GUARDS[1:]) + " of ours without guards")  # fmt: skip
 
 
 def run_large(peers: Peers, model_dir: Path, args: argparse.Namespace, work: Path) -> None:

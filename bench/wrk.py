@@ -17,6 +17,7 @@ from pathlib import Path
 SCRIPT = r"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+if os.getenv("WRK_AUTHORIZATION") then wrk.headers["Authorization"] = os.getenv("WRK_AUTHORIZATION") end
 wrk.body = io.open(os.getenv("WRK_BODY"), "rb"):read()
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -65,7 +66,9 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run(url: str, body: bytes, connections: int, seconds: float, threads: int = 2) -> Run:
+def run(
+    url: str, body: bytes, connections: int, seconds: float, threads: int = 2, authorization: str = ""
+) -> Run:
     with tempfile.TemporaryDirectory(prefix="modelservice-wrk-") as work:
         script = Path(work) / "post.lua"
         script.write_text(SCRIPT)
@@ -74,7 +77,9 @@ def run(url: str, body: bytes, connections: int, seconds: float, threads: int = 
         done = subprocess.run(
             ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
              "-s", str(script), url],
-            capture_output=True, text=True, check=True, env={"WRK_BODY": str(payload), "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, check=True,
+            env={"WRK_BODY": str(payload), "PATH": "/usr/bin:/bin",
+                 **({"WRK_AUTHORIZATION": authorization} if authorization else {})},
         )  # fmt: skip
     for line in done.stdout.splitlines():
         if line.startswith("WRK_RESULT "):
