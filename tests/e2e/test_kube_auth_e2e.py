@@ -8,9 +8,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from bench.loadgen import free_port
 from tests.e2e.conftest import Kubectl
 from tests.integration.runtime.server import Server, start_server, stop
 from tests.models import build_half_plus_two
@@ -49,10 +53,12 @@ def guarded(cluster: Path, kubectl: Kubectl, tmp_path: Path) -> Iterator[tuple[S
         for a in ("client-a", "client-b")
     }
     build_half_plus_two(tmp_path / "iris", 1)
+    port = free_port()
     server = start_server(
         tmp_path, "--model_name=iris", f"--model_base_path={tmp_path / 'iris'}", "--workers=1",
-        f"--kubernetes_auth={kubectl.namespace}/iris", env={"KUBECONFIG": str(cluster)},
+        f"--kubernetes_auth={kubectl.namespace}/iris", f"--port={port}", env={"KUBECONFIG": str(cluster)},
     )  # fmt: skip
+    tokens["grpc_port"] = str(port)
     try:
         server.wait_ready()
         yield server, tokens
@@ -78,6 +84,19 @@ def test_service_account_tokens_are_reviewed_by_the_real_api_server(
         f'system:serviceaccount:{kubectl.namespace}:client-b may not create modelservices/predict "iris" '
         f'in namespace "{kubectl.namespace}"'
     )
+    # gRPC asks the same API server the same question.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "iris"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0], [2.0]], dtype=tf.float32))
+    with grpc.insecure_channel(f"127.0.0.1:{tokens['grpc_port']}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        answer = stub.Predict(
+            request, timeout=30, metadata=[("authorization", f"Bearer {tokens['client-a']}")]
+        )
+        assert tf.make_ndarray(answer.outputs["y"]).tolist() == [[2.5], [3.0]]
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.Predict(request, timeout=30, metadata=[("authorization", f"Bearer {tokens['client-b']}")])
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     forged = predict(server, tokens["client-a"][:-4] + "AAAA")
     assert forged.status_code == 401 and 'error="invalid_token"' in forged.headers["WWW-Authenticate"]
     assert predict(server, None).status_code == 401

@@ -192,6 +192,10 @@ INVALID = [
     ("endpoint-on-http", {"spec__model__storageUri": "https://h/m.tar.gz", "spec__model__storage": {"region": "eu"}},
      "spec.model.storage.endpoint and region apply to s3:// sources only"),
     ("s3-without-bucket", {"spec__model__storageUri": "s3:///iris"}, "s3:// must name a bucket"),
+    ("empty-auth", {"spec__runtime": {"auth": {}}}, "spec.runtime.auth needs apiKeys or kubernetes.enabled"),
+    ("rate-limit-zero", {"spec__runtime": {"rateLimit": {"requestsPerSecond": 0}}},
+     "spec.runtime.rateLimit.requestsPerSecond"),
+    ("cache-too-small", {"spec__runtime": {"cache": {"maxBytes": 10}}}, "spec.runtime.cache.maxBytes"),
     ("endpoint-not-a-url", {"spec__model__storageUri": "s3://b/m", "spec__model__storage": {"endpoint": "minio:9000"}},
      "spec.model.storage.endpoint"),
 ]  # fmt: skip
