@@ -42,7 +42,7 @@ from .render.identity import render_auth_delegator_binding, render_service_accou
 from .render.pdb import render_pdb
 from .render.service import render_services
 from .rollout import Plan, RolloutObserved, due_analyses, plan, timestamp
-from .status import blocked_status, compute_status, invalid_status, without_times, workload
+from .status import blocked_status, compute_status, invalid_status, serving_workloads, without_times
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -202,7 +202,9 @@ async def reconcile_workloads(ctx: ReconcileContext) -> None:
     ctx.plan = plan(
         ctx.spec,
         RolloutObserved(
-            workloads=[workload(d) for d in deployments],
+            workloads=serving_workloads(
+                deployments, ctx.observed.of_kind("Pod"), ctx.observed.of_kind("EndpointSlice")
+            ),
             desired_name=name,
             desired_revision=desired["metadata"]["labels"][REVISION_LABEL],
             previous=ctx.body.get("status") or {},

@@ -12,7 +12,7 @@ False with a reason that says which.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import conditions as c
@@ -58,6 +58,34 @@ def workload(deployment: Mapping[str, Any]) -> Workload:
         settled=int(status.get("observedGeneration", 0) or 0) >= int(meta.get("generation", 0) or 0),
         image=str(containers[0].get("image", "")),
     )
+
+
+def serving_workloads(
+    deployments: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    slices: Sequence[Mapping[str, Any]],
+) -> list[Workload]:
+    """The Deployments as the planner sees them, a revision's ``available`` counting only pods that some
+    Service of ours lists as a ready endpoint: a Deployment reports a pod available before the
+    EndpointSlice controller has published it, and scaling an old revision down on that word would leave
+    clients fewer pods than ``replicas`` for a moment. Without any EndpointSlice observed (an API server
+    without the controller), the Deployments' word stands."""
+    workloads = [workload(d) for d in deployments]
+    if not slices:
+        return workloads
+    ready = {
+        (endpoint.get("targetRef") or {}).get("name")
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready") is not False
+    }
+    by_revision: dict[str, int] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("name") in ready and not meta.get("deletionTimestamp"):
+            revision = str((meta.get("labels") or {}).get(REVISION_LABEL, ""))
+            by_revision[revision] = by_revision.get(revision, 0) + 1
+    return [replace(w, available=min(w.available, by_revision.get(w.revision, 0))) for w in workloads]
 
 
 def _model_version(deployment: Mapping[str, Any] | None) -> str:

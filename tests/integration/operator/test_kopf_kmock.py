@@ -178,8 +178,13 @@ async def test_status_turns_ready_from_watch_events_once_pods_are_endpoints(clus
     )  # fmt: skip
     assert response.status < 300, await response.text()
     labels = {"serving.modelservice.io/name": "iris", "app.kubernetes.io/component": "predictor"}
+    # The pods carry their revision, as the Deployment's template gives it to them.
+    revision = obj(cluster, "apps/v1/deployments", name)["metadata"]["labels"][
+        "serving.modelservice.io/revision"
+    ]
     for i in range(2):
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"iris-{i}", "namespace": NS, "labels": labels},
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"iris-{i}", "namespace": NS,
+                                                           "labels": {**labels, "serving.modelservice.io/revision": revision}},
                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}  # fmt: skip
         assert (await cluster.post(f"/api/v1/namespaces/{NS}/pods", json=pod)).status < 300
     body = await eventually(

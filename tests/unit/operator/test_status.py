@@ -238,3 +238,25 @@ def test_a_finished_download_leaves_the_runtime_containers_state_to_report() -> 
     done["status"]["containerStatuses"] = [{"name": "runtime", "state": {"running": {}}}]
     status = status_of(S3_SPEC, 1, Observed([deployment(ready=0, available=0)], [done]))
     assert ready_condition(status)[1] == c.ROLLING_OUT
+
+
+def test_the_planner_counts_a_revisions_pods_available_only_once_a_service_lists_them() -> None:
+    from modelservice_operator.status import serving_workloads
+
+    old, new = deployment(), deployment()
+    new["metadata"] = {
+        **new["metadata"],
+        "name": "iris-new",
+        "labels": {"serving.modelservice.io/revision": "new"},
+    }
+    pods = [{"metadata": {"name": f"{rev}-{i}", "labels": {"serving.modelservice.io/revision": rev}}}
+            for rev in ("abc", "new") for i in range(2)]  # fmt: skip
+    published = [{"endpoints": [{"conditions": {"ready": True}, "targetRef": {"name": n}}
+                                for n in ("abc-0", "abc-1", "new-0")]}]  # fmt: skip
+    counted = {w.name: w.available for w in serving_workloads([old, new], pods, published)}
+    assert counted == {"iris-abc": 2, "iris-new": 1}  # new-1 is available but not an endpoint yet
+    # No EndpointSlice at all (an API server without the controller): the Deployments' word stands.
+    assert {w.name: w.available for w in serving_workloads([old, new], pods, [])} == {
+        "iris-abc": 2,
+        "iris-new": 2,
+    }
