@@ -1,4 +1,5 @@
-"""Authentication of model API requests: API keys from a mounted Secret (off unless configured).
+"""Authentication of model API requests: API keys from a mounted Secret, and service-account tokens
+reviewed by the API server (``kube_auth.py``); both off unless configured.
 
 ``--api_keys_dir`` names a directory with one file per key, as Kubernetes mounts a Secret: the file's name
 is the key's *name* (what logs and metrics show), its content the key. A client sends
