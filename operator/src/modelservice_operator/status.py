@@ -73,12 +73,7 @@ def serving_workloads(
     workloads = [workload(d) for d in deployments]
     if not slices:
         return workloads
-    ready = {
-        (endpoint.get("targetRef") or {}).get("name")
-        for endpoint_slice in slices
-        for endpoint in endpoint_slice.get("endpoints") or []
-        if (endpoint.get("conditions") or {}).get("ready") is not False
-    }
+    ready = ready_targets(slices)
     by_revision: dict[str, int] = {}
     for pod in pods:
         meta = pod.get("metadata") or {}
@@ -100,8 +95,8 @@ def _model_version(deployment: Mapping[str, Any] | None) -> str:
     return ""
 
 
-def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> int:
-    """Distinct ready endpoints (pods) across the Service's EndpointSlices."""
+def ready_targets(slices: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The ready endpoints across EndpointSlices: their pods' names (their addresses when no pod)."""
     seen: set[str] = set()
     for endpoint_slice in slices:
         for endpoint in endpoint_slice.get("endpoints") or []:
@@ -111,7 +106,12 @@ def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> int:
                 endpoint.get("addresses") or []
             )
             seen.add(str(target))
-    return len(seen)
+    return seen
+
+
+def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> int:
+    """Distinct ready endpoints (pods) across the Service's EndpointSlices."""
+    return len(ready_targets(slices))
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:

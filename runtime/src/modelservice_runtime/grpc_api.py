@@ -491,11 +491,7 @@ class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             if not decision.allowed:
                 metrics.RATE_LIMITED.labels(model, client).inc()
                 context.set_trailing_metadata([(k.lower(), v) for k, v in decision.headers()])
-                context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"Rate limit exceeded for client '{client}' on model '{model}'; retry in "
-                    f"{decision.retry_after_s:.2f}s",
-                )
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, decision.refusal(client, model).message)
             return behaviour(request, context)
 
         return call

@@ -30,6 +30,16 @@ class Decision:
     remaining: int
     reset_s: float  # until the bucket is full again
     retry_after_s: float  # until the next request would be allowed (0 when allowed)
+    rate: float = 0.0  # tokens per second
+
+    def refusal(self, client: str, model: str) -> RateLimited:
+        """The 429 of a refused request (REST and gRPC say the same)."""
+        return RateLimited(
+            f"Rate limit exceeded for client '{client}' on model '{model}': {self.rate:g} requests per "
+            f"second, bursts of {self.limit}; retry in {self.retry_after_s:.2f}s",
+            self,
+            client,
+        )
 
     def headers(self) -> list[tuple[str, str]]:
         fields = [
@@ -91,18 +101,14 @@ class RateLimiter:
             remaining=int(tokens),
             reset_s=(self.burst - tokens) / self.rate,
             retry_after_s=0.0 if allowed else (1.0 - tokens) / self.rate,
+            rate=self.rate,
         )
 
     def check(self, client: str, model: str) -> Decision:
         """``take``, raising 429 when refused."""
         decision = self.take(client, model)
         if not decision.allowed:
-            raise RateLimited(
-                f"Rate limit exceeded for client '{client}' on model '{model}': {self.rate:g} requests per "
-                f"second, bursts of {self.burst}; retry in {decision.retry_after_s:.2f}s",
-                decision,
-                client,
-            )
+            raise decision.refusal(client, model)
         return decision
 
 
@@ -116,10 +122,5 @@ def admit(plane: Any, client: str, model: str) -> Decision | None:
     """In an HTTP worker: take a token from the model process's bucket for (client, model), or raise 429."""
     decision: Decision | None = plane.admit(client, model)
     if decision is not None and not decision.allowed:
-        raise RateLimited(
-            f"Rate limit exceeded for client '{client}' on model '{model}'; retry in "
-            f"{decision.retry_after_s:.2f}s",
-            decision,
-            client,
-        )
+        raise decision.refusal(client, model)
     return decision

@@ -31,11 +31,6 @@ def request_digest(doc: Any) -> bytes | None:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
 
 
-def request_key(api: str, model: str, version: int, signature: Any, doc: Any) -> Key | None:
-    digest = request_digest(doc)
-    return None if digest is None else make_key(api, model, version, signature, digest)
-
-
 def make_key(api: str, model: str, version: int, signature: Any, digest: bytes) -> Key:
     return api, model, version, signature if isinstance(signature, str) else repr(signature), digest
 

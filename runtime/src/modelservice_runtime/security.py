@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from . import metrics
 from .errors import ServingError, Unavailable
 from .kube_auth import verb_of
 from .protocols.rapidjson import error_body
+from .reloading import RECHECK_SECONDS, Reloading
 
 log = logging.getLogger(__name__)
 
 REALM = "modelservice"
-RECHECK_SECONDS = 1.0
 # Paths any caller may GET without a credential: the kubelet's probes and the API description.
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/openapi.json", "/docs"})
 METRICS_PATHS = frozenset({"/metrics", "/monitoring/prometheus/metrics"})
@@ -87,56 +86,17 @@ class ApiKeys:
         self, directory: str, clock: Callable[[], float] = time.monotonic, recheck_s: float = RECHECK_SECONDS
     ) -> None:
         self.directory = directory
-        self.clock = clock
-        self.recheck_s = recheck_s
-        self._keys: tuple[tuple[str, bytes], ...] = ()
-        self._stamp: Any = None
-        self._checked = -float("inf")
-        self._lock = threading.Lock()
-        self.refresh(force=True)
+        self._keys = Reloading((directory,), self._load, "API keys", clock, recheck_s)
 
     @property
     def names(self) -> list[str]:
-        return sorted(name for name, _ in self._keys)
+        return sorted(name for name, _ in self._keys.get())
 
-    def _stamp_now(self) -> Any:
-        """What changes when the keys do: each file's identity and time, and where a Secret volume's
-        ``..data`` link points (the kubelet swaps it on every update)."""
-        try:
-            entries = sorted(os.listdir(self.directory))
-        except OSError:
-            return None
-        stamp: list[Any] = []
-        for entry in entries:
-            path = os.path.join(self.directory, entry)
-            if entry == "..data" and os.path.islink(path):
-                stamp.append((entry, os.readlink(path)))
-            elif not entry.startswith("."):
-                try:
-                    stat = os.stat(path)
-                except OSError:
-                    continue
-                stamp.append((entry, stat.st_ino, stat.st_mtime_ns, stat.st_size))
-        return tuple(stamp)
-
-    def refresh(self, force: bool = False) -> None:
-        """Look at the directory again when ``recheck_s`` has passed since the last look."""
-        now = self.clock()
-        if not force and now - self._checked < self.recheck_s:
-            return
-        with self._lock:
-            if not force and now - self._checked < self.recheck_s:
-                return
-            self._checked = now
-            stamp = self._stamp_now()
-            if stamp == self._stamp and self._stamp is not None:
-                return
-            first = self._stamp is None
-            self._keys, self._stamp = tuple(self._read()), stamp if stamp is not None else ()
-            log.info(
-                "API keys %s from %s: %d key(s): %s", "loaded" if first else "reloaded", self.directory,
-                len(self._keys), ", ".join(self.names) or "none",
-            )  # fmt: skip
+    def _load(self) -> tuple[tuple[str, bytes], ...]:
+        keys = tuple(self._read())
+        log.info("API keys from %s: %d key(s): %s", self.directory, len(keys),
+                 ", ".join(sorted(n for n, _ in keys)) or "none")  # fmt: skip
+        return keys
 
     def _read(self) -> Iterable[tuple[str, bytes]]:
         try:
@@ -158,10 +118,9 @@ class ApiKeys:
 
     def identify(self, token: str) -> str | None:
         """The name of the key ``token`` is, or None; the same work whichever key matches."""
-        self.refresh()
         presented = _digest(token)
         found: str | None = None
-        for name, digest in self._keys:
+        for name, digest in self._keys.get():
             if hmac.compare_digest(presented, digest) and found is None:
                 found = name
         return found

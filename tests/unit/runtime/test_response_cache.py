@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from modelservice_runtime.response_cache import ResponseCache, request_key
+from modelservice_runtime.response_cache import Key, ResponseCache, make_key, request_digest
+
+
+def request_key(api: str, model: str, version: int, signature: str, doc: Any) -> Key | None:
+    """What the HTTP worker (the digest) and the model process (the key) make of a request together."""
+    digest = request_digest(doc)
+    return None if digest is None else make_key(api, model, version, signature, digest)
 
 
 class Clock:
