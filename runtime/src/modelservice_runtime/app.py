@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -27,7 +26,7 @@ from .engine import SOCKET_ENV, Engine, build_repository
 from .errors import ServingError
 from .health import blueprint as health_blueprint
 from .ipc import EngineTransports
-from .logs import request_id_var
+from .logs import new_request_id, request_id_var
 from .openapi import blueprint as openapi_blueprint
 from .protocols.rapidjson import error_body
 from .protocols.tfserving import blueprint as tfserving_blueprint
@@ -148,7 +147,7 @@ def create_app(
     @app.before_request
     def start_request() -> None:
         g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        g.request_id = request.headers.get("X-Request-ID") or new_request_id()
         g.token = request_id_var.set(g.request_id)
 
     @app.after_request

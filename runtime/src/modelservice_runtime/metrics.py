@@ -9,6 +9,7 @@ Without the variable (tests, the Flask dev server) the default in-process regist
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -102,9 +103,19 @@ REQUESTS_SHED = Counter(
 )
 
 
+_request_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(model: str, version: str, api: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(model, version, api, str(status)).inc()
-    REQUEST_LATENCY.labels(model, api).observe(seconds)
+    # A label set's children are looked up once (``labels()`` takes a lock and builds a key each call;
+    # this runs for every request). Label sets are few: models x versions x APIs x statuses.
+    key = (model, version, api, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = (REQUESTS.labels(model, version, api, str(status)), REQUEST_LATENCY.labels(model, api))
+        _request_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_load(model: str, seconds: float, ok: bool) -> None:
