@@ -2,7 +2,7 @@
 
     make bench            (or: .venv/bin/python -m bench.serving_bench --seconds 10)
 
-On the same SavedModels and machine, one after the other, it starts
+On the same SavedModels and machine it starts
   - ``hello``: Flask under Gunicorn gthread with no model (bench/hello_server.py): the HTTP ceiling;
   - ``hello+ipc``: the same, plus one round trip per request to a model process that runs no model
     (bench/echo_engine.py): the ceiling of any one-model-process design on this machine;
@@ -12,7 +12,9 @@ On the same SavedModels and machine, one after the other, it starts
     skipped with a note when that venv is missing: scripts/bench-deps.sh builds it);
   - ``ours``: modelservice-runtime with its defaults;
 and drives each with wrk (closed loop, keep-alive; only 2xx answers count as served), then prints
-ratios. Two models: a small dense one (32 -> 256 -> 256 -> 10, single-row requests, the case of most
+ratios. On the small model the servers run at once, side by side, and are measured in ``--rounds``
+rounds of each in turn; each ratio is the median of the rounds' ratios, because this machine's speed
+drifts by tens of percent over minutes (the guards below are measured the same way). Two models: a small dense one (32 -> 256 -> 256 -> 10, single-row requests, the case of most
 online tabular models) and a large one (128 -> 4096 x 3 -> 10, where batching pays), with the in-process
 ceiling of the large one (model calls per second, no HTTP), an open-loop overload run at twice each
 server's throughput, and the RSS of every process.
@@ -21,6 +23,7 @@ server's throughput, and the RSS of every process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load before each run")
     parser.add_argument("--connections", type=int, default=32, help="connections of the single-row runs")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the small model's side-by-side runs (each server once a round)")  # fmt: skip
     parser.add_argument("--many-connections", type=int, default=128, help="the many-clients run")
     parser.add_argument("--batch-rows", type=int, default=64, help="rows per request in the batch runs")
     parser.add_argument("--batch-connections", type=int, default=8, help="connections of the batch runs")
@@ -374,64 +380,104 @@ def serving(peers: Peers, name: str, model_dir: Path, features: int) -> Server |
     return server
 
 
+SMALL_PEERS = ("hello", "hello+ipc", "naive", "kserve", "ours")
+
+
+@contextlib.contextmanager
+def all_serving(peers: Peers, names: Sequence[str], model_dir: Path) -> Iterator[dict[str, Server]]:
+    """The servers, all started at once and side by side (idle ones cost no CPU), stopped at the end."""
+    servers: dict[str, Server] = {}
+    try:
+        for name in names:
+            server = serving(peers, name, model_dir, 32)
+            if server is None:
+                print(f"  {name:<12} skipped: .venv-kserve is missing (scripts/bench-deps.sh builds it)")
+                continue
+            servers[name] = server
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def in_rounds(
+    servers: dict[str, Server], model_dir: Path, args: argparse.Namespace
+) -> dict[str, list[wrk.Run]]:
+    """``--rounds`` rounds, each running every server once in turn. This machine's speed drifts by tens
+    of percent from one minute to the next, so ratios are taken within a round (see ``per_round``)."""
+    runs: dict[str, list[wrk.Run]] = {name: [] for name in servers}
+    for _ in range(args.rounds):
+        for name, server in servers.items():
+            runs[name].append(closed(server, model_dir, 1, 32, args.connections, args))
+    return runs
+
+
+def median_run(runs: list[wrk.Run]) -> wrk.Run:
+    return sorted(runs, key=lambda run: run.served_per_second)[len(runs) // 2]
+
+
+def per_round(runs: list[wrk.Run], others: list[wrk.Run] | None, p99: bool = False) -> str:
+    """The median over the rounds of runs / others (served throughput, or p99), each within one round."""
+    if not others:
+        return "n/a"
+    values = sorted(
+        (a.p99 / b.p99) if p99 else (a.served_per_second / b.served_per_second)
+        for a, b in zip(runs, others, strict=True)
+        if (b.p99 if p99 else b.served_per_second) > 0
+    )
+    return f"{values[len(values) // 2]:.2f}x" if values else "n/a"
+
+
+def rounds_line(name: str, runs: list[wrk.Run], ceiling_rps: float | None = None) -> str:
+    return (
+        run_line(name, median_run(runs), 1, ceiling_rps)
+        + "  runs "
+        + "/".join(f"{run.served_per_second:.0f}" for run in runs)
+    )
+
+
 def run_small(peers: Peers, model_dir: Path, args: argparse.Namespace) -> list[str]:
     print("model:   small, MLP 32->256->256->10")
     print()
     print(
-        f"small model, single-row requests, {args.connections} connections, {args.seconds:.0f} s each (wrk)"
+        f"small model, single-row requests, {args.connections} connections, {args.seconds:.0f} s each, "
+        f"{args.rounds} rounds of every server in turn (wrk); each server's median run"
     )
-    results: dict[str, wrk.Run] = {}
     rss: list[str] = []
-    hello_rps = None
-    for name in ("hello", "hello+ipc", "naive", "kserve", "ours"):
-        server = serving(peers, name, model_dir, 32)
-        if server is None:
-            print(f"  {name:<12} skipped: .venv-kserve is missing (scripts/bench-deps.sh builds it)")
-            continue
-        try:
-            results[name] = closed(server, model_dir, 1, 32, args.connections, args)
-            print(run_line(name, results[name], 1, hello_rps), flush=True)
-            if name == "hello":
-                hello_rps = results[name].served_per_second
-            if name == "ours":
-                many = closed(server, model_dir, 1, 32, args.many_connections, args)
-                print(run_line(f"ours c{args.many_connections}", many, 1, hello_rps), flush=True)
-            if name in ("naive", "kserve", "ours"):
-                rss += rss_lines(f"{name} (small)", server)
-        finally:
-            server.stop()
-    ours = results["ours"].served_per_second
-    naive = results["naive"]
-    text = (
-        f"  ours/hello {ratio(ours, results['hello'].served_per_second)}, "
-        f"ours/hello+ipc {ratio(ours, results['hello+ipc'].served_per_second)}, "
-        f"ours/naive {ratio(ours, naive.served_per_second)}"
+    with all_serving(peers, SMALL_PEERS, model_dir) as servers:
+        runs = in_rounds(servers, model_dir, args)
+        hello_rps = median_run(runs["hello"]).served_per_second
+        for name in servers:
+            print(rounds_line(name, runs[name], hello_rps))
+        many = closed(servers["ours"], model_dir, 1, 32, args.many_connections, args)
+        print(run_line(f"ours c{args.many_connections}", many, 1, hello_rps), flush=True)
+        for name in ("naive", "kserve", "ours"):
+            if name in servers:
+                rss += rss_lines(f"{name} (small)", servers[name])
+    ours = runs["ours"]
+    print(
+        f"  ours/hello {per_round(ours, runs['hello'])}, ours/hello+ipc {per_round(ours, runs['hello+ipc'])}, "
+        f"ours/naive {per_round(ours, runs['naive'])}, ours/kserve {per_round(ours, runs.get('kserve'))}; "
+        f"p99 ours/naive {per_round(ours, runs['naive'], p99=True)} (lower is better); "
+        "each ratio the median of the rounds' ratios"
     )
-    if "kserve" in results:
-        text += f", ours/kserve {ratio(ours, results['kserve'].served_per_second)}"
-    text += f"; p99 ours/naive {ratio(results['ours'].p99, naive.p99)} (lower is better)"
-    print(text)
     return rss
 
 
 def run_guards(peers: Peers, model_dir: Path, args: argparse.Namespace) -> None:
-    """What each guard costs when on: the small model's single-row run, ours alone and with each guard.
-    The cache run repeats one body, so every request after the first is a hit (its best case)."""
+    """What each guard costs when on: the small model's single-row run, ours alone and with each guard,
+    side by side in rounds as above. The cache run repeats one body, so every request after the first is
+    a hit (its best case)."""
     print()
     print(
-        f"guards (#16): small model, single-row requests, {args.connections} connections, {args.seconds:.0f} s each"
+        f"guards (#16): small model, single-row requests, {args.connections} connections, {args.seconds:.0f} s "
+        f"each, {args.rounds} rounds; each server's median run"
     )
-    results: dict[str, wrk.Run] = {}
+    with all_serving(peers, GUARDS, model_dir) as servers:
+        runs = in_rounds(servers, model_dir, args)
     for name in GUARDS:
-        server = serving(peers, name, model_dir, 32)
-        assert server is not None
-        try:
-            results[name] = closed(server, model_dir, 1, 32, args.connections, args)
-            print(run_line(name, results[name], 1), flush=True)
-        finally:
-            server.stop()
-    base = results["ours"].served_per_second
-    print("  " + ", ".join(f"{name.removeprefix('ours+')} {ratio(results[name].served_per_second, base)}"
+        print(rounds_line(name, runs[name]), flush=True)
+    print("  " + ", ".join(f"{name.removeprefix('ours+')} {per_round(runs[name], runs['ours'])}"
                            for name in GUARDS[1:]) + " of ours without guards")  # fmt: skip
 
 
@@ -456,13 +502,13 @@ def run_large(peers: Peers, model_dir: Path, args: argparse.Namespace, work: Pat
             server.stop()
     print()
     print(f"large model, single-row requests, {args.connections} connections (wrk)")
-    for name, result in single.items():
-        print(run_line(name, result, 1))
+    for name, run in single.items():
+        print(run_line(name, run, 1))
     print(f"  ours/naive {ratio(single['ours'].served_per_second, single['naive'].served_per_second)}")
     print()
     print(f"large model, {rows}-row requests, {args.batch_connections} connections (wrk)")
-    for name, result in batched.items():
-        print(run_line(name, result, rows))
+    for name, run in batched.items():
+        print(run_line(name, run, rows))
     sizes = [1, rows]
     calls = ceiling(model_dir, 128, sizes, seconds=max(2.0, args.seconds / 3))
     print("  in-process ceiling (model calls, no HTTP; separate process): "
