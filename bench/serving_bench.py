@@ -115,8 +115,8 @@ class Server:
             time.sleep(0.5)
         raise SystemExit(f"{self.name} did not become ready in {timeout}s")
 
-    def rss_mib(self) -> list[tuple[str, float]]:
-        """Peak RSS (VmHWM) of every process of the server (its process tree), with its role."""
+    def processes(self) -> list[tuple[int, str]]:
+        """Every process of the server (its process tree, and hello+ipc's model process) with its role."""
         parents: dict[int, int] = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
@@ -130,18 +130,40 @@ class Server:
             children = [pid for pid, parent in parents.items() if parent == current]
             tree += children
             frontier += children
-        peaks = []
+        if self.helper is not None:
+            tree.append(self.helper.pid)
+        found = []
         for pid in tree:
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found.append((pid, role(command, pid == self.process.pid, parents.get(pid) == self.process.pid)))
+        return found
+
+    def rss_mib(self) -> list[tuple[str, float]]:
+        """Peak RSS (VmHWM) of every process of the server, with its role."""
+        peaks = []
+        for pid, role_name in self.processes():
+            try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 continue
             kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-            peaks.append(
-                (role(command, pid == self.process.pid, parents.get(pid) == self.process.pid), kib / 1024)
-            )
+            peaks.append((role_name, kib / 1024))
         return peaks
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by the server's processes, summed by role."""
+        tick = os.sysconf("SC_CLK_TCK")
+        used: dict[str, float] = {}
+        for pid, role_name in self.processes():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[role_name] = used.get(role_name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return used
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -205,7 +227,8 @@ class Peers:
         if name == "ours" or name.startswith("ours+"):
             return [str(bin_dir / "modelservice-runtime"), f"--model_name={model_dir.parent.name}",
                     f"--model_base_path={model_dir.parent}", f"--rest_api_port={port}",
-                    "--rest_api_host=127.0.0.1", "--drain_seconds=0", *self.args.ours_flag,
+                    "--rest_api_host=127.0.0.1", "--drain_seconds=0", f"--port={loadgen.free_port()}",
+                    *self.args.ours_flag,
                     *self.guard_flags(name)]  # fmt: skip
         raise ValueError(name)
 
@@ -268,7 +291,21 @@ def closed(server: Server, model_dir: Path, rows: int, features: int, connection
     url = f"{server.base}/v1/models/{model_dir.parent.name}:predict"
     payload = body(rows, features)
     wrk.run(url, payload, connections, args.warmup, authorization=server.authorization)
-    return wrk.run(url, payload, connections, args.seconds, authorization=server.authorization)
+    before, stolen = server.cpu_seconds(), steal()
+    result = wrk.run(url, payload, connections, args.seconds, authorization=server.authorization)
+    after, result.steal = server.cpu_seconds(), steal() - stolen
+    if result.ok:
+        result.cpu_per_request = {
+            name: (used - before.get(name, 0.0)) / result.ok for name, used in after.items() if used > 0
+        }
+    return result
+
+
+def steal() -> float:
+    """CPU seconds this VM's cores have waited for the host so far (``steal`` in /proc/stat): when it
+    grows during a run, the host was busy and that run is slower for it."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def run_line(label: str, result: wrk.Run, rows: int, ceiling_rps: float | None = None) -> str:
@@ -433,7 +470,20 @@ def rounds_line(name: str, runs: list[wrk.Run], ceiling_rps: float | None = None
         run_line(name, median_run(runs), 1, ceiling_rps)
         + "  runs "
         + "/".join(f"{run.served_per_second:.0f}" for run in runs)
+        + "  steal "
+        + "/".join(f"{run.steal / (run.seconds * (os.cpu_count() or 1)):.0%}" for run in runs)
     )
+
+
+CPU_ROLES = ("http worker", "server", "model process")
+
+
+def cpu_line(name: str, runs: list[wrk.Run]) -> str:
+    """The CPU each served request cost the server's processes in its median run, by role (the gunicorn
+    master and our supervisor use next to none)."""
+    cpu = median_run(runs).cpu_per_request
+    parts = [f"{r} {cpu[r] * 1e6:4.0f} us" for r in CPU_ROLES if cpu.get(r, 0.0) * 1e6 >= 0.5]
+    return f"  {name:<12} {sum(cpu.values()) * 1e6:5.0f} us: " + ", ".join(parts)
 
 
 def run_small(peers: Peers, model_dir: Path, args: argparse.Namespace) -> list[str]:
@@ -449,6 +499,9 @@ def run_small(peers: Peers, model_dir: Path, args: argparse.Namespace) -> list[s
         hello_rps = median_run(runs["hello"]).served_per_second
         for name in servers:
             print(rounds_line(name, runs[name], hello_rps))
+        print("  CPU per served request, by process role (median runs; /proc/<pid>/stat)")
+        for name in servers:
+            print(cpu_line(name, runs[name]))
         many = closed(servers["ours"], model_dir, 1, 32, args.many_connections, args)
         print(run_line(f"ours c{args.many_connections}", many, 1, hello_rps), flush=True)
         for name in ("naive", "kserve", "ours"):
@@ -477,6 +530,9 @@ def run_guards(peers: Peers, model_dir: Path, args: argparse.Namespace) -> None:
         runs = in_rounds(servers, model_dir, args)
     for name in GUARDS:
         print(rounds_line(name, runs[name]), flush=True)
+    print("  CPU per served request, by process role (median runs)")
+    for name in GUARDS:
+        print(cpu_line(name, runs[name]))
     print("  " + ", ".join(f"{name.removeprefix('ours+')} {per_round(runs[name], runs['ours'])}"
                            for name in GUARDS[1:]) + " of ours without guards")  # fmt: skip
 

@@ -48,6 +48,9 @@ class Run:
     socket_errors: int = 0
     p50: float = 0.0
     p99: float = 0.0
+    # CPU seconds the server's processes spent per served request, by role (serving_bench fills it in)
+    cpu_per_request: dict[str, float] = field(default_factory=dict)
+    steal: float = 0.0  # CPU seconds the VM waited for its host during the run (serving_bench)
 
     @property
     def ok(self) -> int:
