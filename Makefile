@@ -49,7 +49,7 @@ images: venv
 	@scripts/images.sh
 	@$(PY) -m tests.cluster.harness load-images
 
-## bench: the runtime side by side with the Flask ceiling, a naive Flask server and KServe (about 5 minutes;
+## bench: the runtime side by side with the Flask ceiling, a naive Flask server and KServe (about 12 minutes;
 ##        scripts/bench-deps.sh installs wrk and builds .venv-kserve first; see README)
 bench: venv
 	@scripts/bench-deps.sh
