@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -23,6 +25,18 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The server's JSON log lines, parsed (lines that are not JSON objects are left out)."""
+        entries = []
+        for line in self.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Ready: the model process has loaded every model (the workers ask it)."""
