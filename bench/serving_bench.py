@@ -14,10 +14,11 @@ On the same SavedModels and machine it starts
 and drives each with wrk (closed loop, keep-alive; only 2xx answers count as served), then prints
 ratios. On the small model the servers run at once, side by side, and are measured in ``--rounds``
 rounds of each in turn; each ratio is the median of the rounds' ratios, because this machine's speed
-drifts by tens of percent over minutes (the guards below are measured the same way). Two models: a small dense one (32 -> 256 -> 256 -> 10, single-row requests, the case of most
-online tabular models) and a large one (128 -> 4096 x 3 -> 10, where batching pays), with the in-process
-ceiling of the large one (model calls per second, no HTTP), an open-loop overload run at twice each
-server's throughput, and the RSS of every process.
+drifts by tens of percent over minutes (the guards are measured the same way). Two models: a small
+dense one (32 -> 256 -> 256 -> 10, single-row requests, the case of most online tabular models) and a
+large one (128 -> 4096 x 3 -> 10, where batching pays), with the in-process ceiling of the large one
+(model calls per second, no HTTP), an open-loop overload run at twice each server's throughput, and the
+RSS of every process.
 """
 
 from __future__ import annotations
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load before each run")
     parser.add_argument("--connections", type=int, default=32, help="connections of the single-row runs")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of the small model's side-by-side runs (each server once a round)")  # fmt: skip
+                        help="rounds of the side-by-side runs: the small model's peers, the guards (each server once a round)")  # fmt: skip
     parser.add_argument("--many-connections", type=int, default=128, help="the many-clients run")
     parser.add_argument("--batch-rows", type=int, default=64, help="rows per request in the batch runs")
     parser.add_argument("--batch-connections", type=int, default=8, help="connections of the batch runs")
