@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,11 +62,25 @@ def initialize(uri: str, dest: Path, env: dict[str, str] | None = None) -> subpr
     )  # fmt: skip
 
 
+def wait_available(url: str, version: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = requests.get(f"{url}/v1/models/half_plus_two/versions/{version}", timeout=5)
+        if status.ok and status.json()["model_version_status"][0]["state"] == "AVAILABLE":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"version {version} not AVAILABLE in {timeout}s: {status.text}")
+
+
 def predict(base: Path, tmp_path: Path, body: dict[str, object], version: int | None = None) -> object:
     server = start_server(tmp_path, "--model_name=half_plus_two", f"--model_base_path={base}",
                           "--model_version_policy=all", "--workers=1")  # fmt: skip
     try:
         server.wait_ready()
+        if version:
+            # Ready means every model has a version AVAILABLE; with --model_version_policy=all the
+            # others may still be loading.
+            wait_available(server.url, version)
         path = (
             f"/v1/models/half_plus_two/versions/{version}:predict"
             if version
