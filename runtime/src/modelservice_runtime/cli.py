@@ -190,8 +190,9 @@ class Supervisor:
 
 
 def _port_free(host: str, port: int) -> bool:
-    """Whether the model process will be able to bind the gRPC port (checked before it starts, so a taken
-    port is one clear error instead of a model process restarting forever)."""
+    """Whether the port can be bound: checked before anything starts, so that a taken port is one clear
+    error instead of a model process (gRPC) or HTTP workers (REST) restarting forever. The probe does
+    not set SO_REUSEPORT, so it also fails on a port that another runtime's workers share."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -214,6 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"modelservice-runtime: --port={config.grpc_port} (gRPC) is already in use on {config.rest_api_host}; "
             "pick another port or --port=0 to serve REST only",
+            file=sys.stderr,
+        )
+        return 2
+    # Each HTTP worker binds the REST port itself (SO_REUSEPORT, gunicorn_conf.py), after the fork.
+    if not _port_free(config.rest_api_host, config.rest_api_port):
+        print(
+            f"modelservice-runtime: --rest_api_port={config.rest_api_port} (REST) is already in use on "
+            f"{config.rest_api_host}; pick another port",
             file=sys.stderr,
         )
         return 2

@@ -87,6 +87,14 @@ def settings(config: RuntimeConfig) -> dict[str, Any]:
         "worker_class": DrainingThreadWorker,
         "workers": config.workers,
         "threads": config.threads,
+        # Each worker listens on its own SO_REUSEPORT socket (Gunicorn 27 opens them after the fork),
+        # so the kernel spreads new connections over the workers by their addresses. On one shared
+        # socket the workers race to accept, and kept-alive connections opened at once (a client's
+        # pool, a proxy) can all land on one worker, whose GIL then caps the pod while the other
+        # cores idle: `make bench` caught splits of 32 connections as 32/0, 31/1 and 28/4, at 40-60%
+        # of the throughput of an even split. The cost: connections still in the backlog of a worker
+        # that exits (a crash, a timeout) are reset instead of going to another worker.
+        "reuse_port": True,
         # The app is created in each worker after the fork; no worker imports TensorFlow.
         "preload_app": False,
         # -- Timeouts ---------------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -180,6 +184,72 @@ def test_requests_on_every_worker_reach_the_model_process(served: tuple[Server, 
         if pids == workers:
             break
     assert pids == workers
+
+
+def tcp_sockets(pid: int, port: int, state: str) -> dict[int, int]:
+    """The pid's TCP sockets on local ``port`` in ``state`` (/proc/net/tcp's hex code: 0A listening,
+    01 established): inode -> the remote port."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, st, inode = fields[1], fields[2], fields[3], int(fields[9])
+            if st == state and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                found[inode] = int(remote.rsplit(":", 1)[1], 16)
+    return found
+
+
+def test_connections_opened_at_once_are_spread_over_the_workers(served: tuple[Server, Path]) -> None:
+    """Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads connections over
+    them. On one shared socket the workers race to accept, and a pool's connections opened at once can
+    all land on one worker, which then serves the pool alone."""
+    server, _ = served
+    tree = server.processes()
+    port = int(server.url.rsplit(":", 1)[1])
+    listening = {pid: set(tcp_sockets(pid, port, "0A")) for pid in tree["master"] + tree["workers"]}
+    assert all(len(listening[pid]) == 1 for pid in tree["workers"]), listening
+    assert len(set().union(*(listening[pid] for pid in tree["workers"]))) == len(tree["workers"])
+    assert not listening[tree["master"][0]]
+
+    pool = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(24)]
+    try:
+        for conn in pool:
+            conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: modelservice\r\n\r\n")
+        for conn in pool:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        ours = {conn.getsockname()[1] for conn in pool}
+        taken = {pid: sum(remote in ours for remote in tcp_sockets(pid, port, "01").values())
+                 for pid in tree["workers"]}  # fmt: skip
+    finally:
+        for conn in pool:
+            conn.close()
+    # Every connection is on a worker, and each worker has some: all 24 on one has a chance of 2^-23.
+    assert sum(taken.values()) == len(pool) and min(taken.values()) >= 1, taken
+
+
+def test_a_rest_port_already_taken_even_by_another_runtime_is_one_clear_error(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # The workers bind the port themselves with SO_REUSEPORT, which would share it silently with
+    # another process that set it too (another runtime): checked before anything starts.
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "modelservice_runtime.cli", "--rest_api_host=127.0.0.1", "--port=0",
+             f"--rest_api_port={port}", "--model_name=linear", f"--model_base_path={model_root / 'linear'}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert f"--rest_api_port={port} (REST) is already in use" in done.stderr
 
 
 def test_a_model_process_crash_fails_requests_in_flight_with_503_and_it_is_restarted(
