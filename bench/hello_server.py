@@ -1,6 +1,6 @@
 """The HTTP ceiling: Flask under Gunicorn gthread workers with no model at all.
 
-gunicorn -k gthread -w <cores> --threads 8 bench.hello_server:app
+gunicorn -k gthread -w <cores> --threads 8 --reuse-port bench.hello_server:app
 
 It reads the body and answers a fixed prediction, so what it costs is Gunicorn, Flask and a body read:
 the most any Flask-under-Gunicorn model server could serve on the machine. The bench reports each

@@ -215,7 +215,9 @@ class Peers:
         bin_dir = Path(sys.executable).parent
         cores = os.cpu_count() or 1
         if name in ("hello", "hello+ipc"):
-            return [str(bin_dir / "gunicorn"), "-k", "gthread", f"-w{cores}", "--threads=8",
+            # --reuse-port as ours (gunicorn_conf.py): each worker its own socket, so that the ceiling
+            # is not measured on a run whose connections all landed on one worker
+            return [str(bin_dir / "gunicorn"), "-k", "gthread", f"-w{cores}", "--threads=8", "--reuse-port",
                     f"--bind=127.0.0.1:{port}", "bench.hello_server:app"]  # fmt: skip
         if name == "naive":
             return [str(bin_dir / "gunicorn"), "--worker-class=sync", f"--workers={2 * cores + 1}",
