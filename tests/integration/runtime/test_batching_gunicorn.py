@@ -154,9 +154,9 @@ def test_batches_join_rows_from_requests_that_arrived_on_different_workers(
             after = batches()
             assert (after[0] - before[0], after[1] - before[1]) == (1.0, 4.0)  # one batch of 4 rows
             served_by = {
-                json.loads(line)["pid"] for line in server.log().splitlines()
-                if '"Served POST /v1/models/linear:predict' in line
-                and json.loads(line).get("request_id", "").startswith(f"r{round_}-")
+                entry["pid"] for entry in server.log_entries()
+                if entry.get("message", "").startswith("Served POST /v1/models/linear:predict")
+                and entry.get("request_id", "").startswith(f"r{round_}-")
             }  # fmt: skip
             if served_by == workers:
                 return

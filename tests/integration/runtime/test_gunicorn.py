@@ -154,8 +154,12 @@ def test_workers_share_one_model_process_that_loads_and_warms_up_once(served: tu
     tree = server.processes()
     assert len(tree["engine"]) == 1 and len(tree["master"]) == 1 and len(tree["workers"]) == 2, tree
     # Each version that loaded (one, or two once the new-version test ran) loaded once, not once per worker.
-    loads = [line for line in server.log().splitlines() if "Loaded model linear version " in line]
-    versions = {json.loads(line)["message"].split()[4] for line in loads}
+    loads = [
+        e["message"]
+        for e in server.log_entries()
+        if e.get("message", "").startswith("Loaded model linear version ")
+    ]
+    versions = {message.split()[4] for message in loads}
     assert len(loads) == len(versions) >= 1, loads
     text = requests.get(server.url + "/metrics", timeout=5).text
     assert metric(text, 'modelservice_model_loads_total{model="linear",result="success"}') == len(versions)
@@ -178,8 +182,8 @@ def test_requests_on_every_worker_reach_the_model_process(served: tuple[Server, 
                           headers={"Connection": "close"})  # fmt: skip
         assert r.status_code == 200 and len(r.json()["predictions"][0]) == 4
         pids = {
-            json.loads(line)["pid"] for line in server.log().splitlines()
-            if '"Served POST /v1/models/linear:predict with 200"' in line
+            entry["pid"] for entry in server.log_entries()
+            if entry.get("message") == "Served POST /v1/models/linear:predict with 200"
         }  # fmt: skip
         if pids == workers:
             break
