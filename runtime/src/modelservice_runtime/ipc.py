@@ -1,8 +1,11 @@
 """The local IPC between the HTTP workers and the model process: a Unix socket, one frame per message.
 
-**Framing.** A message is ``<u64 length><pickle>`` (protocol 5: a numpy array is its header plus its raw
-bytes). A small message is one ``send`` and one ``recv``; a large one is written with one ``sendmsg`` and
-read straight into one buffer. Both ends
+**Framing.** A message is ``<u64 length><pickle>`` (protocol 5). A numeric array up to 64 KiB travels as
+(dtype, shape, raw bytes) and is rebuilt with ``np.frombuffer``: numpy's own reduce goes through Python
+code that cost a one-row request 10 us of its 17 us to pickle and unpickle on the worker's side, and
+as much again on the model process's side; larger arrays and object arrays keep numpy's reduce. A small
+message is one ``send`` and one ``recv``; a large one is written with one ``sendmsg`` and read straight
+into one buffer. Both ends
 are this package, in one pod, as one user: the socket lives in a private directory (0700), so pickle's
 trust model is the process boundary we already have.
 
@@ -16,7 +19,9 @@ round trip with a one-row request costs about 40 us of CPU on both sides togethe
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import functools
+import io
 import itertools
 import logging
 import os
@@ -27,6 +32,8 @@ import struct
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from . import errors
 from .errors import DeadlineExceeded, ServingError, Unavailable
@@ -43,8 +50,34 @@ ENGINE_LOST = "The model process stopped while serving this request; retry"
 READ_TIMEOUT_S = 5.0
 
 
+SMALL_ARRAY = 64 * 1024
+_PLAIN_KINDS = frozenset("biufc")  # numbers and bools: their dtype string says all there is
+
+
+def _array(dtype: str, shape: tuple[int, ...], data: bytearray) -> np.ndarray:
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _reduce_array(array: np.ndarray) -> Any:
+    if array.nbytes <= SMALL_ARRAY and array.dtype.kind in _PLAIN_KINDS and array.dtype.fields is None:
+        # A bytearray, not bytes: the rebuilt array is writable, as numpy's own pickle makes it.
+        return _array, (array.dtype.str, array.shape, bytearray(np.ascontiguousarray(array).data))
+    return array.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+
+
+_DISPATCH = {**copyreg.dispatch_table, np.ndarray: _reduce_array}  # by exact type: subclasses keep theirs
+
+
+def dumps(message: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(message)
+    return buffer.getvalue()
+
+
 def send_message(sock: socket.socket, message: Any) -> None:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    body = dumps(message)
     if len(body) < LARGE:
         sock.sendall(_HEAD.pack(len(body)) + body)
         return
