@@ -114,7 +114,10 @@ class Pending:
         self._results: list[dict[str, np.ndarray] | None] = [None] * parts
         self._remaining = parts
         self._error: ServingError | None = None
-        self._done = threading.Event()
+        self._finished = False
+        # Only a blocking caller needs an Event; a callback caller (every request of the model process)
+        # is spared building one (a Condition and two locks) per request.
+        self._done = threading.Event() if on_done is None else None
         self._lock = threading.Lock()
         self._on_done = on_done
         self.cancelled = False
@@ -130,26 +133,33 @@ class Pending:
 
     def set_part(self, index: int, outputs: dict[str, np.ndarray]) -> None:
         with self._lock:
-            if self._done.is_set():
+            if self._finished:
                 return
             self._results[index] = outputs
             self._remaining -= 1
             if self._remaining != 0:
                 return
-            self._done.set()
+            self._finish()
         if self._on_done is not None:
             self._on_done(self._joined())
 
     def fail(self, error: ServingError) -> None:
         with self._lock:
-            if self._done.is_set():
+            if self._finished:
                 return
             self._error = error
-            self._done.set()
+            self._finish()
         if self._on_done is not None:
             self._on_done(error)
 
+    def _finish(self) -> None:
+        self._finished = True
+        if self._done is not None:
+            self._done.set()
+
     def wait(self, timeout: float | None) -> dict[str, np.ndarray]:
+        if self._done is None:
+            raise TypeError("wait() on a request that reports through its callback")
         if not self._done.wait(timeout):
             self.cancelled = True  # the scheduler drops its tasks that have not run yet
             raise DeadlineExceeded("Deadline exceeded")
@@ -351,6 +361,9 @@ class BatchScheduler:
         self.params = params
         self.clock = clock
         self._queues: dict[Any, _Queue] = {}
+        # Tasks queued per model, counted under the lock and published to the gauge once per batch taken
+        # (a multi-process gauge write per request cost the model process ~5% of its CPU).
+        self._depth: dict[str, int] = {}
         self._cond = threading.Condition()
         self._stopped = False
         self._rotation = 0
@@ -420,7 +433,7 @@ class BatchScheduler:
             except Unavailable:
                 self.metrics.BATCH_REJECTED.labels(model).inc()
                 raise
-            self.metrics.BATCH_QUEUE_DEPTH.labels(model).inc(pending.parts)
+            self._depth[model] = self._depth.get(model, 0) + pending.parts
             self._cond.notify()
         return pending
 
@@ -451,12 +464,12 @@ class BatchScheduler:
                     self._cond.wait(self._wait_time())
                 if found is None:
                     return
-            entry, batch, expired = found
+                entry, batch, expired = found
+                depth = self._depth[entry.model] - len(expired) - (len(batch.tasks) if batch else 0)
+                self._depth[entry.model] = depth
+                self.metrics.BATCH_QUEUE_DEPTH.labels(entry.model).set(depth)
             for task in expired:
                 task.pending.fail(DeadlineExceeded("Deadline exceeded"))
-            self.metrics.BATCH_QUEUE_DEPTH.labels(entry.model).dec(
-                len(expired) + (len(batch.tasks) if batch else 0)
-            )
             if batch is not None:
                 self._run(entry, batch)
 
@@ -490,6 +503,9 @@ class BatchScheduler:
             left = [t for e in self._queues.values() for b in e.queue.batches for t in b.tasks]
             for entry in self._queues.values():
                 entry.queue.batches.clear()
+            for model in self._depth:
+                self._depth[model] = 0
+                self.metrics.BATCH_QUEUE_DEPTH.labels(model).set(0)
             self._cond.notify_all()
         for task in left:
             task.pending.fail(Unavailable("The batch scheduler is shutting down"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -328,3 +329,40 @@ def test_closing_the_scheduler_answers_queued_requests_with_503() -> None:
             queued.result(5)
         release.set()
         running.result(5)
+
+
+def test_the_queue_depth_gauge_counts_the_tasks_left_waiting_when_a_batch_starts() -> None:
+    from prometheus_client import REGISTRY
+
+    started: list[int] = []
+    entered, release = threading.Semaphore(0), threading.Semaphore(0)
+
+    def runner(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started.append(int(inputs["x"][0, 0]))
+        entered.release()
+        assert release.acquire(timeout=5)
+        return {"y": inputs["x"]}
+
+    def depth() -> float | None:
+        return REGISTRY.get_sample_value("modelservice_batch_queue_depth", {"model": "depth"})
+
+    scheduler = BatchScheduler(params(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1))
+    answers: list[object] = []
+    scheduler.submit_async("k", runner, "depth", runner, rows(0, 1), None, answers.append)
+    assert entered.acquire(timeout=5)
+    for i in (1, 2, 3):  # queued behind the running batch
+        scheduler.submit_async("k", runner, "depth", runner, rows(i, 1), None, answers.append)
+    release.release()  # the first batch ends; the next one starts with two tasks still waiting
+    assert entered.acquire(timeout=5)
+    assert started == [0, 1]
+    assert depth() == 2
+    for _ in range(3):
+        release.release()
+    for _ in range(2):
+        assert entered.acquire(timeout=5)
+    deadline = time.monotonic() + 5
+    while len(answers) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(answers) == 4
+    assert depth() == 0
+    scheduler.close()
