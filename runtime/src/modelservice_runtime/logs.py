@@ -12,10 +12,37 @@ import random
 import sys
 import time
 import uuid
+from typing import Any
 
 import orjson
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+class RequestState:
+    """What the HTTP layer knows of the request being served: its id and start, and what the views learn
+    (which API, model and version; the rate-limit decision; the cache outcome) for its metrics, its
+    response headers and its access-log line. ``app.RequestBookkeeping`` makes one per request."""
+
+    __slots__ = ("api", "cache", "model", "rate", "request_id", "started", "version")
+
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.api: str | None = None
+        self.model: str | None = None
+        self.version: str | None = None
+        self.rate: Any = None  # a ratelimit.Decision
+        self.cache: str | None = None
+
+
+request_state: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
+    "request_state", default=None
+)
+
+
+def current_request() -> RequestState:
+    """The state of the request this thread serves; a detached one outside a request (what is set on it
+    goes nowhere)."""
+    return request_state.get() or RequestState("", 0.0)
 
 
 def new_request_id() -> str:
@@ -46,9 +73,9 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
-        request_id = request_id_var.get()
-        if request_id:
-            entry["request_id"] = request_id
+        state = request_state.get()
+        if state is not None and state.request_id:
+            entry["request_id"] = state.request_id
         for key in ("method", "path", "status", "duration_ms", "model", "client"):
             value = record.__dict__.get(key)
             if value is not None:
@@ -64,8 +91,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        request_id = request_id_var.get()
-        return f"{text} request_id={request_id}" if request_id else text
+        state = request_state.get()
+        return f"{text} request_id={state.request_id}" if state is not None and state.request_id else text
 
 
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
@@ -78,6 +105,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     # logging HOWTO's "Optimization" flags; the pid stays).
     logging.logThreads = False
     logging.logMultiprocessing = False
+    logging._srcfile = None  # nor the caller's file and line (a walk up the stack per record)
     # TensorFlow and Werkzeug are chatty at INFO; their warnings still come through.
     for noisy in ("tensorflow", "absl", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

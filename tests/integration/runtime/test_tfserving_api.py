@@ -474,6 +474,46 @@ def test_request_id_is_passed_through_or_created(client: FlaskClient) -> None:
     assert len(client.get("/v2/health/live").headers["X-Request-ID"]) == 32
 
 
+def test_each_request_gets_one_access_log_line_carrying_its_id_model_and_status(client: FlaskClient) -> None:
+    import logging
+
+    from modelservice_runtime.logs import JsonFormatter
+
+    lines: list[dict[str, object]] = []
+
+    class Lines(logging.Handler):  # formats as the runtime's handler does: while the request is served
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(JsonFormatter().format(record)))
+
+    access = logging.getLogger("modelservice_runtime.access")
+    handler, level = Lines(), access.level
+    access.addHandler(handler)
+    access.setLevel("INFO")
+    try:
+        response = client.post(
+            "/v1/models/linear/versions/1:predict",
+            data=json.dumps({"instances": [[1.0, 2.0, 3.0, 4.0]]}),
+            content_type="application/json",
+            headers={"X-Request-ID": "trace-7"},
+        )
+        client.post("/v1/models/nosuchmodel:predict", data="{}", content_type="application/json")
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "trace-7"
+    assert [line["message"] for line in lines] == [
+        "Served POST /v1/models/linear/versions/1:predict with 200",
+        "Served POST /v1/models/nosuchmodel:predict with 404",
+    ]
+    first, second = lines
+    assert first["request_id"] == "trace-7"
+    assert first["model"] == "linear" and first["status"] == 200 and first["method"] == "POST"
+    assert first["path"] == "/v1/models/linear/versions/1:predict"
+    assert first["duration_ms"] > 0
+    assert len(second["request_id"]) == 32 and second["request_id"] != "trace-7"
+
+
 # ---------------------------------------------------------------------------------- health, metrics, docs
 
 

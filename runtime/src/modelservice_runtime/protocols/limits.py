@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import current_app, request
 
+from ..logs import current_request
 from ..ratelimit import admit
 from ..security import IDENTITY_KEY
 
@@ -14,4 +15,4 @@ def enforce_rate_limit(model: str) -> None:
     if current_app.extensions.get("modelservice.rate_limited"):
         identity = request.environ.get(IDENTITY_KEY)
         client = identity.label if identity is not None else "-"
-        g.rate = admit(current_app.extensions["modelservice.dataplane"], client, model)
+        current_request().rate = admit(current_app.extensions["modelservice.dataplane"], client, model)

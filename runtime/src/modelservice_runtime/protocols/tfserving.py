@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
 from .. import metrics
 from ..client import EngineClient
 from ..errors import FailedPrecondition, InvalidArgument
+from ..logs import current_request
 from ..response_cache import request_digest
 from . import tensors
 from .limits import enforce_rate_limit
@@ -126,7 +127,8 @@ def _decoded(arg: str | None) -> str | None:
 @blueprint.route("/V1/<path:rest>", methods=["GET", "POST", "OPTIONS"])
 def dispatch(rest: str) -> Response:
     path = raw_path()
-    g.api = "v1"
+    state = current_request()
+    state.api = "v1"
     if request.method == "OPTIONS":
         # TF Serving answers a CORS preflight itself: empty 200 when an http(s) Origin is present.
         if re.search(r"https?://", request.headers.get("Origin", "")):
@@ -135,7 +137,7 @@ def dispatch(rest: str) -> Response:
     info = parse_model_info(request.method, path)
     if info is not None and request.method == "POST":
         name, version, label = info.model_name, info.model_version, info.model_version_label
-        g.model, g.api = name, info.method.lower()
+        state.model, state.api = name, info.method.lower()
         enforce_rate_limit(name)
         # The method as written: ":PREDICT" matches the case-insensitive regex but no method.
         if info.method == "predict":
@@ -146,15 +148,15 @@ def dispatch(rest: str) -> Response:
         name, version, label = info.model_name, info.model_version, info.model_version_label
         if not name:
             if version is None and label is None and not info.model_subresource:
-                g.api = "list"
+                state.api = "list"
                 return _list_models()  # ours (KServe V1's list): TF Serving says "Missing model name"
             raise InvalidArgument("Missing model name in request.")
-        g.model = name
+        state.model = name
         enforce_rate_limit(name)
         if info.model_subresource == "metadata":
-            g.api = "metadata"
+            state.api = "metadata"
             return _metadata(name, version, label)
-        g.api = "status"
+        state.api = "status"
         return _status(name, version, label)
     raise InvalidArgument(f"Malformed request: {request.method} {path}")
 
@@ -172,7 +174,7 @@ def _predict(name: str, version: int | None, label: str | None) -> Response:
 
     def input_specs(signature_name: str) -> dict[str, tensors.TensorSpec]:
         holder["model"] = model = plane.model(name, version, label)
-        g.version = str(model.version)
+        current_request().version = str(model.version)
         specs: dict[str, tensors.TensorSpec] = model.input_specs(signature_name)
         return specs
 
@@ -182,9 +184,9 @@ def _predict(name: str, version: int | None, label: str | None) -> Response:
         # A hit skips decoding, the model and encoding: the body this request's twin got from the version
         # the request resolves to now (the model process resolves it, and keys by it).
         resolved, cached = plane.cache_get(CACHE_API, name, version, label, signature, digest)
-        g.version = str(resolved)
+        current_request().version = str(resolved)
         metrics.CACHE_REQUESTS.labels(name, "hit" if cached is not None else "miss").inc()
-        g.cache = "hit" if cached is not None else "miss"
+        current_request().cache = "hit" if cached is not None else "miss"
         if cached is not None:
             return json_response(cached.decode("utf-8"))
     may_have_bools = b"true" in body or b"false" in body
@@ -204,7 +206,7 @@ def _predict_upload(name: str, version: int | None, label: str | None) -> Respon
     signature_name = request.form.get("signature_name", "")
     plane = dataplane()
     model = plane.model(name, version, label)
-    g.version = str(model.version)
+    current_request().version = str(model.version)
     specs = model.input_specs(signature_name)
     string_inputs = [s for s in specs.values() if s.dtype == tensors.DT_STRING]
     if len(specs) != 1 or not string_inputs:
@@ -233,10 +235,10 @@ def _classify_or_regress(name: str, version: int | None, label: str | None, meth
     # The examples are built where TensorFlow's protos are: in the model process.
     if method == "classify":
         served, results = plane.classify(name, version, label, doc)
-        g.version = str(served)
+        current_request().version = str(served)
         return json_response(tensors.encode_classification(results))
     served, values = plane.regress(name, version, label, doc)
-    g.version = str(served)
+    current_request().version = str(served)
     return json_response(tensors.encode_regression(values))
 
 
@@ -249,7 +251,7 @@ def _status(name: str, version: int | None, label: str | None) -> Response:
 
 def _metadata(name: str, version: int | None, label: str | None) -> Response:
     served, text = dataplane().tfs_metadata(name, version, label)
-    g.version = str(served)
+    current_request().version = str(served)
     return json_response(text)
 
 

@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from .. import __version__
 from ..client import EngineClient
 from ..errors import InvalidArgument, NotFound
+from ..logs import current_request
 from . import tensors
 from .limits import enforce_rate_limit
 from .rapidjson import parse_json_body
@@ -94,13 +95,14 @@ def model_route(rest: str) -> Response:
     if not match:
         raise NotFound(f"No such endpoint: {request.method} {request.path}")
     name, version_text, action = match.groups()
-    g.model, g.api = name, "v2"
+    state = current_request()
+    state.model, state.api = name, "v2"
     enforce_rate_limit(name)
     version = _version(version_text)
     if action == "/infer":
         if request.method != "POST":
             raise MethodNotAllowed(valid_methods=["POST"])
-        g.api = "infer"
+        state.api = "infer"
         return _infer(name, version)
     if request.method != "GET":
         raise MethodNotAllowed(valid_methods=["GET"])
@@ -126,7 +128,7 @@ def _tensor_metadata(specs: Mapping[str, tensors.TensorSpec]) -> list[dict[str, 
 def _model_metadata(name: str, version: int | None) -> Response:
     plane = dataplane()
     model = plane.model(name, version, None)
-    g.version = str(model.version)
+    current_request().version = str(model.version)
     available = plane.available().get(name, [])
     return _json(
         {
@@ -382,7 +384,7 @@ def _infer(name: str, version: int | None) -> Response:
     header = parse_json_body(header_bytes)
     plane = dataplane()
     model = plane.model(name, version, None)
-    g.version = str(model.version)
+    current_request().version = str(model.version)
     if not isinstance(header, dict):
         raise InvalidArgument("The inference request must be a JSON object")
     signature = parameters_of(header, "the request").get("signature_name", "")
