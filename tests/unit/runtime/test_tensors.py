@@ -127,6 +127,25 @@ def test_row_response_rejects_scalar_and_mismatched_batch_outputs() -> None:
         t.encode_predict_response({"a": np.zeros(2), "b": np.zeros(3)}, t.Format.ROW)
 
 
+ONE_OUTPUT = {
+    "float32 rows": np.array([[0.1, 1e-7, -3.0], [np.nan, np.inf, -np.inf]], dtype=np.float32),
+    "float64 rows": np.array([[0.1], [2.0]], dtype=np.float64),
+    "one row of ten": np.linspace(0, 1, 10, dtype=np.float32).reshape(1, 10),
+    "a vector of ints": np.array([1, -2, 3], dtype=np.int64),
+    "uint8 images": np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3),
+    "bools": np.array([[True], [False]]),
+    "strings": np.array([[b"caf\xc3\xa9", b"a\x01"]], dtype=object),
+}
+
+
+@pytest.mark.parametrize("name", ONE_OUTPUT)
+def test_a_single_row_output_is_written_as_the_pretty_writer_writes_it(name: str) -> None:
+    outputs = {"y": ONE_OUTPUT[name]}
+    fast = t.encode_predict_response(outputs, t.Format.ROW)
+    assert fast == t.write_predict_response(outputs, t.Format.ROW)
+    assert fast.startswith('{\n    "predictions": [')
+
+
 def test_columnar_scalar_output_is_a_bare_value() -> None:
     assert t.encode_predict_response({"y": np.float32(1.5)}, t.Format.COLUMNAR) == '{\n    "outputs": 1.5\n}'
 

@@ -508,6 +508,18 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], fmt: Format) -> s
     if not outputs:
         raise InvalidArgument("Cannot convert empty tensor map to JSON")
     outputs = {name: _as_array(value) for name, value in outputs.items()}
+    if fmt is Format.ROW and len(outputs) == 1:
+        ((name, array),) = outputs.items()
+        if array.ndim and array.shape[0] and not _is_bytes_output(name, array):
+            # The common answer (one output, a batch of rows) as the writer below would write it, without
+            # the writer: rows of single-line arrays joined by ", ", the array closed on its own line.
+            text, _ = _single_line(_value_texts(array, False), array.shape, 0)
+            return '{\n    "predictions": ' + text[:-1] + "\n    ]\n}"
+    return write_predict_response(outputs, fmt)
+
+
+def write_predict_response(outputs: Mapping[str, np.ndarray], fmt: Format) -> str:
+    """``encode_predict_response`` through the pretty writer, whatever the outputs."""
     names = sorted(outputs)
     writer = PrettyWriter()
     writer.start_object()
