@@ -79,6 +79,21 @@ def test_concurrent_clients_each_get_their_own_rows_back(served: tuple[Server, P
     assert errors == []
 
 
+def test_a_chunked_body_is_served_and_held_to_the_size_limit(served: tuple[Server, Path]) -> None:
+    server, _ = served
+    url = server.url + "/v1/models/linear/versions/1:predict"
+
+    def chunks(body: bytes, size: int) -> Iterator[bytes]:  # a generator: requests sends it chunked
+        yield from (body[i : i + size] for i in range(0, len(body), size))
+
+    r = requests.post(url, data=chunks(json.dumps({"instances": [[1, 2, 3, 4]]}).encode(), 7))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": [[1.0, 2.0, 3.0, 4.0]]}
+    r = requests.post(url, data=chunks(b"x" * (65 * 1024 * 1024), 1024 * 1024))
+    assert r.status_code == 413, r.text
+    assert "--max_request_bytes" in r.json()["error"]
+
+
 def test_bad_requests_over_http_are_4xx_json(served: tuple[Server, Path]) -> None:
     server, _ = served
     r = requests.post(
@@ -86,7 +101,9 @@ def test_bad_requests_over_http_are_4xx_json(served: tuple[Server, Path]) -> Non
     )
     assert r.status_code == 400 and "JSON Parse error" in r.json()["error"]
     r = requests.post(server.url + "/v1/models/linear:predict", data=b"x" * (65 * 1024 * 1024))
-    assert r.status_code == 413
+    assert r.status_code == 413 and "--max_request_bytes" in r.json()["error"]
+    r = requests.post(server.url + "/v2/models/linear/infer", data=b"x" * (65 * 1024 * 1024))
+    assert r.status_code == 413 and "--max_request_bytes" in r.json()["error"]
 
 
 def test_metrics_are_merged_across_workers(served: tuple[Server, Path]) -> None:

@@ -22,7 +22,7 @@ from ..errors import FailedPrecondition, InvalidArgument
 from ..logs import current_request
 from ..response_cache import request_digest
 from . import tensors
-from .limits import enforce_rate_limit
+from .limits import enforce_rate_limit, request_body
 from .rapidjson import parse_json_body, value_to_string
 
 blueprint = Blueprint("tfserving", __name__)
@@ -167,7 +167,7 @@ def dispatch(rest: str) -> Response:
 def _predict(name: str, version: int | None, label: str | None) -> Response:
     if request.mimetype == "multipart/form-data":
         return _predict_upload(name, version, label)
-    body = request.get_data(cache=False)
+    body = request_body()
     doc = parse_json_object(body)
     plane = dataplane()
     holder: dict[str, Any] = {}
@@ -230,7 +230,7 @@ def _predict_upload(name: str, version: int | None, label: str | None) -> Respon
 
 
 def _classify_or_regress(name: str, version: int | None, label: str | None, method: str) -> Response:
-    doc = parse_json_object(request.get_data(cache=False))
+    doc = parse_json_object(request_body())
     plane = dataplane()
     # The examples are built where TensorFlow's protos are: in the model process.
     if method == "classify":

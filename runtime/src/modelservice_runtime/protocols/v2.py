@@ -31,7 +31,7 @@ from ..client import EngineClient
 from ..errors import InvalidArgument, NotFound
 from ..logs import current_request
 from . import tensors
-from .limits import enforce_rate_limit
+from .limits import enforce_rate_limit, request_body
 from .rapidjson import parse_json_body
 
 blueprint = Blueprint("v2", __name__)
@@ -155,7 +155,7 @@ def parameters_of(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _split_body() -> tuple[bytes, memoryview]:
-    body = request.get_data(cache=False)
+    body = request_body()
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is None:
         return body, memoryview(b"")
