@@ -9,7 +9,9 @@ what they mean there:
 - ``max_batch_size``: no model call sees more rows (a larger request is split across batches and its
   outputs are joined again, like TF Serving's large-batch splitting).
 - ``batch_timeout_micros``: a batch that is not full is run at the latest this long after its first task
-  arrived; 0 runs whatever is queued as soon as a batch thread is free.
+  arrived; 0 runs whatever is queued as soon as a batch thread is free and no other batch of the same
+  queue is running (ours: the requests that arrive meanwhile join it, instead of a few rows running
+  on a second thread at a model call's full fixed cost; full batches still run side by side).
 - ``max_enqueued_batches``: the queue bound, in batches. A request that would need more answers at once
   with UNAVAILABLE (503) "The batch scheduling queue to which this task was submitted is full", instead of
   queueing without bound.
@@ -225,6 +227,7 @@ class BatchQueue:
     def __init__(self, params: BatchingParameters) -> None:
         self.params = params
         self.batches: collections.deque[Batch] = collections.deque()
+        self.running = 0  # batches taken and not finished yet
 
     @property
     def enqueued_tasks(self) -> int:
@@ -259,7 +262,21 @@ class BatchQueue:
             batch.size += rows
         return pending
 
+    def _gathering(self, batch: Batch) -> bool:
+        """With timeout 0, the open batch waits while a batch of this queue runs: it gathers whatever
+        arrives meanwhile. (On 2 cores, side by side: +11% served on a small model with 7-9 rows per
+        batch instead of 5-6, the same on a large one; two threads on one model's trickle of requests
+        only halved the batches.)"""
+        return (
+            self.running > 0
+            and self.params.timeout_s == 0
+            and batch is self.batches[-1]
+            and batch.size < self.params.max_batch_size
+        )
+
     def _ready(self, batch: Batch, now: float) -> bool:
+        if self._gathering(batch):
+            return False
         return (
             batch is not self.batches[-1]
             or batch.size >= self.params.max_batch_size
@@ -271,12 +288,15 @@ class BatchQueue:
         if not self.batches:
             return None
         first = self.batches[0]
+        if self._gathering(first):
+            return None  # ready when the running batch finishes, not at a time
         if first is not self.batches[-1] or first.size >= self.params.max_batch_size:
             return first.opened_at
         return first.opened_at + self.params.timeout_s
 
     def take(self, now: float) -> tuple[Batch | None, list[Task]]:
-        """The first batch if it is ready, and the tasks dropped from it because their deadline passed."""
+        """The first batch if it is ready, and the tasks dropped from it because their deadline passed;
+        a batch taken counts as running until ``finished()``."""
         while self.batches and self._ready(self.batches[0], now):
             batch = self.batches.popleft()
             live = [t for t in batch.tasks if not t.pending.expired(now)]
@@ -284,10 +304,15 @@ class BatchQueue:
             if live:
                 batch.tasks = live
                 batch.size = sum(t.size for t in live)
+                self.running += 1
                 return batch, expired
             if expired:
                 return None, expired
         return None, []
+
+    def finished(self) -> None:
+        """A batch taken from this queue has run."""
+        self.running -= 1
 
 
 # --------------------------------------------------------------------------------- merge and split
@@ -434,7 +459,8 @@ class BatchScheduler:
                 self.metrics.BATCH_REJECTED.labels(model).inc()
                 raise
             self._depth[model] = self._depth.get(model, 0) + pending.parts
-            self._cond.notify()
+            if entry.queue.next_ready_at() is not None:  # a gathering queue: the running batch's thread
+                self._cond.notify()  # takes it next, so waking an idle one would only put it back to sleep
         return pending
 
     def _next(self) -> tuple[_Queue, Batch | None, list[Task]] | None:
@@ -471,7 +497,11 @@ class BatchScheduler:
             for task in expired:
                 task.pending.fail(DeadlineExceeded("Deadline exceeded"))
             if batch is not None:
-                self._run(entry, batch)
+                try:
+                    self._run(entry, batch)
+                finally:
+                    with self._cond:
+                        entry.queue.finished()  # its gathering batch is ready now: this thread takes it
 
     def _run(self, entry: _Queue, batch: Batch) -> None:
         now = self.clock()

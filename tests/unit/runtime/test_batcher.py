@@ -91,6 +91,40 @@ def test_zero_timeout_runs_whatever_is_queued_when_a_thread_asks() -> None:
     assert batch is not None and batch.size == 3
 
 
+def test_with_zero_timeout_a_partial_batch_gathers_while_the_queue_has_one_running() -> None:
+    queue = BatchQueue(params(batch_timeout_micros=0, max_batch_size=8))
+    queue.submit(rows(0, 1), None, now=0.0)
+    running, _ = queue.take(0.0)
+    assert running is not None and running.size == 1
+    for i in range(1, 4):
+        queue.submit(rows(i, 1), None, now=0.0)
+        assert queue.take(5.0)[0] is None  # no time makes it ready: the running batch's end does
+        assert queue.next_ready_at() is None
+    queue.finished()
+    gathered, _ = queue.take(5.0)
+    assert gathered is not None and gathered.size == 3
+
+
+def test_a_full_batch_runs_beside_a_running_one() -> None:
+    queue = BatchQueue(params(batch_timeout_micros=0, max_batch_size=2))
+    queue.submit(rows(0, 1), None, now=0.0)
+    assert queue.take(0.0)[0] is not None
+    queue.submit(rows(1, 2), None, now=0.0)
+    full, _ = queue.take(0.0)
+    assert full is not None and full.size == 2
+    assert queue.running == 2
+
+
+def test_a_timeout_still_bounds_the_wait_while_a_batch_runs() -> None:
+    queue = BatchQueue(params(batch_timeout_micros=1000))
+    queue.submit(rows(0, 1), None, now=0.0)
+    assert queue.take(0.001)[0] is not None
+    queue.submit(rows(1, 1), None, now=0.002)
+    assert queue.next_ready_at() == pytest.approx(0.003)
+    second, _ = queue.take(0.003)
+    assert second is not None and second.size == 1
+
+
 def test_incompatible_shapes_go_into_separate_batches() -> None:
     queue = BatchQueue(params())
     queue.submit(rows(0, 1, width=2), None, now=0.0)
@@ -366,3 +400,29 @@ def test_the_queue_depth_gauge_counts_the_tasks_left_waiting_when_a_batch_starts
     assert len(answers) == 4
     assert depth() == 0
     scheduler.close()
+
+
+def test_requests_that_arrive_while_a_model_call_runs_share_the_next_call_on_any_thread_count() -> None:
+    runner, entered, release = blocking_runner()
+    sizes: list[int] = []
+
+    def counting(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sizes.append(int(inputs["x"].shape[0]))
+        return runner(inputs)
+
+    scheduler = BatchScheduler(params(batch_timeout_micros=0, max_batch_size=100, num_batch_threads=2))
+    answers: list[object] = []
+    scheduler.submit_async("k", counting, "m", counting, rows(0, 1), None, answers.append)
+    assert entered.wait(5)
+    entered.clear()
+    for i in range(1, 6):  # the second batch thread is free, but leaves these to gather
+        scheduler.submit_async("k", counting, "m", counting, rows(i, 1), None, answers.append)
+    assert not entered.wait(0.2)
+    assert sizes == [1]
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(answers) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    scheduler.close()
+    assert sizes == [1, 5]
+    assert len(answers) == 6
