@@ -2,8 +2,8 @@
 
 **Framing.** A message is ``<u64 length><pickle>`` (protocol 5). A numeric array up to 64 KiB travels as
 (dtype, shape, raw bytes) and is rebuilt with ``np.frombuffer``: numpy's own reduce goes through Python
-code that cost a one-row request 10 us of its 17 us to pickle and unpickle on the worker's side, and
-as much again on the model process's side; larger arrays and object arrays keep numpy's reduce. A small
+code that cost a one-row request about 9 of its 14 us to pickle and unpickle on the worker's side,
+and as much again on the model process's side; larger arrays and object arrays keep numpy's reduce. A small
 message is one ``send`` and one ``recv``; a large one is written with one ``sendmsg`` and read straight
 into one buffer. Both ends
 are this package, in one pod, as one user: the socket lives in a private directory (0700), so pickle's

@@ -94,6 +94,26 @@ def test_a_chunked_body_is_served_and_held_to_the_size_limit(served: tuple[Serve
     assert "--max_request_bytes" in r.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "framing, body",
+    [("Content-Length: 1000", b'{"instances": '), ("Transfer-Encoding: chunked", b'3e8\r\n{"instances": ')],
+    ids=["content-length", "chunked"],
+)
+def test_a_client_that_stops_sending_mid_body_gets_400_not_500(
+    served: tuple[Server, Path], framing: str, body: bytes
+) -> None:
+    server, _ = served
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = f"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n"
+        sock.sendall(head.encode() + body)
+        sock.shutdown(socket.SHUT_WR)  # the body ends long before the 1,000 bytes it announced
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:300]
+
+
 def test_bad_requests_over_http_are_4xx_json(served: tuple[Server, Path]) -> None:
     server, _ = served
     r = requests.post(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
@@ -36,13 +38,21 @@ def request_body() -> bytes:
         size = int(length)
         if limit is not None and size > limit:
             raise RequestEntityTooLarge()
-        body: bytes = environ["wsgi.input"].read(size)
+        body = _read(environ, size)
         if len(body) != size:
             raise ClientDisconnected()
         return body
     if environ.get("wsgi.input_terminated"):  # the server ends the input where the body ends (Gunicorn)
-        body = environ["wsgi.input"].read(-1 if limit is None else limit + 1)
+        body = _read(environ, -1 if limit is None else limit + 1)
         if limit is not None and len(body) > limit:
             raise RequestEntityTooLarge()
         return body
     return request.get_data(cache=False)  # a server that does not: Werkzeug's safe fallback
+
+
+def _read(environ: dict[str, Any], size: int) -> bytes:
+    try:
+        body: bytes = environ["wsgi.input"].read(size)
+    except OSError:  # the client went away mid-body (Gunicorn's NoMoreData): 400, as Werkzeug answers
+        raise ClientDisconnected() from None
+    return body
