@@ -96,10 +96,14 @@ def test_a_chunked_body_is_served_and_held_to_the_size_limit(served: tuple[Serve
 
 @pytest.mark.parametrize(
     "framing, body",
-    [("Content-Length: 1000", b'{"instances": '), ("Transfer-Encoding: chunked", b'3e8\r\n{"instances": ')],
-    ids=["content-length", "chunked"],
+    [
+        ("Content-Length: 1000", b'{"instances": '),
+        ("Transfer-Encoding: chunked", b'3e8\r\n{"instances": '),
+        ("Transfer-Encoding: chunked", b'zz\r\n{"instances": '),
+    ],
+    ids=["content-length", "chunked", "malformed chunk size"],
 )
-def test_a_client_that_stops_sending_mid_body_gets_400_not_500(
+def test_a_body_that_ends_early_or_has_bad_chunks_gets_400_not_500(
     served: tuple[Server, Path], framing: str, body: bytes
 ) -> None:
     server, _ = served
@@ -112,6 +116,7 @@ def test_a_client_that_stops_sending_mid_body_gets_400_not_500(
         while chunk := sock.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 400 "), reply[:300]
+    assert b'"error"' in reply  # a JSON error, as every other bad request gets
 
 
 def test_bad_requests_over_http_are_4xx_json(served: tuple[Server, Path]) -> None:

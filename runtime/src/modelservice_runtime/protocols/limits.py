@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from ..errors import InvalidArgument
 from ..logs import current_request
 from ..ratelimit import admit
 from ..security import IDENTITY_KEY
@@ -55,4 +57,6 @@ def _read(environ: dict[str, Any], size: int) -> bytes:
         body: bytes = environ["wsgi.input"].read(size)
     except OSError:  # the client went away mid-body (Gunicorn's NoMoreData): 400, as Werkzeug answers
         raise ClientDisconnected() from None
+    except ParseException as exc:  # Gunicorn refused the body's framing (a bad chunk size, ...)
+        raise InvalidArgument(f"Malformed request body: {exc}") from None
     return body
