@@ -111,7 +111,7 @@ def test_a_body_that_ends_early_or_has_bad_chunks_gets_400_not_500(
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         head = f"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n"
         sock.sendall(head.encode() + body)
-        sock.shutdown(socket.SHUT_WR)  # the body ends long before the 1,000 bytes it announced
+        sock.shutdown(socket.SHUT_WR)  # the body ends long before the 1,000 bytes announced (or is garbled)
         reply = b""
         while chunk := sock.recv(65536):
             reply += chunk

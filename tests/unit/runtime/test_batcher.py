@@ -62,6 +62,12 @@ def wait_until_queued(scheduler: BatchScheduler, key: object) -> None:
         threading.Event().wait(0.01)
 
 
+def wait_for_answers(answers: list[object], count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(answers) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 # ----------------------------------------------------------------------------------- flush rules
 
 
@@ -394,9 +400,7 @@ def test_the_queue_depth_gauge_counts_the_tasks_left_waiting_when_a_batch_starts
         release.release()
     for _ in range(2):
         assert entered.acquire(timeout=5)
-    deadline = time.monotonic() + 5
-    while len(answers) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_answers(answers, 4)
     assert len(answers) == 4
     assert depth() == 0
     scheduler.close()
@@ -420,9 +424,7 @@ def test_requests_that_arrive_while_a_model_call_runs_share_the_next_call_on_any
     assert not entered.wait(0.2)
     assert sizes == [1]
     release.set()
-    deadline = time.monotonic() + 5
-    while len(answers) < 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_answers(answers, 6)
     scheduler.close()
     assert sizes == [1, 5]
     assert len(answers) == 6
