@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
@@ -57,15 +57,21 @@ def blocking_runner() -> tuple[Runner, threading.Event, threading.Event]:
     return runner, entered, release
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.01)
+
+
 def wait_until_queued(scheduler: BatchScheduler, key: object) -> None:
-    while scheduler._queues[key].queue.enqueued_tasks == 0:
-        threading.Event().wait(0.01)
+    wait_until(
+        lambda: key in scheduler._queues and scheduler._queues[key].queue.enqueued_tasks > 0, "task queued"
+    )
 
 
 def wait_for_answers(answers: list[object], count: int) -> None:
-    deadline = time.monotonic() + 5
-    while len(answers) < count and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(answers) >= count, f"{count} answers")
 
 
 # ----------------------------------------------------------------------------------- flush rules
@@ -312,8 +318,7 @@ def test_a_reloaded_model_gets_its_own_queue_and_the_old_queue_still_runs() -> N
         queued_on_old = pool.submit(scheduler.submit, "k", old_model, "m", old_runner, rows(1, 1), None)
         wait_until_queued(scheduler, ("k", id(old_model)))
         on_new = pool.submit(scheduler.submit, "k", new_model, "m", new_runner, rows(2, 1), None)
-        while ("k", id(new_model)) not in scheduler._queues:
-            threading.Event().wait(0.01)
+        wait_until(lambda: ("k", id(new_model)) in scheduler._queues, "queue for the new version")
         assert ("k", id(old_model)) in scheduler._queues  # not dropped while it holds a task
         release.set()
         np.testing.assert_array_equal(queued_on_old.result(5)["y"], rows(1, 1)["x"])
