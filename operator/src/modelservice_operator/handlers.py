@@ -144,14 +144,17 @@ async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
         await memo.controller.client.close()
 
 
+# The watch handlers are coroutines so that they run on the event loop, as the reconcile workers do:
+# Kopf runs a plain function in a thread pool, where the cache, the work queue (an asyncio.Event, timer
+# handles) and the GPU inventory would be changed under the workers' feet.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def modelservice_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def modelservice_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.controller.modelservice_event(type, dict(body))
 
 
 def _register_child_watch(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels={NAME_LABEL: kopf.PRESENT}, id=f"watch-{plural}")
-    def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.child_event(type, dict(body))
 
 
@@ -160,10 +163,10 @@ for _group, _version, _plural, _kind in WATCHED_CHILDREN:
 
 
 @kopf.on.event("", "v1", "pods", id="watch-pods")
-def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.controller.pod_event(type, dict(body))
 
 
 @kopf.on.event("", "v1", "nodes", id="watch-nodes")
-def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.controller.node_event(type, dict(body))

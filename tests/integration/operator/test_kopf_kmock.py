@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from modelservice_operator import handlers  # noqa: F401  (registers the handlers)
 from modelservice_operator.api import parse_spec
+from modelservice_operator.controller import Controller
 from modelservice_operator.kube.credentials import Credentials
 from modelservice_operator.render import RenderOptions
 from modelservice_operator.render.deployment import render_deployment
@@ -208,6 +209,29 @@ async def test_status_turns_ready_from_watch_events_once_pods_are_endpoints(clus
     )
     assert condition(body, "Ready")["reason"] == "Available"
     assert body["status"]["replicaSummary"] == "2/2"
+
+
+async def test_watch_events_reach_the_controller_on_the_operators_event_loop_not_a_thread_pool(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache, the work queue and the GPU inventory belong to the loop the reconcile workers run on;
+    Kopf would run a plain-function handler in its thread pool."""
+    seen: dict[str, set[str]] = {}
+    for method in ("modelservice_event", "child_event", "pod_event", "node_event"):
+        original = getattr(Controller, method)
+
+        def recording(self: Controller, *args: Any, _original: Any = original, _name: str = method) -> None:
+            seen.setdefault(_name, set()).add(threading.current_thread().name)
+            _original(self, *args)
+
+        monkeypatch.setattr(Controller, method, recording)
+    await create(cluster, modelservice())
+    await eventually(lambda: obj(cluster, "apps/v1/deployments", deployment_name(modelservice())))
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "iris-0", "namespace": NS,
+                                                       "labels": {"serving.modelservice.io/name": "iris"}}}  # fmt: skip
+    assert (await cluster.post(f"/api/v1/namespaces/{NS}/pods", json=pod)).status < 300
+    await eventually(lambda: {"modelservice_event", "child_event", "pod_event"} <= seen.keys())
+    assert {name for names in seen.values() for name in names} == {"kopf"}, seen
 
 
 async def test_update_of_the_spec_updates_the_deployment_and_drops_the_pdb_when_alone(cluster: Any) -> None:
