@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from .metrics_source import MetricsSource
 from .naming import NAME_LABEL
 from .reconcile import BINDING_STATUS, Client, Outcome, RouteNotReady, reconcile, release_legacy_finalizer
 from .render import RenderOptions
+from .render.identity import NAMESPACE_LABEL
 from .workqueue import WorkQueue
 
 logger = logging.getLogger("modelservice_operator")
@@ -57,6 +58,21 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         # (namespace, name) of a deleted ModelService -> the runtime's ClusterRoleBinding to delete
         self.orphaned_bindings: dict[Key, str] = {}
+
+    def bindings_listed(self, bindings: Sequence[Mapping[str, Any]], existing: set[Key],
+                        namespaces: list[str]) -> list[Key]:  # fmt: skip
+        """At start: the runtime ClusterRoleBindings (ours by their labels) of ModelServices deleted while
+        no operator watched, queued for deletion as a DELETED event would have; the keys found."""
+        found = []
+        for binding in bindings:
+            labels = binding.get("metadata", {}).get("labels") or {}
+            key = (str(labels.get(NAMESPACE_LABEL, "")), str(labels.get(NAME_LABEL, "")))
+            if not all(key) or key in existing or (namespaces and key[0] not in namespaces):
+                continue
+            self.orphaned_bindings[key] = str(binding["metadata"]["name"])
+            self.queue.add(key)
+            found.append(key)
+        return found
 
     async def _delete_binding(self, key: Key) -> None:
         """The runtime's ClusterRoleBinding of a deleted ModelService (spec.runtime.auth.kubernetes);

@@ -112,6 +112,19 @@ async def prime(controller: Controller, namespaces: list[str], logger: logging.L
         except KubeError as exc:
             logger.warning("Could not list Pods to prime the cache: %s", exc)
     try:
+        # Listed before the ModelServices: a binding seen belongs to a ModelService created before it.
+        bindings = await client.list("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, NAME_LABEL)
+        existing: set[tuple[str, str]] = set()
+        for namespace in scopes:
+            for ms in await client.list(_api_version(GROUP, VERSION), "ModelService", namespace):
+                existing.add((ms["metadata"]["namespace"], ms["metadata"]["name"]))
+        for key in controller.bindings_listed(bindings, existing, namespaces):
+            logger.info(
+                "ModelService %s/%s was deleted while no operator ran: deleting its ClusterRoleBinding", *key
+            )
+    except KubeError as exc:  # they are deleted on a later start; live ones are never touched
+        logger.warning("Could not look for ClusterRoleBindings of deleted ModelServices: %s", exc)
+    try:
         for node in await client.list("v1", "Node"):
             controller.node_event(None, node)
     except KubeError as exc:  # without Nodes, rollouts of GPU pods surge as if capacity were unknown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 import pytest
@@ -140,3 +141,31 @@ async def test_a_rollout_waiting_for_a_gpu_comes_back_as_soon_as_one_is_freed() 
     ctl.queue._timers.pop(KEY)[1].cancel()
     ctl.pod_event("DELETED", tenant)  # the GPU frees: the key is queued at once, not at the resync
     assert KEY in ctl.queue._queued
+
+
+def binding(namespace: str, name: str) -> dict[str, Any]:
+    return {"metadata": {"name": f"modelservice:auth-delegator:{namespace}:{name}-runtime",
+                         "labels": {"serving.modelservice.io/name": name,
+                                    "serving.modelservice.io/namespace": namespace}}}  # fmt: skip
+
+
+async def test_bindings_of_modelservices_deleted_while_no_operator_ran_are_deleted_at_start() -> None:
+    ctl = Controller(FakeClient(), RenderOptions(), TIMING)
+    client = ctl.client
+    assert isinstance(client, FakeClient)
+    listed = [binding("ml", "iris"), binding("ml", "gone"), binding("other", "gone"),
+              {"metadata": {"name": "unlabelled", "labels": {"serving.modelservice.io/name": "x"}}}]  # fmt: skip
+    found = ctl.bindings_listed(listed, existing={("ml", "iris")}, namespaces=["ml"])
+    assert found == [("ml", "gone")]  # the live one, another namespace's and a foreign one are left alone
+    assert ctl.queue._queue == deque([("ml", "gone")])
+    await ctl.process(("ml", "gone"))
+    assert client.calls == [("delete", "ClusterRoleBinding", "modelservice:auth-delegator:ml:gone-runtime")]
+    assert ctl.orphaned_bindings == {}
+
+
+async def test_bindings_of_every_namespace_are_swept_when_the_operator_watches_all() -> None:
+    ctl = Controller(FakeClient(), RenderOptions(), TIMING)
+    found = ctl.bindings_listed(
+        [binding("ml", "gone"), binding("other", "gone")], existing=set(), namespaces=[]
+    )
+    assert found == [("ml", "gone"), ("other", "gone")]
