@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import ConfigError, RuntimeConfig, config_from_args, visible_gpus
-from .engine import SOCKET_ENV
+from .engine import FIRST_SOCKET_ENV, SOCKET_ENV
 from .gunicorn_conf import prepare_multiprocess_metrics
 from .logs import configure_logging
 
@@ -91,7 +91,7 @@ class Supervisor:
         )
 
     def _start_engine(self, engine: ModelProcess) -> None:
-        env = dict(self.env, **{SOCKET_ENV: engine.socket})
+        env = dict(self.env, **{SOCKET_ENV: engine.socket, FIRST_SOCKET_ENV: self.engines[0].socket})
         if engine.gpu is not None and len(self.engines) > 1:
             env["CUDA_VISIBLE_DEVICES"] = engine.gpu
         engine.process = self._spawn("modelservice_runtime.engine", env)

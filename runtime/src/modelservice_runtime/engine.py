@@ -27,9 +27,10 @@ import numpy as np
 from .config import RuntimeConfig, load_model_config_file
 from .dataplane import DataPlane
 from .errors import ServingError, StaleVersion, Unavailable
+from .ipc import SocketTransport
 from .kube_auth import UNAUTHENTICATED, KubernetesReviewer, Verdict, build_reviewer
 from .protocols.tensors import TensorSpec, signature_key
-from .ratelimit import Decision, RateLimiter, build_rate_limiter
+from .ratelimit import Decision, Limiter, RateLimiter, build_rate_limiter
 from .repository import ModelRepository
 from .response_cache import ResponseCache, build_response_cache, make_key
 from .security import build_authenticator
@@ -37,6 +38,9 @@ from .security import build_authenticator
 log = logging.getLogger(__name__)
 
 SOCKET_ENV = "MODELSERVICE_ENGINE_SOCKET"
+# With several model processes (one per GPU), the first one's socket: it keeps the pod's rate limits.
+FIRST_SOCKET_ENV = "MODELSERVICE_FIRST_ENGINE_SOCKET"
+ADMIT_TIMEOUT_S = 5.0
 
 Reply = Callable[[Any], None]  # called with an operation's value, or with the ServingError that ended it
 
@@ -298,6 +302,26 @@ def build_repository(config: RuntimeConfig) -> ModelRepository:
     )
 
 
+class SharedLimiter:
+    """The pod's rate limits from a model process other than the first: its gRPC requests take their
+    tokens from the first process's buckets ("admit"), as the HTTP workers' requests do, so a limit
+    holds for the pod whichever process's gRPC listener a connection reaches."""
+
+    def __init__(self, first_socket: str) -> None:
+        self.transport = SocketTransport(first_socket, ADMIT_TIMEOUT_S)
+
+    def take(self, client: str, model: str) -> Decision:
+        decision: Decision = self.transport("admit", (client, model))[1]
+        return decision
+
+
+def grpc_limiter(engine: Engine, own_socket: str) -> Limiter | None:
+    first = os.environ.get(FIRST_SOCKET_ENV, "")
+    if engine.limiter is None or not first or first == own_socket:
+        return engine.limiter
+    return SharedLimiter(first)
+
+
 def build_engine(config: RuntimeConfig) -> Engine:
     """The repository and data plane a config describes (TensorFlow loads lazily, on the first model)."""
     repository = build_repository(config)
@@ -345,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls = (config.tls_cert_file, config.tls_key_file) if config.tls_cert_file else None
         grpc_server = GrpcServer(
             engine, config.rest_api_host, config.grpc_port, config.threads,
-            build_authenticator(config.api_keys_dir, reviewer), engine.limiter, tls,
+            build_authenticator(config.api_keys_dir, reviewer), grpc_limiter(engine, path), tls,
         )  # fmt: skip
         grpc_server.start()
         threading.Thread(target=_follow_health, args=(grpc_server, stopping), daemon=True).start()

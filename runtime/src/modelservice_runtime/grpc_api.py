@@ -52,7 +52,7 @@ from .loader import (
     check_regression_signature,
     serialized_examples,
 )
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter
 from .security import ANONYMOUS, Authenticator, PermissionDenied, Unauthenticated
 from .tls import grpc_server_credentials
 
@@ -450,7 +450,7 @@ class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     OPEN_PREFIX = "/grpc.health.v1.Health/"
 
-    def __init__(self, authenticator: Authenticator | None, limiter: RateLimiter | None) -> None:
+    def __init__(self, authenticator: Authenticator | None, limiter: Limiter | None) -> None:
         self.authenticator = authenticator
         self.limiter = limiter
 
@@ -487,7 +487,10 @@ class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             model = _model_of(request)
-            decision = limiter.take(client, model)
+            try:
+                decision = limiter.take(client, model)
+            except ServingError as exc:  # the process keeping the pod's buckets is restarting
+                context.abort(grpc.StatusCode[exc.code], exc.message)
             if not decision.allowed:
                 metrics.RATE_LIMITED.labels(model, client).inc()
                 context.set_trailing_metadata([(k.lower(), v) for k, v in decision.headers()])
@@ -537,7 +540,7 @@ class GrpcServer:
         port: int,
         threads: int,
         authenticator: Authenticator | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         tls: tuple[str, str] | None = None,
     ) -> None:
         self.engine = engine

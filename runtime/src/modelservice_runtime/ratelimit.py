@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ServingError
 
@@ -61,6 +61,10 @@ class RateLimited(ServingError):
         super().__init__(message)
         self.decision = decision
         self.client = client
+
+
+class Limiter(Protocol):
+    def take(self, client: str, model: str) -> Decision: ...
 
 
 class RateLimiter:
