@@ -100,6 +100,16 @@ def _cpu_count(environ: Mapping[str, str] | None = None, cgroup_root: Path = Pat
 
 
 @dataclass(frozen=True)
+class SslConfig:
+    """TF Serving's ``SSLConfig`` (``--ssl_config_file``): PEM contents, not paths, for the gRPC port."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     models: tuple[ModelConfig, ...] = ()
     model_config_file: str = ""
@@ -133,6 +143,7 @@ class RuntimeConfig:
     kubernetes_auth: str = ""  # <namespace>/<name> of the ModelService whose predict right a token needs
     tls_cert_file: str = ""  # TLS on the REST and gRPC ports (PEM), reloaded when it changes
     tls_key_file: str = ""
+    ssl_config: SslConfig | None = None  # gRPC's TLS (and client certificates) from --ssl_config_file
     rate_limit_requests_per_second: float = 0.0  # per client and model, for the pod; 0 is no limit
     rate_limit_burst: int = 0  # bucket size; 0 is the rate rounded up
     response_cache_bytes: int = 0  # the pod's predict response cache; 0 is off
@@ -259,6 +270,76 @@ def parse_monitoring_config_text(text: str, source: str = "<monitoring config>")
     if not path.startswith("/"):
         raise ConfigError(f"{source}: prometheus_config.path must start with '/', got {path!r}")
     return path
+
+
+_SSL_PROTO: Any = None
+
+
+def _ssl_message() -> Any:
+    """TF Serving's ``SSLConfig`` (``ssl_config.proto``, not in ``tensorflow-serving-api``), built at run
+    time as ``_monitoring_message`` builds its message."""
+    global _SSL_PROTO
+    if _SSL_PROTO is None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        field = descriptor_pb2.FieldDescriptorProto
+        file = descriptor_pb2.FileDescriptorProto(
+            name="tensorflow_serving/config/ssl_config.proto", package="tensorflow.serving", syntax="proto3"
+        )
+        message = file.message_type.add(name="SSLConfig")
+        for number, name in enumerate(("server_key", "server_cert", "custom_ca"), start=1):
+            message.field.add(name=name, number=number, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+        message.field.add(name="client_verify", number=4, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(file)
+        _SSL_PROTO = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+        )
+    return _SSL_PROTO
+
+
+def parse_ssl_config_text(text: str, source: str = "<ssl config>") -> SslConfig:
+    """``--ssl_config_file``, checked as far as it can be before serving: the fields TF Serving needs are
+    there, hold PEM, the key belongs to the certificate, and client verification has a CA to verify with."""
+    from google.protobuf import text_format
+
+    proto = _ssl_message()()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{source}: not a valid SSLConfig text proto: {exc}") from None
+    for name in ("server_key", "server_cert"):
+        if not getattr(proto, name).strip():
+            raise ConfigError(f"{source}: {name} is empty (it holds the PEM text itself, not a path)")
+    if proto.client_verify and not proto.custom_ca.strip():
+        raise ConfigError(
+            f"{source}: client_verify needs custom_ca, the CA that client certificates are checked against"
+        )
+    config = SslConfig(proto.server_key, proto.server_cert, proto.custom_ca, proto.client_verify)
+    _check_pem(config, source)
+    return config
+
+
+def _check_pem(config: SslConfig, source: str) -> None:
+    import ssl
+    import tempfile
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory(prefix="modelservice-ssl-check-") as directory:  # 0700
+        cert, key = Path(directory, "cert.pem"), Path(directory, "key.pem")
+        cert.write_text(config.server_cert)
+        key.write_text(config.server_key)
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"{source}: server_cert and server_key are not a PEM certificate and its private key ({exc.reason})"
+            ) from None
+    if config.custom_ca:
+        try:
+            context.load_verify_locations(cadata=config.custom_ca)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"{source}: custom_ca is not PEM certificates ({exc.reason})") from None
 
 
 def _batching_message() -> Any:
@@ -437,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "at once; --enable_batching=false turns it off)")  # fmt: skip
     tfs.add_argument("--batching_parameters_file", default="",
                      help="TF Serving's BatchingParameters text proto (max_batch_size { value: 32 } ...)")  # fmt: skip
+    tfs.add_argument("--ssl_config_file", default="",
+                     help="TF Serving's SSLConfig text proto (server_key, server_cert, custom_ca, client_verify: "
+                     "PEM text) for the gRPC port; with --tls_cert_file too, that one is REST's")  # fmt: skip
     batching = parser.add_argument_group(
         "Batching flags (ours; each overrides the same field of --batching_parameters_file)"
     )
@@ -561,6 +645,13 @@ def config_from_args(
             raise ConfigError(f"--{flag}={getattr(args, flag)} is not a file")
     if args.api_keys_dir and not os.path.isdir(args.api_keys_dir):
         raise ConfigError(f"--api_keys_dir={args.api_keys_dir} is not a directory")
+    ssl_config = None
+    if args.ssl_config_file:
+        try:
+            text = Path(args.ssl_config_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--ssl_config_file={args.ssl_config_file}: {exc.strerror}") from None
+        ssl_config = parse_ssl_config_text(text, source=args.ssl_config_file)
     prometheus_path = ""
     if args.monitoring_config_file:
         try:
@@ -613,6 +704,7 @@ def config_from_args(
         kubernetes_auth=args.kubernetes_auth,
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
+        ssl_config=ssl_config,
         rate_limit_requests_per_second=args.rate_limit_requests_per_second,
         rate_limit_burst=args.rate_limit_burst,
         response_cache_bytes=args.response_cache_bytes,

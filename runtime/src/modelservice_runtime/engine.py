@@ -363,10 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     grpc_server = None
     if config.grpc_port:
-        from .grpc_api import GrpcServer
+        from .grpc_api import GrpcServer, grpc_credentials
 
         reviewer = engine.reviewer.review if engine.reviewer is not None else None
-        tls = (config.tls_cert_file, config.tls_key_file) if config.tls_cert_file else None
+        tls = grpc_credentials(config.ssl_config, config.tls_cert_file, config.tls_key_file)
         grpc_server = GrpcServer(
             engine, config.rest_api_host, config.grpc_port, config.threads,
             build_authenticator(config.api_keys_dir, reviewer), grpc_limiter(engine, path), tls,

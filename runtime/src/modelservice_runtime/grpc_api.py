@@ -54,7 +54,7 @@ from .loader import (
 )
 from .ratelimit import Limiter
 from .security import ANONYMOUS, Authenticator, PermissionDenied, Unauthenticated
-from .tls import grpc_server_credentials
+from .tls import grpc_server_credentials, grpc_ssl_config_credentials
 
 log = logging.getLogger(__name__)
 
@@ -530,6 +530,16 @@ def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+def grpc_credentials(ssl_config: Any, tls_cert_file: str, tls_key_file: str) -> grpc.ServerCredentials | None:
+    """The gRPC port's TLS: TF Serving's --ssl_config_file first, else --tls_cert_file/--tls_key_file
+    (reloaded when they change), else none."""
+    if ssl_config is not None:
+        return grpc_ssl_config_credentials(ssl_config)
+    if tls_cert_file:
+        return grpc_server_credentials(tls_cert_file, tls_key_file)
+    return None
+
+
 class GrpcServer:
     """The gRPC server of the model process; its health follows the repository's readiness."""
 
@@ -541,7 +551,7 @@ class GrpcServer:
         threads: int,
         authenticator: Authenticator | None = None,
         limiter: Limiter | None = None,
-        tls: tuple[str, str] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.engine = engine
         self.server = grpc.server(
@@ -562,8 +572,8 @@ class GrpcServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"{'[::]' if host in ('0.0.0.0', '') else host}:{port}"
-        if tls is not None:  # TLS from --tls_cert_file/--tls_key_file, reloaded when they change
-            self.port = self.server.add_secure_port(address, grpc_server_credentials(*tls))
+        if credentials is not None:  # TLS: see grpc_credentials()
+            self.port = self.server.add_secure_port(address, credentials)
         else:
             self.port = self.server.add_insecure_port(address)
         self._stop = False

@@ -55,3 +55,16 @@ def grpc_server_credentials(cert_file: str, key_file: str) -> Any:
         return latest
 
     return grpc.dynamic_ssl_server_credentials(served[0], fetch, require_client_authentication=False)
+
+
+def grpc_ssl_config_credentials(config: Any) -> Any:
+    """TF Serving's ``--ssl_config_file`` (a ``config.SslConfig``): the certificate as given, and with
+    ``client_verify`` a client certificate signed by ``custom_ca`` is required (TF Serving's
+    REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY)."""
+    import grpc
+
+    return grpc.ssl_server_credentials(
+        [(config.server_key.encode(), config.server_cert.encode())],
+        root_certificates=config.custom_ca.encode() or None,
+        require_client_auth=config.client_verify,
+    )

@@ -131,3 +131,53 @@ def test_a_rotated_certificate_is_served_without_a_restart(tls_server: tuple[Ser
             assert time.monotonic() < deadline, "gRPC still serves the old certificate"
             time.sleep(0.3)
     assert server.processes() == pids
+
+
+def test_tf_servings_ssl_config_file_requires_client_certificates_of_its_ca_on_grpc(
+    model_root: Path, tmp_path: Path
+) -> None:
+    """TF Serving's ``--ssl_config_file`` with ``client_verify``: mutual TLS on gRPC, REST left as it is."""
+    ca = CertificateAuthority(tmp_path, "server CA")
+    ca.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
+    clients = CertificateAuthority(tmp_path, "client CA")
+    clients.issue(tmp_path / "client.crt", tmp_path / "client.key", common_name="team-a")
+    stranger = CertificateAuthority(tmp_path, "stranger CA")
+    stranger.issue(tmp_path / "stranger.crt", tmp_path / "stranger.key", common_name="mallory")
+
+    def pem(path: Path) -> str:
+        return '"' + path.read_text().replace("\n", "\\n") + '"'
+
+    config = tmp_path / "ssl.config"
+    config.write_text(f"server_key: {pem(tmp_path / 'tls.key')}\nserver_cert: {pem(tmp_path / 'tls.crt')}\n"
+                      f"custom_ca: {pem(clients.path)}\nclient_verify: true\n")  # fmt: skip
+    port = free_port()
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=1",
+        f"--ssl_config_file={config}", f"--port={port}",
+    )  # fmt: skip
+    try:
+        server.wait_ready()  # REST: plain HTTP, as TF Serving leaves it
+
+        def predict(certificate: str | None) -> list[list[float]]:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "linear"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0, 2.0, 3.0, 4.0]], dtype=tf.float32))
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca.path.read_bytes(),
+                private_key=(tmp_path / f"{certificate}.key").read_bytes() if certificate else None,
+                certificate_chain=(tmp_path / f"{certificate}.crt").read_bytes() if certificate else None,
+            )
+            with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
+                answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                    request, timeout=30
+                )
+            values: list[list[float]] = tf.make_ndarray(answer.outputs["output_0"]).tolist()
+            return values
+
+        assert predict("client") == [[2.0, 4.0, 6.0, 8.0]]
+        for refused in (None, "stranger"):  # no certificate, or one the custom CA did not sign
+            with pytest.raises(grpc.RpcError) as caught:
+                predict(refused)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (refused, caught.value)
+    finally:
+        stop(server)

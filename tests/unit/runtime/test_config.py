@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from modelservice_runtime.config import (
     ConfigError,
+    SslConfig,
     VersionPolicy,
     _cpu_count,
     config_from_args,
     parse_model_config_text,
 )
+from tests.tlsutil import CertificateAuthority
 
 
 def test_environment_gives_model_base_path_slash_model_name_like_the_tf_serving_image() -> None:
@@ -232,3 +235,69 @@ def test_a_batching_file_with_batching_turned_off_is_an_error(tmp_path: Path) ->
 def test_drain_must_end_before_the_graceful_timeout() -> None:
     with pytest.raises(ConfigError, match="--drain_seconds"):
         config_from_args(["--drain_seconds=30", "--graceful_timeout_seconds=30"])
+
+
+def _ssl_text(key: str, cert: str, ca: str = "", client_verify: bool = False) -> str:
+    def quoted(pem: str) -> str:
+        return '"' + pem.replace("\n", "\\n") + '"'
+
+    text = f"server_key: {quoted(key)}\nserver_cert: {quoted(cert)}\n"
+    if ca:
+        text += f"custom_ca: {quoted(ca)}\n"
+    return text + ("client_verify: true\n" if client_verify else "")
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    directory = tmp_path_factory.mktemp("pki")
+    ca = CertificateAuthority(directory)
+    ca.issue(directory / "tls.crt", directory / "tls.key")
+    other = CertificateAuthority(directory, "other CA")
+    other.issue(directory / "other.crt", directory / "other.key")
+    return {name: (directory / file).read_text() for name, file in (
+        ("cert", "tls.crt"), ("key", "tls.key"), ("ca", ca.path.name), ("other_key", "other.key"))}  # fmt: skip
+
+
+def test_ssl_config_file_is_tf_servings_text_proto_with_the_pem_text_inline(
+    tmp_path: Path, pems: dict[str, str]
+) -> None:
+    path = tmp_path / "ssl.config"
+    path.write_text(_ssl_text(pems["key"], pems["cert"], pems["ca"], client_verify=True))
+    config = config_from_args(["--model_name=m", "--model_base_path=/m", f"--ssl_config_file={path}"])
+    assert config.ssl_config == SslConfig(pems["key"], pems["cert"], pems["ca"], client_verify=True)
+    assert config.tls_cert_file == ""  # REST stays plain HTTP, as in TF Serving
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"key": ""}, "server_key is empty (it holds the PEM text itself, not a path)"),
+        (
+            {"key": "/etc/tls/tls.key"},
+            "server_cert and server_key are not a PEM certificate and its private key",
+        ),
+        ({"key": "other_key"}, "server_cert and server_key are not a PEM certificate and its private key"),
+        ({"client_verify": True}, "client_verify needs custom_ca"),
+        ({"ca": "not a certificate"}, "custom_ca is not PEM certificates"),
+    ],
+)
+def test_bad_ssl_config_files_say_what_is_wrong_before_anything_serves(
+    tmp_path: Path, pems: dict[str, str], fields: dict[str, object], message: str
+) -> None:
+    key = str(fields.get("key", "key"))
+    ca = str(fields.get("ca", ""))
+    path = tmp_path / "ssl.config"
+    path.write_text(_ssl_text(pems.get(key, key), pems["cert"], ca, bool(fields.get("client_verify"))))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        config_from_args(["--model_name=m", "--model_base_path=/m", f"--ssl_config_file={path}"])
+
+
+def test_an_ssl_config_file_that_is_not_a_text_proto_or_not_there_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "ssl.config"
+    path.write_text("server_key { }")
+    with pytest.raises(ConfigError, match="not a valid SSLConfig text proto"):
+        config_from_args(["--model_name=m", "--model_base_path=/m", f"--ssl_config_file={path}"])
+    with pytest.raises(ConfigError, match="No such file or directory"):
+        config_from_args(
+            ["--model_name=m", "--model_base_path=/m", f"--ssl_config_file={tmp_path / 'missing'}"]
+        )
