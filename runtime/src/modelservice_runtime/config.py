@@ -330,10 +330,11 @@ def _check_pem(config: SslConfig, source: str) -> None:
         cert.write_text(config.server_cert)
         key.write_text(config.server_key)
         try:
-            context.load_cert_chain(cert, key)
+            context.load_cert_chain(cert, key, password=b"")  # an encrypted key fails, never prompts
         except ssl.SSLError as exc:
             raise ConfigError(
-                f"{source}: server_cert and server_key are not a PEM certificate and its private key ({exc.reason})"
+                f"{source}: server_cert and server_key are not a PEM certificate and its unencrypted private "
+                f"key ({exc.reason})"
             ) from None
     if config.custom_ca:
         try:

@@ -366,10 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .grpc_api import GrpcServer, grpc_credentials
 
         reviewer = engine.reviewer.review if engine.reviewer is not None else None
-        tls = grpc_credentials(config.ssl_config, config.tls_cert_file, config.tls_key_file)
+        credentials = grpc_credentials(config.ssl_config, config.tls_cert_file, config.tls_key_file)
         grpc_server = GrpcServer(
             engine, config.rest_api_host, config.grpc_port, config.threads,
-            build_authenticator(config.api_keys_dir, reviewer), grpc_limiter(engine, path), tls,
+            build_authenticator(config.api_keys_dir, reviewer), grpc_limiter(engine, path), credentials,
         )  # fmt: skip
         grpc_server.start()
         threading.Thread(target=_follow_health, args=(grpc_server, stopping), daemon=True).start()

@@ -42,7 +42,7 @@ from tensorflow_serving.apis import (
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import metrics
-from .config import ConfigError, parse_model_config_text
+from .config import ConfigError, SslConfig, parse_model_config_text
 from .errors import FailedPrecondition, InvalidArgument, ServingError, Unavailable, Unimplemented, code_number
 from .loader import (
     CLASSIFY_METHOD,
@@ -530,7 +530,9 @@ def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-def grpc_credentials(ssl_config: Any, tls_cert_file: str, tls_key_file: str) -> grpc.ServerCredentials | None:
+def grpc_credentials(
+    ssl_config: SslConfig | None, tls_cert_file: str, tls_key_file: str
+) -> grpc.ServerCredentials | None:
     """The gRPC port's TLS: TF Serving's --ssl_config_file first, else --tls_cert_file/--tls_key_file
     (reloaded when they change), else none."""
     if ssl_config is not None:

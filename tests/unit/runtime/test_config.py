@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from modelservice_runtime.config import (
     ConfigError,
@@ -254,8 +255,15 @@ def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     ca.issue(directory / "tls.crt", directory / "tls.key")
     other = CertificateAuthority(directory, "other CA")
     other.issue(directory / "other.crt", directory / "other.key")
-    return {name: (directory / file).read_text() for name, file in (
+    found = {name: (directory / file).read_text() for name, file in (
         ("cert", "tls.crt"), ("key", "tls.key"), ("ca", ca.path.name), ("other_key", "other.key"))}  # fmt: skip
+    key = serialization.load_pem_private_key(found["key"].encode(), None)
+    found["encrypted_key"] = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    ).decode()
+    return found
 
 
 def test_ssl_config_file_is_tf_servings_text_proto_with_the_pem_text_inline(
@@ -274,9 +282,16 @@ def test_ssl_config_file_is_tf_servings_text_proto_with_the_pem_text_inline(
         ({"key": ""}, "server_key is empty (it holds the PEM text itself, not a path)"),
         (
             {"key": "/etc/tls/tls.key"},
-            "server_cert and server_key are not a PEM certificate and its private key",
+            "server_cert and server_key are not a PEM certificate and its unencrypted private key",
         ),
-        ({"key": "other_key"}, "server_cert and server_key are not a PEM certificate and its private key"),
+        (
+            {"key": "other_key"},
+            "server_cert and server_key are not a PEM certificate and its unencrypted private key",
+        ),
+        (
+            {"key": "encrypted_key"},  # gRPC cannot use it either; OpenSSL must not prompt for a password
+            "server_cert and server_key are not a PEM certificate and its unencrypted private key",
+        ),
         ({"client_verify": True}, "client_verify needs custom_ca"),
         ({"ca": "not a certificate"}, "custom_ca is not PEM certificates"),
     ],
