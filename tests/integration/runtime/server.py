@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,17 @@ def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None) 
             stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
         )  # fmt: skip
     return Server(process, f"http://127.0.0.1:{port}", log_path)
+
+
+@contextmanager
+def served(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``start_server``, ready to serve, and stopped when the block ends."""
+    server = start_server(tmp_path, *args, env=env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        stop(server)
 
 
 def stop(server: Server) -> int:

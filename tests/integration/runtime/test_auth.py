@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench.loadgen import free_port
-from tests.integration.runtime.server import Server, start_server, stop
+from tests.integration.runtime.server import Server, served
 
 pytestmark = pytest.mark.integration
 ROW = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
@@ -34,15 +34,11 @@ def server(
     model_root: Path, keys: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, int]]:
     port = free_port()
-    started = start_server(
+    with served(
         tmp_path_factory.mktemp("auth"), "--model_name=linear", f"--model_base_path={model_root / 'linear'}",
         f"--api_keys_dir={keys}", f"--port={port}", "--workers=2",
-    )  # fmt: skip
-    try:
-        started.wait_ready()
+    ) as started:  # fmt: skip
         yield started, port
-    finally:
-        stop(started)
 
 
 def predict(server: Server, headers: dict[str, str] | None = None) -> requests.Response:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench.loadgen import free_port
-from tests.integration.runtime.server import Server, start_server, stop
+from tests.integration.runtime.server import Server, served
 
 pytestmark = pytest.mark.integration
 RATE, BURST = 2.0, 6
@@ -30,16 +30,12 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 @pytest.fixture(scope="module")
 def server(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, int]]:
     port = free_port()
-    started = start_server(
+    with served(
         tmp_path_factory.mktemp("processes"), "--model_name=linear", f"--model_base_path={model_root / 'linear'}",
         "--model_processes=2", f"--port={port}", "--workers=2",
         f"--rate_limit_requests_per_second={RATE}", f"--rate_limit_burst={BURST}",
-    )  # fmt: skip
-    try:
-        started.wait_ready()
+    ) as started:  # fmt: skip
         yield started, port
-    finally:
-        stop(started)
 
 
 def grpc_request(value: float) -> predict_pb2.PredictRequest:

@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench.loadgen import free_port
-from tests.integration.runtime.server import Server, start_server, stop
+from tests.integration.runtime.server import Server, served
 
 pytestmark = pytest.mark.integration
 ROW = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
@@ -30,16 +30,12 @@ def server(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (keys / "team-a").write_text("key-a")
     (keys / "team-b").write_text("key-b")
     port = free_port()
-    started = start_server(
+    with served(
         tmp_path_factory.mktemp("limits"), "--model_name=linear", f"--model_base_path={model_root / 'linear'}",
         f"--api_keys_dir={keys}", f"--rate_limit_requests_per_second={RATE}", f"--rate_limit_burst={BURST}",
         f"--port={port}", "--workers=2",
-    )  # fmt: skip
-    try:
-        started.wait_ready()
+    ) as started:  # fmt: skip
         yield started, port
-    finally:
-        stop(started)
 
 
 def predict(server: Server, key: str) -> requests.Response:

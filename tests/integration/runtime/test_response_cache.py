@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.runtime.server import Server, start_server, stop
+from tests.integration.runtime.server import Server, served
 
 pytestmark = pytest.mark.integration
 BODY = b'{"instances": [[1.0, 2.0, 3.0, 4.0]], "signature_name": ""}'
@@ -22,16 +22,12 @@ REORDERED = b'{ "signature_name": "",\n  "instances": [[1.0,2.0,3.0,4.0]] }'
 def server(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     base = tmp_path_factory.mktemp("cached") / "linear"
     shutil.copytree(model_root / "linear" / "1", base / "1")  # y = x; version 2 (y = 2x) comes later
-    started = start_server(
+    with served(
         tmp_path_factory.mktemp("cache"), "--model_name=linear", f"--model_base_path={base}",
         "--model_version_policy=all", "--response_cache_bytes=1000000", "--workers=2",
         "--file_system_poll_wait_seconds=0.5",
-    )  # fmt: skip
-    try:
-        started.wait_ready()
+    ) as started:  # fmt: skip
         yield started, base
-    finally:
-        stop(started)
 
 
 def post(server: Server, body: bytes, path: str = "/v1/models/linear:predict") -> requests.Response:

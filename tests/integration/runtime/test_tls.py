@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench.loadgen import free_port
-from tests.integration.runtime.server import Server, start_server, stop
+from tests.integration.runtime.server import Server, served, start_server, stop
 from tests.tlsutil import CertificateAuthority
 
 pytestmark = pytest.mark.integration
@@ -151,12 +151,11 @@ def test_tf_servings_ssl_config_file_requires_client_certificates_of_its_ca_on_g
     config.write_text(f"server_key: {pem(tmp_path / 'tls.key')}\nserver_cert: {pem(tmp_path / 'tls.crt')}\n"
                       f"custom_ca: {pem(clients.path)}\nclient_verify: true\n")  # fmt: skip
     port = free_port()
-    server = start_server(
+    # Ready as seen over REST, which stays plain HTTP, as TF Serving leaves it.
+    with served(
         tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=1",
         f"--ssl_config_file={config}", f"--port={port}",
-    )  # fmt: skip
-    try:
-        server.wait_ready()  # REST: plain HTTP, as TF Serving leaves it
+    ):  # fmt: skip
 
         def predict(certificate: str | None) -> list[list[float]]:
             request = predict_pb2.PredictRequest()
@@ -179,5 +178,3 @@ def test_tf_servings_ssl_config_file_requires_client_certificates_of_its_ca_on_g
             with pytest.raises(grpc.RpcError) as caught:
                 predict(refused)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (refused, caught.value)
-    finally:
-        stop(server)
