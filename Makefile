@@ -40,7 +40,7 @@ integration: venv prometheus cluster-build
 prometheus:
 	@scripts/install-prometheus.sh
 
-e2e: venv images
+e2e: venv cluster-build images
 	$(PYTEST) tests/e2e -q
 
 ## images: build Dockerfile.runtime and Dockerfile.operator with buildah on a local Debian base (root; the

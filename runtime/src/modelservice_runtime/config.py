@@ -103,7 +103,7 @@ def _cpu_count(environ: Mapping[str, str] | None = None, cgroup_root: Path = Pat
 class SslConfig:
     """TF Serving's ``SSLConfig`` (``--ssl_config_file``): PEM contents, not paths, for the gRPC port."""
 
-    server_key: str
+    server_key: str = field(repr=False)  # never in a log line or a traceback's locals
     server_cert: str
     custom_ca: str = ""
     client_verify: bool = False
@@ -339,8 +339,9 @@ def _check_pem(config: SslConfig, source: str) -> None:
     if config.custom_ca:
         try:
             context.load_verify_locations(cadata=config.custom_ca)
-        except ssl.SSLError as exc:
-            raise ConfigError(f"{source}: custom_ca is not PEM certificates ({exc.reason})") from None
+        except (ssl.SSLError, TypeError, ValueError) as exc:  # TypeError: text that is not ASCII
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else exc
+            raise ConfigError(f"{source}: custom_ca is not PEM certificates ({reason})") from None
 
 
 def _batching_message() -> Any:

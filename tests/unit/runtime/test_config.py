@@ -274,6 +274,7 @@ def test_ssl_config_file_is_tf_servings_text_proto_with_the_pem_text_inline(
     config = config_from_args(["--model_name=m", "--model_base_path=/m", f"--ssl_config_file={path}"])
     assert config.ssl_config == SslConfig(pems["key"], pems["cert"], pems["ca"], client_verify=True)
     assert config.tls_cert_file == ""  # REST stays plain HTTP, as in TF Serving
+    assert "PRIVATE KEY" not in repr(config)
 
 
 @pytest.mark.parametrize(
@@ -294,6 +295,10 @@ def test_ssl_config_file_is_tf_servings_text_proto_with_the_pem_text_inline(
         ),
         ({"client_verify": True}, "client_verify needs custom_ca"),
         ({"ca": "not a certificate"}, "custom_ca is not PEM certificates"),
+        (
+            {"ca": "-----BEGIN CERTIFICATE-----\nñ\n-----END CERTIFICATE-----\n"},
+            "custom_ca is not PEM certificates",
+        ),
     ],
 )
 def test_bad_ssl_config_files_say_what_is_wrong_before_anything_serves(
