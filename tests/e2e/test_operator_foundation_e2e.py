@@ -299,30 +299,35 @@ def test_kubectl_explain_documents_the_int_or_string_fields(kubectl: Kubectl) ->
     assert "IntOrString: extra pods" in text and "percentage" in text, text
 
 
-def test_the_binding_of_a_modelservice_deleted_while_no_operator_ran_is_deleted_when_one_starts(
+def test_bindings_left_by_changes_made_while_no_operator_ran_are_deleted_when_one_starts(
     cluster: Path, kubectl: Kubectl, operator: OperatorProcess
 ) -> None:
     """A cluster-scoped ClusterRoleBinding cannot be owned by a ModelService, so garbage collection does
-    not follow it: the operator deletes it on the DELETED event, and at start for the events it missed."""
+    not follow it: the operator deletes it on the DELETED event, and at start for the events it missed
+    (a deletion; a deletion and a re-creation without Kubernetes authentication)."""
     admin = Kubectl(cluster)
-    for name in ("kept", "gone"):
+    names = ("kept", "gone", "again")
+    for name in names:
         kubectl.apply(
             example("iris-cpu", metadata__name=name, spec__runtime__auth={"kubernetes": {"enabled": True}})
         )
     bindings = {}
-    for name in ("kept", "gone"):
+    for name in names:
         bindings[name] = eventually(
             lambda name=name: kubectl.json("get", "ms", name).get("status", {}).get("authDelegatorBinding"),
             timeout=60, what=f"{name}'s ClusterRoleBinding",
         )  # fmt: skip
     operator.stop()
     try:
-        kubectl.run("delete", "ms", "gone", "--wait=true", "--timeout=60s", timeout=90)
+        kubectl.run("delete", "ms", "gone", "again", "--wait=true", "--timeout=60s", timeout=90)
+        kubectl.apply(example("iris-cpu", metadata__name="again"))
         assert exists(admin, "clusterrolebinding", bindings["gone"]), (
             "nothing deleted it while no operator ran"
         )
     finally:
         operator.start()
-    eventually(lambda: not exists(admin, "clusterrolebinding", bindings["gone"]), timeout=60,
-               what=f"ClusterRoleBinding {bindings['gone']} deleted")  # fmt: skip
+    for name in ("gone", "again"):
+        eventually(lambda name=name: not exists(admin, "clusterrolebinding", bindings[name]), timeout=60,
+                   what=f"ClusterRoleBinding {bindings[name]} deleted")  # fmt: skip
     assert exists(admin, "clusterrolebinding", bindings["kept"]), "a live ModelService's binding was deleted"
+    ready(kubectl, "again")

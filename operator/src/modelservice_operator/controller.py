@@ -24,12 +24,12 @@ from . import metrics as m
 from .cache import Key, ObjectCache
 from .capacity import GpuInventory
 from .context import observe
-from .kube.errors import KubeError
+from .kube.errors import ApiConflict, KubeError
 from .metrics_source import MetricsSource
 from .naming import NAME_LABEL
 from .reconcile import BINDING_STATUS, Client, Outcome, RouteNotReady, reconcile, release_legacy_finalizer
 from .render import RenderOptions
-from .render.identity import NAMESPACE_LABEL
+from .render.identity import AUTH_DELEGATOR, NAMESPACE_LABEL, binding_name
 from .workqueue import WorkQueue
 
 logger = logging.getLogger("modelservice_operator")
@@ -41,6 +41,18 @@ class Timing:
     rejected_retry: float = 300.0
     backoff_base: float = 1.0
     backoff_max: float = 60.0
+
+
+def _wants_binding(body: Mapping[str, Any]) -> bool:
+    """Whether a ModelService asks for Kubernetes authentication (its reconcile keeps the binding)."""
+    runtime = (body.get("spec") or {}).get("runtime") or {}
+    auth = runtime.get("auth") if isinstance(runtime, Mapping) else None
+    kubernetes = auth.get("kubernetes") if isinstance(auth, Mapping) else None
+    return isinstance(kubernetes, Mapping) and kubernetes.get("enabled") is True
+
+
+def _recorded_binding(body: Mapping[str, Any]) -> str:
+    return str((body.get("status") or {}).get(BINDING_STATUS) or "")
 
 
 class Controller:
@@ -56,38 +68,54 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue(self.timing.backoff_base, self.timing.backoff_max)
         self.workers = workers
         self._tasks: list[asyncio.Task[None]] = []
-        # (namespace, name) of a deleted ModelService -> the runtime's ClusterRoleBinding to delete
-        self.orphaned_bindings: dict[Key, str] = {}
+        # (namespace, name) of a ModelService that no longer wants the runtime's ClusterRoleBinding (deleted,
+        # or re-created without Kubernetes authentication) -> (the binding's name, its uid or "")
+        self.orphaned_bindings: dict[Key, tuple[str, str]] = {}
 
-    def bindings_listed(self, bindings: Sequence[Mapping[str, Any]], existing: set[Key],
-                        namespaces: list[str]) -> list[Key]:  # fmt: skip
-        """At start: the runtime ClusterRoleBindings (ours by their labels) of ModelServices deleted while
-        no operator watched, queued for deletion as a DELETED event would have; the keys found."""
+    def bindings_listed(self, bindings: Sequence[Mapping[str, Any]],
+                        modelservices: Mapping[Key, Mapping[str, Any]], namespaces: list[str]) -> list[Key]:  # fmt: skip
+        """At start: the runtime ClusterRoleBindings that no ModelService wants any more, left by events no
+        operator saw (a deletion, a re-creation without Kubernetes authentication), queued for deletion as
+        a DELETED event would have; the keys found. Ours only: our labels, the name we give it and its
+        role; deleted with its uid as a precondition, so a successor of the same name is never touched."""
         found = []
         for binding in bindings:
-            labels = binding.get("metadata", {}).get("labels") or {}
+            meta = binding.get("metadata", {})
+            labels = meta.get("labels") or {}
             key = (str(labels.get(NAMESPACE_LABEL, "")), str(labels.get(NAME_LABEL, "")))
-            if not all(key) or key in existing or (namespaces and key[0] not in namespaces):
+            if not all(key) or (namespaces and key[0] not in namespaces):
                 continue
-            self.orphaned_bindings[key] = str(binding["metadata"]["name"])
+            role = binding.get("roleRef") or {}
+            if meta.get("name") != binding_name(*key) or (role.get("kind"), role.get("name")) != (
+                "ClusterRole",
+                AUTH_DELEGATOR,
+            ):
+                continue
+            body = modelservices.get(key)
+            if body is not None and (_wants_binding(body) or _recorded_binding(body) == meta["name"]):
+                continue  # its reconcile keeps it, or deletes it itself
+            self.orphaned_bindings[key] = (str(meta["name"]), str(meta.get("uid", "")))
             self.queue.add(key)
             found.append(key)
         return found
 
     async def _delete_binding(self, key: Key) -> None:
-        """The runtime's ClusterRoleBinding of a deleted ModelService (spec.runtime.auth.kubernetes);
-        retried with backoff while the API refuses."""
-        name = self.orphaned_bindings[key]
+        """The runtime's ClusterRoleBinding that no ModelService wants any more; while the API refuses,
+        the key comes back after a backoff."""
+        name, uid = self.orphaned_bindings[key]
         try:
-            await self.client.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", name)
+            await self.client.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", name, uid)
+        except ApiConflict:  # the uid precondition failed: a successor of the same name, not ours to delete
+            pass
         except KubeError as exc:
             logger.warning(
-                "Could not delete ClusterRoleBinding %s of deleted ModelService %s/%s: %s", name, *key, exc
+                "Could not delete ClusterRoleBinding %s of ModelService %s/%s: %s", name, *key, exc
             )
             self.queue.add_after(key, self.queue.backoff(key))
             return
+        else:
+            logger.info("Deleted ClusterRoleBinding %s of ModelService %s/%s", name, *key)
         self.orphaned_bindings.pop(key, None)
-        logger.info("Deleted ClusterRoleBinding %s of deleted ModelService %s/%s", name, *key)
 
     # Inputs from the watches -----------------------------------------------------------------------
     def modelservice_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -100,7 +128,7 @@ class Controller:
             self.metrics.forget(namespace, name)
             binding = (body.get("status") or {}).get(BINDING_STATUS)
             if binding:  # cluster-scoped: garbage collection cannot follow an owner in a namespace
-                self.orphaned_bindings[(namespace, name)] = str(binding)
+                self.orphaned_bindings[(namespace, name)] = (str(binding), "")
                 self.queue.add((namespace, name))  # a worker deletes it (process)
             return
         before = self.cache.modelservice(namespace, name)
@@ -169,9 +197,14 @@ class Controller:
                     )
             except KubeError as exc:  # tried again on the next pass; the reconcile itself goes on
                 logger.warning("Could not remove the finalizer of ModelService %s/%s: %s", *key, exc)
-        if body is None and key in self.orphaned_bindings:
-            await self._delete_binding(key)
-            return None
+        if key in self.orphaned_bindings:
+            if body is None:
+                await self._delete_binding(key)
+                return None
+            if _wants_binding(body) or _recorded_binding(body):
+                self.orphaned_bindings.pop(key, None)  # re-created with it: its reconcile keeps it
+            else:  # re-created without it; the reconcile goes on either way (a refusal comes back later)
+                await self._delete_binding(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self.queue.discard(key)
             return None

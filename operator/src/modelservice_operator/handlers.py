@@ -114,14 +114,12 @@ async def prime(controller: Controller, namespaces: list[str], logger: logging.L
     try:
         # Listed before the ModelServices: a binding seen belongs to a ModelService created before it.
         bindings = await client.list("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, NAME_LABEL)
-        existing: set[tuple[str, str]] = set()
+        modelservices = {}
         for namespace in scopes:
             for ms in await client.list(_api_version(GROUP, VERSION), "ModelService", namespace):
-                existing.add((ms["metadata"]["namespace"], ms["metadata"]["name"]))
-        for key in controller.bindings_listed(bindings, existing, namespaces):
-            logger.info(
-                "ModelService %s/%s was deleted while no operator ran: deleting its ClusterRoleBinding", *key
-            )
+                modelservices[ms["metadata"]["namespace"], ms["metadata"]["name"]] = ms
+        for key in controller.bindings_listed(bindings, modelservices, namespaces):
+            logger.info("ModelService %s/%s no longer wants its ClusterRoleBinding: deleting it", *key)
     except KubeError as exc:  # they are deleted on a later start; live ones are never touched
         logger.warning("Could not look for ClusterRoleBindings of deleted ModelServices: %s", exc)
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelservice_operator.controller import Controller, Timing
-from modelservice_operator.kube.errors import ApiForbidden, ApiRejected, ApiThrottled, KubeError
+from modelservice_operator.kube.errors import ApiConflict, ApiForbidden, ApiRejected, ApiThrottled, KubeError
 from modelservice_operator.render import RenderOptions
 
 from .fakes import FakeClient
@@ -143,29 +143,98 @@ async def test_a_rollout_waiting_for_a_gpu_comes_back_as_soon_as_one_is_freed() 
     assert KEY in ctl.queue._queued
 
 
-def binding(namespace: str, name: str) -> dict[str, Any]:
-    return {"metadata": {"name": f"modelservice:auth-delegator:{namespace}:{name}-runtime",
+def binding(
+    namespace: str, name: str, uid: str = "b-uid", role: str = "system:auth-delegator"
+) -> dict[str, Any]:
+    return {"metadata": {"name": f"modelservice:auth-delegator:{namespace}:{name}-runtime", "uid": uid,
                          "labels": {"serving.modelservice.io/name": name,
-                                    "serving.modelservice.io/namespace": namespace}}}  # fmt: skip
+                                    "serving.modelservice.io/namespace": namespace}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}}  # fmt: skip
 
 
-async def test_bindings_of_modelservices_deleted_while_no_operator_ran_are_deleted_at_start() -> None:
+def modelservice(namespace: str, name: str, auth: bool = False, recorded: str = "") -> dict[str, Any]:
+    ms = body(runtime={"auth": {"kubernetes": {"enabled": auth}}})
+    ms["metadata"].update(namespace=namespace, name=name)
+    if recorded:
+        ms["status"] = {"authDelegatorBinding": recorded}
+    return ms
+
+
+CRB = "ClusterRoleBinding"
+
+
+async def test_bindings_no_modelservice_wants_are_deleted_at_start_and_only_ours() -> None:
     ctl = Controller(FakeClient(), RenderOptions(), TIMING)
     client = ctl.client
     assert isinstance(client, FakeClient)
-    listed = [binding("ml", "iris"), binding("ml", "gone"), binding("other", "gone"),
-              {"metadata": {"name": "unlabelled", "labels": {"serving.modelservice.io/name": "x"}}}]  # fmt: skip
-    found = ctl.bindings_listed(listed, existing={("ml", "iris")}, namespaces=["ml"])
-    assert found == [("ml", "gone")]  # the live one, another namespace's and a foreign one are left alone
-    assert ctl.queue._queue == deque([("ml", "gone")])
+    kept_recorded = binding("ml", "turning-off")
+    listed = [
+        binding("ml", "iris"),  # its ModelService has authentication on
+        kept_recorded,  # its ModelService turned it off and records it: its own reconcile deletes it
+        binding("ml", "gone"),  # deleted while no operator ran
+        binding("ml", "again"),  # deleted, then re-created without authentication
+        binding("other", "gone"),  # another namespace than the operator's
+        binding("ml", "foreign", role="cluster-admin"),  # someone else's, with our labels
+        {**binding("ml", "renamed"), "metadata": {**binding("ml", "renamed")["metadata"], "name": "mine"}},
+    ]
+    modelservices = {
+        ("ml", "iris"): modelservice("ml", "iris", auth=True),
+        ("ml", "turning-off"): modelservice("ml", "turning-off", recorded=kept_recorded["metadata"]["name"]),
+        ("ml", "again"): modelservice("ml", "again"),
+    }
+    found = ctl.bindings_listed(listed, modelservices, namespaces=["ml"])
+    assert found == [("ml", "gone"), ("ml", "again")]
+    assert ctl.queue._queue == deque(found)
     await ctl.process(("ml", "gone"))
-    assert client.calls == [("delete", "ClusterRoleBinding", "modelservice:auth-delegator:ml:gone-runtime")]
+    assert client.calls == [("delete", CRB, "modelservice:auth-delegator:ml:gone-runtime")]
+    assert ("ml", "gone") not in ctl.orphaned_bindings
+
+
+async def test_a_modelservice_recreated_without_authentication_loses_the_binding_and_is_reconciled() -> None:
+    ctl = Controller(FakeClient(), RenderOptions(), TIMING)
+    client = ctl.client
+    assert isinstance(client, FakeClient)
+    ms = modelservice("ml", "iris", recorded="modelservice:auth-delegator:ml:iris-runtime")
+    ms["spec"]["runtime"]["auth"]["kubernetes"]["enabled"] = True
+    ctl.modelservice_event("ADDED", ms)
+    ctl.modelservice_event("DELETED", ms)  # the binding is due for deletion ...
+    ctl.modelservice_event("ADDED", modelservice("ml", "iris"))  # ... and it comes back without auth first
+    await ctl.process(KEY)
+    assert client.calls[0] == ("delete", CRB, "modelservice:auth-delegator:ml:iris-runtime")
+    assert ("apply", "Deployment") in {(verb, kind) for verb, kind, _ in client.calls}
     assert ctl.orphaned_bindings == {}
+
+
+async def test_a_modelservice_recreated_with_authentication_keeps_the_binding() -> None:
+    ctl = Controller(FakeClient(), RenderOptions(), TIMING)
+    client = ctl.client
+    assert isinstance(client, FakeClient)
+    ctl.modelservice_event(
+        "DELETED", modelservice("ml", "iris", recorded="modelservice:auth-delegator:ml:iris-runtime")
+    )
+    ctl.modelservice_event("ADDED", modelservice("ml", "iris", auth=True))
+    await ctl.process(KEY)
+    assert ("delete", CRB) not in {(verb, kind) for verb, kind, _ in client.calls}
+    assert ctl.orphaned_bindings == {}
+
+
+async def test_a_binding_replaced_by_a_successor_is_left_to_it_and_not_retried() -> None:
+    ctl = Controller(FakeClient({("delete", CRB): ApiConflict(409, {"message": "Precondition failed: UID"})}),
+                     RenderOptions(), TIMING)  # fmt: skip
+    ctl.bindings_listed([binding("ml", "gone")], {}, namespaces=[])
+    await ctl.process(("ml", "gone"))
+    assert ctl.orphaned_bindings == {} and ("ml", "gone") not in ctl.queue._timers
+
+
+async def test_a_binding_the_api_refuses_to_delete_is_retried_with_backoff() -> None:
+    ctl = Controller(FakeClient({("delete", CRB): ApiForbidden(403, {"message": "forbidden"})}),
+                     RenderOptions(), TIMING)  # fmt: skip
+    ctl.bindings_listed([binding("ml", "gone")], {}, namespaces=[])
+    await ctl.process(("ml", "gone"))
+    assert ("ml", "gone") in ctl.orphaned_bindings and ("ml", "gone") in ctl.queue._timers
 
 
 async def test_bindings_of_every_namespace_are_swept_when_the_operator_watches_all() -> None:
     ctl = Controller(FakeClient(), RenderOptions(), TIMING)
-    found = ctl.bindings_listed(
-        [binding("ml", "gone"), binding("other", "gone")], existing=set(), namespaces=[]
-    )
+    found = ctl.bindings_listed([binding("ml", "gone"), binding("other", "gone")], {}, namespaces=[])
     assert found == [("ml", "gone"), ("other", "gone")]

@@ -28,8 +28,13 @@ def render_service_account(spec: ModelServiceSpec) -> dict[str, Any]:
     }
 
 
+def binding_name(namespace: str, name: str) -> str:
+    """The runtime's ClusterRoleBinding of ModelService ``namespace/name``."""
+    return f"modelservice:auth-delegator:{namespace}:{child_name(name, 'runtime')}"
+
+
 def auth_delegator_binding_name(spec: ModelServiceSpec) -> str:
-    return f"modelservice:auth-delegator:{spec.namespace}:{runtime_account(spec)}"
+    return binding_name(spec.namespace, spec.name)
 
 
 def render_auth_delegator_binding(spec: ModelServiceSpec) -> dict[str, Any]:
