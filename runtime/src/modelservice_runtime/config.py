@@ -224,12 +224,24 @@ _MONITORING_PROTO: Any = None
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's PrometheusExporter::kPrometheusPath
 
 
+def _message_class(file: Any, full_name: str, *dependencies: Any) -> Any:
+    """The message class ``full_name`` of a file descriptor built at run time (TF Serving's config protos
+    that ``tensorflow-serving-api`` does not ship), in a pool of its own."""
+    from google.protobuf import descriptor_pool, message_factory
+
+    pool = descriptor_pool.DescriptorPool()
+    for dependency in dependencies:
+        pool.AddSerializedFile(dependency.serialized_pb)
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))
+
+
 def _monitoring_message() -> Any:
     """TF Serving's ``MonitoringConfig`` (``monitoring_config.proto``, not in ``tensorflow-serving-api``),
     built at run time as ``_batching_message`` builds its message: text format needs only names and types."""
     global _MONITORING_PROTO
     if _MONITORING_PROTO is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import descriptor_pb2
 
         field = descriptor_pb2.FieldDescriptorProto
         file = descriptor_pb2.FileDescriptorProto(
@@ -243,11 +255,7 @@ def _monitoring_message() -> Any:
         monitoring = file.message_type.add(name="MonitoringConfig")
         monitoring.field.add(name="prometheus_config", number=1, type=field.TYPE_MESSAGE,
                              type_name=".tensorflow.serving.PrometheusConfig", label=field.LABEL_OPTIONAL)  # fmt: skip
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(file)
-        _MONITORING_PROTO = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-        )
+        _MONITORING_PROTO = _message_class(file, "tensorflow.serving.MonitoringConfig")
     return _MONITORING_PROTO
 
 
@@ -280,7 +288,7 @@ def _ssl_message() -> Any:
     time as ``_monitoring_message`` builds its message."""
     global _SSL_PROTO
     if _SSL_PROTO is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import descriptor_pb2
 
         field = descriptor_pb2.FieldDescriptorProto
         file = descriptor_pb2.FileDescriptorProto(
@@ -290,11 +298,7 @@ def _ssl_message() -> Any:
         for number, name in enumerate(("server_key", "server_cert", "custom_ca"), start=1):
             message.field.add(name=name, number=number, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
         message.field.add(name="client_verify", number=4, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(file)
-        _SSL_PROTO = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
-        )
+        _SSL_PROTO = _message_class(file, "tensorflow.serving.SSLConfig")
     return _SSL_PROTO
 
 
@@ -351,7 +355,7 @@ def _batching_message() -> Any:
     needs the names and types, which are TF Serving's (the field numbers never appear in text)."""
     global _BATCHING_PROTO
     if _BATCHING_PROTO is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+        from google.protobuf import descriptor_pb2, wrappers_pb2
 
         field = descriptor_pb2.FieldDescriptorProto
         file = descriptor_pb2.FileDescriptorProto(
@@ -372,12 +376,7 @@ def _batching_message() -> Any:
         )
         message.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL,
                           label=field.LABEL_OPTIONAL)  # fmt: skip
-        pool = descriptor_pool.DescriptorPool()
-        pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-        pool.Add(file)
-        _BATCHING_PROTO = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("modelservice.BatchingParameters")
-        )
+        _BATCHING_PROTO = _message_class(file, "modelservice.BatchingParameters", wrappers_pb2.DESCRIPTOR)
     return _BATCHING_PROTO
 
 
