@@ -41,6 +41,9 @@ SOCKET_ENV = "MODELSERVICE_ENGINE_SOCKET"
 # With several model processes (one per GPU), the first one's socket: it keeps the pod's rate limits.
 FIRST_SOCKET_ENV = "MODELSERVICE_FIRST_ENGINE_SOCKET"
 ADMIT_TIMEOUT_S = 5.0
+RATE_LIMITS_DOWN = (
+    "The model process that keeps the pod's rate limits is not running (it is restarting); retry"
+)
 
 Reply = Callable[[Any], None]  # called with an operation's value, or with the ServingError that ended it
 
@@ -311,7 +314,10 @@ class SharedLimiter:
         self.transport = SocketTransport(first_socket, ADMIT_TIMEOUT_S)
 
     def take(self, client: str, model: str) -> Decision:
-        decision: Decision = self.transport("admit", (client, model))[1]
+        try:
+            decision: Decision = self.transport("admit", (client, model))[1]
+        except Unavailable:  # the transport's words are about a request this process would have served
+            raise Unavailable(RATE_LIMITS_DOWN) from None
         return decision
 
 
