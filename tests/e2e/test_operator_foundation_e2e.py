@@ -74,13 +74,19 @@ def test_hand_edits_of_a_child_are_taken_back_and_status_never_lies(
     deployment_replicas = lambda: kubectl.json("get", "deployment", deployment)["spec"]["replicas"]  # noqa: E731
     elapsed = timed(lambda: deployment_replicas() == replicas, 30, f"replicas back to {replicas}")
     assert elapsed < REPAIR_SECONDS
-    ms = ready(kubectl, "iris", timeout=60)
+    # Back to Available once the Deployment has settled at the operator's replicas. Read from the status,
+    # not with `kubectl wait`: that returns on the Ready=True written before the scale, which may turn
+    # RollingOut (False) for the moment the Deployment is scaled back.
+    eventually(
+        lambda: (c := condition(kubectl.json("get", "ms", "iris"), "Ready"))["status"] == "True"
+        and c["reason"] == "Available",
+        timeout=60, what="Ready=True, Available",
+    )  # fmt: skip
     events = kubectl.json(
         "get", "events", "--field-selector", "involvedObject.name=iris,involvedObject.kind=ModelService"
     )
     messages = [e["message"] for e in events["items"]]
     assert any("changed by someone else" in m for m in messages), messages
-    assert condition(ms, "Ready")["reason"] == "Available"
 
 
 def test_names_that_map_to_the_same_dns_label_get_distinct_children(

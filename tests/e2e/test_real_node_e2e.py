@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import errno
 import functools
 import http.client
 import http.server
@@ -111,6 +112,12 @@ def cluster_ip(kubectl: Kubectl, service: str) -> tuple[str, int]:
     return body["spec"]["clusterIP"], port
 
 
+def unrouted(error: object) -> bool:
+    """How a Service answers before kube-proxy has routed it: refused (its reject rule for a Service
+    without endpoints) or unreachable (no rule yet, so the ClusterIP leads nowhere)."""
+    return isinstance(error, OSError) and error.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH)
+
+
 def post(address: tuple[str, int], path: str, body: dict[str, Any], routed_within: float = 30) -> Any:
     """POST JSON to a ClusterIP. A Service that just got its endpoint is refused until kube-proxy has
     written its rules (a second or so after the pod turned Ready): that much is retried, nothing else."""
@@ -124,7 +131,7 @@ def post(address: tuple[str, int], path: str, body: dict[str, Any], routed_withi
                 assert response.status == 200
                 return json.load(response)
         except urllib.error.URLError as exc:
-            if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+            if not unrouted(exc.reason) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 
@@ -285,8 +292,8 @@ def test_api_keys_rate_limits_and_the_cache_guard_a_real_pod_whose_probes_need_n
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
-        except urllib.error.URLError as exc:  # kube-proxy has not routed the new Service yet
-            if not isinstance(exc.reason, ConnectionRefusedError):
+        except urllib.error.URLError as exc:
+            if not unrouted(exc.reason):
                 raise
             return 0, {}, b""
 
@@ -322,7 +329,9 @@ def test_tls_from_a_secret_serves_https_and_the_kubelet_probes_over_it(
         connection = http.client.HTTPSConnection(address[0], address[1], context=context, timeout=30)
         try:
             connection.connect()
-        except ConnectionRefusedError:  # kube-proxy has not routed the new Service yet
+        except OSError as exc:
+            if not unrouted(exc):
+                raise
             return {}
         try:
             connection.request("POST", "/v1/models/iris-tls:predict", json.dumps({"instances": IRIS_ROWS}),
