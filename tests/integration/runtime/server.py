@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -131,3 +132,22 @@ def stop(server: Server) -> int:
             server.process.kill()
             return server.process.wait()
     return server.process.returncode
+
+
+def tcp_sockets(pid: int, port: int, state: str) -> dict[int, int]:
+    """The pid's TCP sockets on local ``port`` in ``state`` (/proc/net/tcp's hex code: 0A listening,
+    01 established): inode -> the remote port."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, st, inode = fields[1], fields[2], fields[3], int(fields[9])
+            if st == state and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                found[inode] = int(remote.rsplit(":", 1)[1], 16)
+    return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.runtime.server import Server, descendants, start_server, stop
+from tests.integration.runtime.server import Server, descendants, start_server, stop, tcp_sockets
 
 pytestmark = [pytest.mark.integration, pytest.mark.gunicorn]
 
@@ -230,25 +229,6 @@ def test_requests_on_every_worker_reach_the_model_process(served: tuple[Server, 
         if pids == workers:
             break
     assert pids == workers
-
-
-def tcp_sockets(pid: int, port: int, state: str) -> dict[int, int]:
-    """The pid's TCP sockets on local ``port`` in ``state`` (/proc/net/tcp's hex code: 0A listening,
-    01 established): inode -> the remote port."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
-    found = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote, st, inode = fields[1], fields[2], fields[3], int(fields[9])
-            if st == state and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
-                found[inode] = int(remote.rsplit(":", 1)[1], 16)
-    return found
 
 
 def test_connections_opened_at_once_are_spread_over_the_workers(served: tuple[Server, Path]) -> None:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench.loadgen import free_port
-from tests.integration.runtime.server import Server, served
+from tests.integration.runtime.server import Server, served, tcp_sockets
 
 pytestmark = pytest.mark.integration
 # A bucket of 6 that refills once in 100 s: what a test is served is what the bucket held.
@@ -52,32 +52,9 @@ def grpc_predict(channel: grpc.Channel, client: str) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = fd.readlink().name
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
-
-
 def connections_by_process(server: Server, port: int) -> dict[int, int]:
-    """Established TCP connections to the gRPC port, by the model process that accepted them (/proc)."""
-    owners = {pid: _socket_inodes(pid) for pid in server.processes()["engine"]}
-    counts = dict.fromkeys(owners, 0)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-            if local_port != port or state != "01":  # 01: ESTABLISHED
-                continue
-            for pid, inodes in owners.items():
-                if inode in inodes:
-                    counts[pid] += 1
-    return counts
+    """Established TCP connections to the gRPC port, by the model process that accepted them."""
+    return {pid: len(tcp_sockets(pid, port, "01")) for pid in server.processes()["engine"]}
 
 
 def channels_on_both_processes(stack: ExitStack, server: Server, port: int) -> list[grpc.Channel]:
