@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics as m
+from .api import InvalidSpec, parse_spec
 from .cache import Key, ObjectCache
 from .capacity import GpuInventory
 from .context import observe
@@ -44,11 +45,12 @@ class Timing:
 
 
 def _wants_binding(body: Mapping[str, Any]) -> bool:
-    """Whether a ModelService asks for Kubernetes authentication (its reconcile keeps the binding)."""
-    runtime = (body.get("spec") or {}).get("runtime") or {}
-    auth = runtime.get("auth") if isinstance(runtime, Mapping) else None
-    kubernetes = auth.get("kubernetes") if isinstance(auth, Mapping) else None
-    return isinstance(kubernetes, Mapping) and kubernetes.get("enabled") is True
+    """Whether a ModelService asks for Kubernetes authentication (its reconcile keeps the binding). A spec
+    the operator cannot read decides nothing: its binding stays until the spec is fixed."""
+    try:
+        return parse_spec(body).runtime.kubernetes_auth
+    except InvalidSpec:
+        return True
 
 
 def _recorded_binding(body: Mapping[str, Any]) -> str:
@@ -86,10 +88,8 @@ class Controller:
             if not all(key) or (namespaces and key[0] not in namespaces):
                 continue
             role = binding.get("roleRef") or {}
-            if meta.get("name") != binding_name(*key) or (role.get("kind"), role.get("name")) != (
-                "ClusterRole",
-                AUTH_DELEGATOR,
-            ):
+            ours = meta.get("name") == binding_name(*key) and role.get("name") == AUTH_DELEGATOR
+            if not ours or role.get("kind") != "ClusterRole":
                 continue
             body = modelservices.get(key)
             if body is not None and (_wants_binding(body) or _recorded_binding(body) == meta["name"]):

@@ -369,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     grpc_server = None
     if config.grpc_port:
-        from .grpc_api import GrpcServer, grpc_credentials
+        from .grpc_api import GrpcServer
+        from .tls import grpc_credentials
 
         reviewer = engine.reviewer.review if engine.reviewer is not None else None
         credentials = grpc_credentials(config.ssl_config, config.tls_cert_file, config.tls_key_file)

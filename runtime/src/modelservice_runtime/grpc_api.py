@@ -42,7 +42,7 @@ from tensorflow_serving.apis import (
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import metrics
-from .config import ConfigError, SslConfig, parse_model_config_text
+from .config import ConfigError, parse_model_config_text
 from .errors import FailedPrecondition, InvalidArgument, ServingError, Unavailable, Unimplemented, code_number
 from .loader import (
     CLASSIFY_METHOD,
@@ -54,7 +54,6 @@ from .loader import (
 )
 from .ratelimit import Limiter
 from .security import ANONYMOUS, Authenticator, PermissionDenied, Unauthenticated
-from .tls import grpc_server_credentials, grpc_ssl_config_credentials
 
 log = logging.getLogger(__name__)
 
@@ -530,18 +529,6 @@ def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-def grpc_credentials(
-    ssl_config: SslConfig | None, tls_cert_file: str, tls_key_file: str
-) -> grpc.ServerCredentials | None:
-    """The gRPC port's TLS: TF Serving's --ssl_config_file first, else --tls_cert_file/--tls_key_file
-    (reloaded when they change), else none."""
-    if ssl_config is not None:
-        return grpc_ssl_config_credentials(ssl_config)
-    if tls_cert_file:
-        return grpc_server_credentials(tls_cert_file, tls_key_file)
-    return None
-
-
 class GrpcServer:
     """The gRPC server of the model process; its health follows the repository's readiness."""
 
@@ -574,7 +561,7 @@ class GrpcServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"{'[::]' if host in ('0.0.0.0', '') else host}:{port}"
-        if credentials is not None:  # TLS: see grpc_credentials()
+        if credentials is not None:  # TLS: tls.grpc_credentials()
             self.port = self.server.add_secure_port(address, credentials)
         else:
             self.port = self.server.add_insecure_port(address)

@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from .config import SslConfig
 from .reloading import Reloading
 
 # -- REST (Gunicorn)
@@ -57,8 +58,18 @@ def grpc_server_credentials(cert_file: str, key_file: str) -> Any:
     return grpc.dynamic_ssl_server_credentials(served[0], fetch, require_client_authentication=False)
 
 
-def grpc_ssl_config_credentials(config: Any) -> Any:
-    """TF Serving's ``--ssl_config_file`` (a ``config.SslConfig``): the certificate as given, and with
+def grpc_credentials(ssl_config: SslConfig | None, tls_cert_file: str, tls_key_file: str) -> Any:
+    """The gRPC port's TLS: TF Serving's --ssl_config_file first, else --tls_cert_file/--tls_key_file
+    (reloaded when they change), else none."""
+    if ssl_config is not None:
+        return grpc_ssl_config_credentials(ssl_config)
+    if tls_cert_file:
+        return grpc_server_credentials(tls_cert_file, tls_key_file)
+    return None
+
+
+def grpc_ssl_config_credentials(config: SslConfig) -> Any:
+    """TF Serving's ``--ssl_config_file``: the certificate as given, and with
     ``client_verify`` a client certificate signed by ``custom_ca`` is required (TF Serving's
     REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY)."""
     import grpc
