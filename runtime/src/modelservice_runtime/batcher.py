@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
+from .ipc import coalesced
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +502,11 @@ class BatchScheduler:
                         entry.queue.finished()  # its gathering batch is ready now: this thread takes it
 
     def _run(self, entry: _Queue, batch: Batch) -> None:
+        # The batch's replies leave together: one write per worker connection (ipc.py).
+        with coalesced():
+            self._run_batch(entry, batch)
+
+    def _run_batch(self, entry: _Queue, batch: Batch) -> None:
         now = self.clock()
         for task in batch.tasks:
             self.metrics.BATCH_QUEUE_DURATION.labels(entry.model).observe(max(0.0, now - task.enqueued_at))

@@ -3,17 +3,22 @@
 **Framing.** A message is ``<u64 length><pickle>`` (protocol 5). A numeric array up to 64 KiB travels as
 (dtype, shape, raw bytes) and is rebuilt with ``np.frombuffer``: numpy's own reduce goes through Python
 code that cost a one-row request about 9 of its 14 us to pickle and unpickle on the worker's side,
-and as much again on the model process's side; larger arrays and object arrays keep numpy's reduce. A small
-message is one ``send`` and one ``recv``; a large one is written with one ``sendmsg`` and read straight
-into one buffer. Both ends
-are this package, in one pod, as one user: the socket lives in a private directory (0700), so pickle's
-trust model is the process boundary we already have.
+and as much again on the model process's side; larger arrays and object arrays keep numpy's reduce. Both
+ends are this package, in one pod, as one user: the socket lives in a private directory (0700), so
+pickle's trust model is the process boundary we already have.
 
-**Connections.** Each worker thread keeps its own connection (``SocketTransport``), so a request is one
-write and one read with no multiplexing; the model process serves each connection on its own thread
-(``EngineServer``) and its batcher joins requests from all of them. Measured on the bench machine: a
-round trip with a one-row request costs about 40 us of CPU on both sides together (``make bench``'s
-``ipc`` line).
+**Requests carry an id** (``(id, op, args)``, answered by ``(id, reply)``), so one connection carries
+many requests at once and their replies in any order.
+
+**Connections.** An HTTP worker (one event loop of greenlets, ``gunicorn_conf.py``) keeps one
+connection per model process (``MuxTransport``): the requests its greenlets make in one turn of the loop
+go out in one write, and one read brings back every reply that has arrived. The model process
+(``EngineServer``) reads every frame a read brings and starts each (``engine.submit``); the replies of
+one batch go out in one write per connection (``coalesced``). Against one connection per worker thread
+with a request at a time (the previous design), that took the CPU of a one-row predict from about 850
+to 630 us (workers and model process together; ``make bench``'s CPU lines). ``SocketTransport`` is the
+blocking client for threads: one connection per thread, one request at a time (the model processes ask
+the first one for rate-limit tokens with it).
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -76,15 +82,28 @@ def dumps(message: Any) -> bytes:
     return buffer.getvalue()
 
 
-def send_message(sock: socket.socket, message: Any) -> None:
-    body = dumps(message)
-    if len(body) < LARGE:
-        sock.sendall(_HEAD.pack(len(body)) + body)
-        return
-    # A large body (big tensors) is not copied to prepend the header: both go in one sendmsg.
-    parts = [memoryview(_HEAD.pack(len(body))), memoryview(body)]
+def _frames(bodies: Sequence[bytes]) -> list[memoryview]:
+    parts: list[memoryview] = []
+    for body in bodies:
+        parts += [memoryview(_HEAD.pack(len(body))), memoryview(body)]
+    return parts
+
+
+def send_frames(sock: socket.socket, bodies: Sequence[bytes], timeout_s: float | None = None) -> None:
+    """Write whole frames with ``sendmsg`` (no copy to prepend the headers). A non-blocking socket waits
+    for room up to ``timeout_s`` (``TimeoutError`` then)."""
+    parts = _frames(bodies)
+    deadline = None
     while parts:
-        sent = sock.sendmsg(parts)
+        try:
+            sent = sock.sendmsg(parts[:_MAX_PARTS])
+        except BlockingIOError:
+            if deadline is None:
+                deadline = time.monotonic() + (timeout_s if timeout_s is not None else READ_TIMEOUT_S)
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [sock], [], left)[1]:
+                raise TimeoutError("the peer stopped reading") from None
+            continue
         while parts and sent >= parts[0].nbytes:
             sent -= parts[0].nbytes
             parts.pop(0)
@@ -92,9 +111,13 @@ def send_message(sock: socket.socket, message: Any) -> None:
             parts[0] = parts[0][sent:]
 
 
+def send_message(sock: socket.socket, message: Any) -> None:
+    send_frames(sock, [dumps(message)])
+
+
 def recv_message(sock: socket.socket) -> Any:
-    """One message. A connection carries one request (or reply) at a time, so whatever one ``recv``
-    returns belongs to this message: small messages take one system call."""
+    """One message, on a blocking connection that carries one request (or reply) at a time: whatever
+    one ``recv`` returns belongs to this message, so small messages take one system call."""
     first = sock.recv(FIRST_READ)
     if not first:
         raise EOFError("connection closed")
@@ -118,6 +141,57 @@ def recv_message(sock: socket.socket) -> Any:
     return pickle.loads(body)
 
 
+class FrameReader:
+    """Frames out of a stream that may carry several at once, or part of one: ``feed`` what a read
+    returned and get every message it completed."""
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        if self._partial:
+            self._partial += data
+            buffer: bytes | bytearray = self._partial
+        else:
+            buffer = data  # the common case: whole frames, parsed where they lie
+        messages = []
+        view = memoryview(buffer)
+        position, size = 0, len(buffer)
+        try:
+            while size - position >= _HEAD.size:
+                (length,) = _HEAD.unpack_from(buffer, position)
+                end = position + _HEAD.size + length
+                if end > size:
+                    break
+                messages.append(pickle.loads(view[position + _HEAD.size : end]))
+                position = end
+        finally:
+            view.release()
+        if buffer is self._partial:
+            del self._partial[:position]
+        elif position < size:
+            self._partial += memoryview(data)[position:]
+        return messages
+
+
+@contextlib.contextmanager
+def coalesced() -> Iterator[None]:
+    """Replies that ``EngineServer`` sends from this thread inside the block are written at its end, in
+    one write per connection: a batch's replies to one worker travel together."""
+    held: dict[_Connection, list[bytes]] = {}
+    _held.replies = held
+    try:
+        yield
+    finally:
+        _held.replies = None
+        for conn, bodies in held.items():
+            conn.send(bodies)
+
+
+_held = threading.local()
+_MAX_PARTS = 512  # sendmsg takes at most IOV_MAX (1024) buffers; two per frame
+
+
 def error_from_reply(class_name: str, code: str, message: str) -> ServingError:
     cls = getattr(errors, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, ServingError)):
@@ -127,21 +201,45 @@ def error_from_reply(class_name: str, code: str, message: str) -> ServingError:
     return error
 
 
+def _unwrap(reply: tuple[Any, ...]) -> tuple[int, Any]:
+    """(generation, value) of an OK reply; an ERROR reply raises its ServingError."""
+    if reply[0] == OK:
+        return reply[1], reply[2]
+    raise error_from_reply(*reply[2:])
+
+
 class _Connection:
-    """One worker thread's connection, as the model process sees it: at most one request in flight."""
+    """A worker's connection, as the model process sees it (non-blocking). ``send`` is called from any
+    thread that finishes a request; the lock keeps frames whole and a closed socket closed."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.reader = FrameReader()
         self.lock = threading.Lock()
-        self.busy = False  # a request was read and its reply is not sent yet
-        self.closing = False  # the worker hung up meanwhile: close after the reply attempt
+        self.closed = False
+
+    def send(self, bodies: Sequence[bytes]) -> None:
+        with self.lock:
+            if self.closed:
+                return  # the worker hung up: nobody waits for this reply
+            try:
+                send_frames(self.sock, bodies)
+            except OSError:  # gone, or stopped reading for READ_TIMEOUT_S: its requests fail there
+                self.close()
+
+    def close(self) -> None:
+        # Callers hold the lock. A closed socket object no longer writes to its old descriptor number,
+        # which a new connection may have by now.
+        self.closed = True
+        self.sock.close()
 
 
 class EngineServer:
-    """The model process's side: one thread waits on every connection at once (epoll), reads each
-    request as it arrives and starts it (``engine.submit``); the reply is written by whichever thread
-    finishes the operation, the batch thread for a batched predict. So a batch of N requests costs the
-    model process one wake-up to read them and one to run them, not N thread hand-offs each way.
+    """The model process's side: one thread waits on every connection at once (epoll), reads every
+    request each read brings and starts it (``engine.submit``); the reply is written by whichever thread
+    finishes the operation, the batch thread for a batched predict, after the whole batch (``coalesced``).
+    So a batch of N requests costs the model process one wake-up to read them, one to run them and one
+    write per worker, not N thread hand-offs each way.
     """
 
     def __init__(self, engine: Any, path: str) -> None:
@@ -186,8 +284,7 @@ class EngineServer:
                 if self._closed.is_set():
                     return
                 raise
-            sock.setblocking(True)
-            sock.settimeout(READ_TIMEOUT_S)  # a frame that started arriving finishes promptly
+            sock.setblocking(False)
             self._connections[sock.fileno()] = _Connection(sock)
             self._epoll.register(sock.fileno(), select.EPOLLIN)
 
@@ -196,40 +293,42 @@ class EngineServer:
         if conn is None:
             return
         try:
-            op, args = recv_message(conn.sock)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            self._forget(fd, conn)
+            data = conn.sock.recv(FIRST_READ)
+        except BlockingIOError:
             return
-        with conn.lock:
-            conn.busy = True
-        self.engine.submit(op, args, functools.partial(self._reply, conn))
+        except OSError:
+            data = b""
+        try:
+            if not data:
+                raise EOFError("connection closed")
+            messages = conn.reader.feed(data)
+            for request_id, op, args in messages:
+                self.engine.submit(op, args, functools.partial(self._reply, conn, request_id))
+        except Exception as exc:  # closed, or not our framing: that worker's connection is done
+            if not isinstance(exc, EOFError):
+                log.warning("Dropped a connection that sent an unreadable frame: %s", exc)
+            self._forget(fd, conn)
 
     def _forget(self, fd: int, conn: _Connection) -> None:
-        with contextlib.suppress(OSError, ValueError):  # a reply thread may have closed it already
+        with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(fd)
         if self._connections.get(fd) is conn:
             del self._connections[fd]
         with conn.lock:
-            if conn.busy:
-                conn.closing = True  # the thread still working on its request closes it
-                return
-        conn.sock.close()
+            conn.close()
 
-    def _reply(self, conn: _Connection, result: Any) -> None:
+    def _reply(self, conn: _Connection, request_id: int, result: Any) -> None:
         generation = self.engine.generation
         if isinstance(result, ServingError):
             message: tuple[Any, ...] = (ERROR, generation, type(result).__name__, result.code, result.message)
         else:
             message = (OK, generation, result)
-        with conn.lock:
-            conn.busy = False
-            if not conn.closing:
-                try:
-                    send_message(conn.sock, message)
-                    return
-                except OSError:
-                    pass
-            conn.sock.close()
+        body = dumps((request_id, message))
+        held: dict[_Connection, list[bytes]] | None = getattr(_held, "replies", None)
+        if held is not None:
+            held.setdefault(conn, []).append(body)
+        else:
+            conn.send([body])
 
     def close(self) -> None:
         self._closed.set()
@@ -249,6 +348,7 @@ class SocketTransport:
         self.path = path
         self.timeout_s = timeout_s
         self._local = threading.local()
+        self._ids = itertools.count()
 
     def _socket(self) -> socket.socket:
         sock: socket.socket | None = getattr(self._local, "sock", None)
@@ -271,29 +371,135 @@ class SocketTransport:
 
     def __call__(self, op: str, args: Sequence[Any]) -> tuple[int, Any]:
         sock = self._socket()
+        request_id = next(self._ids)
         try:
-            send_message(sock, (op, tuple(args)))
-            reply = recv_message(sock)
+            send_message(sock, (request_id, op, tuple(args)))
+            answered, reply = recv_message(sock)
         except TimeoutError:
             self._drop()  # the late answer would be read by the next request on this connection
             raise DeadlineExceeded("Deadline exceeded") from None
         except (EOFError, OSError):
             self._drop()
             raise Unavailable(ENGINE_LOST) from None
-        if reply[0] == OK:
-            return reply[1], reply[2]
-        raise error_from_reply(*reply[2:])
+        if answered != request_id:  # pragma: no cover - one request at a time: a bug if it happens
+            self._drop()
+            raise Unavailable(ENGINE_LOST)
+        return _unwrap(reply)
 
     def close(self) -> None:
         self._drop()
 
 
-class EngineTransports:
-    """A worker's side with one or several model processes (one per GPU): each worker thread sticks to
-    one of them, assigned round-robin, so the threads of every worker spread over the GPUs."""
+class MuxTransport:
+    """An HTTP worker's side under gevent: one connection to the model process for all its greenlets.
 
-    def __init__(self, paths: Sequence[str], timeout_s: float | None) -> None:
-        self.transports = [SocketTransport(path, timeout_s) for path in paths]
+    A request's frame joins the worker's outbox and the greenlet waits for its id's reply; a writer
+    greenlet sends the outbox in one write once the greenlets that ran in this turn of the loop have
+    added theirs, and a reader greenlet hands each reply to its waiter. The connection opens on first
+    use and again after a failure; a failure fails every request waiting on it (503: the model process
+    is gone or restarting). A request past its deadline stops waiting (504) and its late reply is
+    dropped by id, so the connection stays. No request is retried: one that reached the model process
+    may be what crashed it.
+    """
+
+    def __init__(self, path: str, timeout_s: float | None) -> None:
+        import gevent
+        import gevent.event
+        import gevent.lock
+
+        self._gevent = gevent
+        self._event_class = gevent.event.Event
+        self._result_class = gevent.event.AsyncResult
+        self.path = path
+        self.timeout_s = timeout_s
+        self._ids = itertools.count()
+        self._sock: Any = None
+        self._wanted: Any = None  # set when the outbox has frames for this connection's writer
+        self._waiting: dict[int, Any] = {}
+        self._outbox: list[bytes] = []
+        self._connecting = gevent.lock.Semaphore()
+
+    def _connect(self) -> None:
+        with self._connecting:
+            if self._sock is not None:
+                return
+            sock = self._gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self.path)
+            except OSError:
+                sock.close()
+                raise Unavailable(ENGINE_DOWN) from None
+            self._sock, self._wanted = sock, self._event_class()
+            self._gevent.spawn(self._read, sock)
+            self._gevent.spawn(self._write, sock, self._wanted)
+
+    def _read(self, sock: Any) -> None:
+        reader = FrameReader()
+        try:
+            while True:
+                data = sock.recv(FIRST_READ)
+                if not data:
+                    break
+                for request_id, reply in reader.feed(data):
+                    waiter = self._waiting.pop(request_id, None)
+                    if waiter is not None:  # None: it gave up at its deadline
+                        waiter.set(reply)
+        except Exception:  # the connection broke, or a frame made no sense: it is done
+            log.debug("Lost the connection to the model process at %s", self.path, exc_info=True)
+        self._lost(sock)
+
+    def _write(self, sock: Any, wanted: Any) -> None:
+        try:
+            while True:
+                wanted.wait()
+                wanted.clear()
+                if self._sock is not sock:
+                    return
+                frames, self._outbox = self._outbox, []
+                sock.sendall(b"".join([part for body in frames for part in (_HEAD.pack(len(body)), body)]))
+        except OSError:
+            self._lost(sock)
+
+    def _lost(self, sock: Any) -> None:
+        if self._sock is not sock:
+            return
+        self._wanted.set()  # its writer wakes, sees the connection gone and ends
+        self._sock = self._wanted = None
+        sock.close()
+        self._outbox = []
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            waiter.set((ERROR, -1, "Unavailable", "UNAVAILABLE", ENGINE_LOST))
+
+    def __call__(self, op: str, args: Sequence[Any]) -> tuple[int, Any]:
+        if self._sock is None:
+            self._connect()
+        request_id = next(self._ids)
+        body = dumps((request_id, op, tuple(args)))
+        waiter = self._waiting[request_id] = self._result_class()
+        self._outbox.append(body)
+        self._wanted.set()
+        try:
+            reply = waiter.get(timeout=self.timeout_s)
+        except self._gevent.Timeout:
+            self._waiting.pop(request_id, None)
+            raise DeadlineExceeded("Deadline exceeded") from None
+        return _unwrap(cast(tuple[Any, ...], reply))  # set only with a reply tuple
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._lost(self._sock)
+
+
+class EngineTransports:
+    """A worker's side with one or several model processes (one per GPU): each worker thread (or
+    greenlet) sticks to one of them, assigned round-robin, so the requests of every worker spread over
+    the GPUs. ``multiplexed``: the worker runs gevent, and each model process gets one ``MuxTransport``;
+    otherwise each thread its own blocking connection."""
+
+    def __init__(self, paths: Sequence[str], timeout_s: float | None, multiplexed: bool = False) -> None:
+        kind = MuxTransport if multiplexed else SocketTransport
+        self.transports: list[MuxTransport | SocketTransport] = [kind(path, timeout_s) for path in paths]
         self._next = itertools.count()
         self._local = threading.local()
 

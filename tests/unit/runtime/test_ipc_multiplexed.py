@@ -1,0 +1,208 @@
+"""One connection per HTTP worker carries many requests at once: ids match replies to requests, the
+replies of a batch leave in one write, and a worker's greenlets share one connection (``MuxTransport``)
+against a real ``EngineServer`` on a Unix socket."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import numpy as np
+import pytest
+
+from modelservice_runtime import ipc
+from modelservice_runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
+
+
+def frames(*messages: Any) -> bytes:
+    return b"".join(ipc._HEAD.pack(len(body)) + body for body in map(ipc.dumps, messages))
+
+
+def test_frames_cut_anywhere_arrive_whole_and_in_order() -> None:
+    messages = [(1, "predict", ({"x": np.arange(4, dtype=np.float32)},)), (2, "available", ()), (3, "ü", ())]
+    stream = frames(*messages)
+    for cut in range(1, len(stream)):
+        reader = ipc.FrameReader()
+        got = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        assert [m[:2] for m in got] == [m[:2] for m in messages], cut
+        np.testing.assert_array_equal(got[0][2][0]["x"], messages[0][2][0]["x"])
+
+
+def test_a_stream_fed_one_byte_at_a_time_gives_each_message_when_its_last_byte_comes() -> None:
+    reader = ipc.FrameReader()
+    stream = frames((1, "a", ()), (2, "b", ()))
+    got = [reader.feed(stream[i : i + 1]) for i in range(len(stream))]
+    assert sum(1 for g in got if g) == 2
+    assert got[len(frames((1, "a", ()))) - 1] == [(1, "a", ())]
+    assert got[-1] == [(2, "b", ())]
+
+
+class SlowFirst:
+    """An engine whose first request is answered last: replies leave in another order than requests."""
+
+    generation = 7
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+        self.lock = threading.Lock()
+
+    def submit(self, op: str, args: Any, reply: Any) -> None:
+        if op == "fail":
+            reply(InvalidArgument(f"bad {args[0]}"))
+            return
+        if op == "hang":
+            return  # never answered: its caller's deadline passes
+        with self.lock:
+            self.held.append((args[0], reply))
+            if len(self.held) < 3:
+                return
+            held, self.held = self.held, []
+        for value, send in reversed(held):
+            send(value * 10)
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[ipc.EngineServer, str]]:
+    path = str(tmp_path / "engine.sock")
+    server = ipc.EngineServer(SlowFirst(), path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, path
+    finally:
+        server.close()
+        thread.join(5)
+
+
+def test_replies_find_their_requests_by_id_in_whatever_order_they_come(
+    server: tuple[ipc.EngineServer, str],
+) -> None:
+    _, path = server
+    transport = ipc.MuxTransport(path, timeout_s=10)
+    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (1, 2, 3)]
+    gevent.joinall(calls, timeout=10, raise_error=True)
+    assert [call.value for call in calls] == [(7, 10), (7, 20), (7, 30)]
+    transport.close()
+
+
+def test_a_workers_greenlets_share_one_connection_to_the_model_process(
+    server: tuple[ipc.EngineServer, str],
+) -> None:
+    engine_server, path = server
+    transport = ipc.MuxTransport(path, timeout_s=10)
+    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in range(30)]
+    gevent.joinall(calls, timeout=10, raise_error=True)
+    assert sorted(call.value[1] for call in calls) == [n * 10 for n in range(30)]
+    assert len(engine_server._connections) == 1
+    transport.close()
+
+
+def test_an_error_reply_raises_its_serving_error_and_the_connection_goes_on(
+    server: tuple[ipc.EngineServer, str],
+) -> None:
+    _, path = server
+    transport = ipc.MuxTransport(path, timeout_s=10)
+    with pytest.raises(InvalidArgument, match="bad input"):
+        transport("fail", ("input",))
+    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (4, 5, 6)]
+    gevent.joinall(calls, timeout=10, raise_error=True)
+    assert [call.value[1] for call in calls] == [40, 50, 60]
+    transport.close()
+
+
+def test_a_request_past_its_deadline_stops_waiting_and_the_next_one_uses_the_same_connection(
+    server: tuple[ipc.EngineServer, str],
+) -> None:
+    engine_server, path = server
+    transport = ipc.MuxTransport(path, timeout_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        transport("hang", ())
+    assert time.monotonic() - started < 5
+    transport.timeout_s = 10
+    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (1, 2, 3)]
+    gevent.joinall(calls, timeout=10, raise_error=True)
+    assert [call.value[1] for call in calls] == [10, 20, 30]
+    assert len(engine_server._connections) == 1
+    transport.close()
+
+
+def test_requests_waiting_when_the_model_process_goes_away_fail_with_503_and_the_next_reconnects(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "engine.sock")
+    first = ipc.EngineServer(SlowFirst(), path)
+    thread = threading.Thread(target=first.serve_forever, daemon=True)
+    thread.start()
+    transport = ipc.MuxTransport(path, timeout_s=10)
+    waiting = gevent.spawn(transport, "hang", ())
+    gevent.sleep(0.2)  # it is sent and waits
+    first.close()
+    thread.join(5)
+    for conn in list(first._connections.values()):  # the process is gone: so are its connections
+        with conn.lock:
+            conn.close()
+    with pytest.raises(Unavailable, match="stopped while serving"):
+        waiting.get(timeout=10)
+    with pytest.raises(Unavailable, match="not running"):
+        transport("times_ten", (1,))  # nobody listens: it says so at once
+
+    second = ipc.EngineServer(SlowFirst(), path)
+    thread = threading.Thread(target=second.serve_forever, daemon=True)
+    thread.start()
+    try:
+        calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (1, 2, 3)]
+        gevent.joinall(calls, timeout=10, raise_error=True)
+        assert [call.value[1] for call in calls] == [10, 20, 30]
+    finally:
+        transport.close()
+        second.close()
+        thread.join(5)
+
+
+class Batch:
+    """An engine that answers every third request together with the two before it, as a batch does."""
+
+    generation = 1
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+
+    def submit(self, op: str, args: Any, reply: Any) -> None:
+        self.held.append((args[0], reply))
+        if len(self.held) == 3:
+            with ipc.coalesced():
+                for value, send_reply in self.held:
+                    send_reply(value)
+            self.held = []
+
+
+def test_replies_made_inside_coalesced_leave_in_one_write_per_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    send = ipc._Connection.send
+
+    def counted(conn: ipc._Connection, bodies: Any) -> None:
+        writes.append(len(bodies))
+        send(conn, bodies)
+
+    monkeypatch.setattr(ipc._Connection, "send", counted)
+    path = str(tmp_path / "engine.sock")
+    server = ipc.EngineServer(Batch(), path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    transport = ipc.MuxTransport(path, timeout_s=10)
+    try:
+        calls = [gevent.spawn(transport, "echo", (n,)) for n in (1, 2, 3)]
+        gevent.joinall(calls, timeout=10, raise_error=True)
+        assert [call.value[1] for call in calls] == [1, 2, 3]
+        assert writes == [3]
+    finally:
+        transport.close()
+        server.close()
+        thread.join(5)
