@@ -1,8 +1,9 @@
 """Overload control: refuse by queueing delay, only when the server is overloaded (CoDel's idea).
 
-A request that waits for a worker thread is a request the server cannot serve right now. The Gunicorn
-worker stamps each connection when it is queued for a thread (``gunicorn_conf.py``); when a thread picks
-it up, its *sojourn* (time queued) is known. ``QueueDelayShedder`` follows CoDel (Nichols & Jacobson,
+A request that waits to be served is a request the server cannot serve right now. The Gunicorn worker
+(``gunicorn_conf.RuntimeWorker``) knows how long each request has waited when it starts serving it: the
+lag of its event loop (the turns that served other requests first) and its wait for a request slot.
+That is its *sojourn* (time queued). ``QueueDelayShedder`` follows CoDel (Nichols & Jacobson,
 "Controlling Queue Delay", 2012) as request servers adapted it: a queue whose *minimum* sojourn over an
 interval stays above the target holds a standing backlog the server cannot drain, so for the next
 interval requests that waited longer than the target are refused at once (503 with ``Retry-After``),
@@ -21,6 +22,7 @@ Pure and time-injected: ``admit(sojourn, now)`` is all the state machine there i
 
 from __future__ import annotations
 
+import contextvars
 import threading
 
 DEFAULT_TARGET_S = 0.1
@@ -59,15 +61,15 @@ class QueueDelayShedder:
             return not (self.overloaded and sojourn > self.target)
 
 
-# -- the sojourn of the request this thread serves (set by the Gunicorn worker, read by the app)
+# -- when the request being served was queued (set by the Gunicorn worker, read by the app). A context
+# variable: each thread, and each greenlet, has its own.
 
-_current = threading.local()
+_queued_at: contextvars.ContextVar[float | None] = contextvars.ContextVar("queued_at", default=None)
 
 
 def set_queued_at(timestamp: float | None) -> None:
-    _current.queued_at = timestamp
+    _queued_at.set(timestamp)
 
 
 def queued_at() -> float | None:
-    value: float | None = getattr(_current, "queued_at", None)
-    return value
+    return _queued_at.get()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -45,6 +46,13 @@ RETRY_AFTER_SECONDS = "1"
 CACHE_HEADER = "X-ModelService-Cache"  # hit | miss, on predict answers while the response cache is on
 
 
+def _under_gevent() -> bool:
+    """In a worker that gevent patched (Gunicorn's RuntimeWorker): its greenlets share one connection
+    to each model process."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched("socket"))
+
+
 class SheddingMiddleware:
     """Overload control in front of Flask (``admission.py``): a request that waited too long in the
     worker's queue while the queue stands above target is refused right here, before Flask builds a
@@ -68,7 +76,7 @@ class SheddingMiddleware:
         api = "v2" if environ.get("PATH_INFO", "").startswith("/v2") else "v1"
         metrics.REQUESTS_SHED.labels(api).inc()
         body = error_body(
-            f"Server overloaded: this request waited {sojourn * 1000:.0f} ms for a thread and the queue "
+            f"Server overloaded: this request waited {sojourn * 1000:.0f} ms to be served and the queue "
             f"stays above its {self.shedder.target * 1000:.0f} ms target; retry with backoff"
         ).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
@@ -156,7 +164,8 @@ def create_app(
         # The worker enforces the request deadline: it stops waiting on the model process then (504).
         deadline = config.rest_api_timeout_in_ms / 1000.0 if config.rest_api_timeout_in_ms > 0 else None
         paths = socket_path.split(os.pathsep)  # one model process per GPU: one socket each
-        app.extensions["modelservice.dataplane"] = EngineClient(EngineTransports(paths, deadline))
+        transports = EngineTransports(paths, deadline, multiplexed=_under_gevent())
+        app.extensions["modelservice.dataplane"] = EngineClient(transports)
     else:
         # In-process (tests, `flask run`): the same engine, called directly.
         if repository is None:

@@ -8,7 +8,7 @@ The command is a small supervisor (PID 1 in the container) with two children:
 - the **model process** (``python -m modelservice_runtime.engine``): every model, the batcher and
   TensorFlow, once per pod (once per GPU in a multi-GPU pod, each pinned to its GPU), serving operations
   on a Unix socket (``engine.py``, ``ipc.py``);
-- **Gunicorn** (``python -m modelservice_runtime.web``): its master and N gthread workers speak HTTP and
+- **Gunicorn** (``python -m modelservice_runtime.web``): its master and N gevent workers speak HTTP and
   JSON and send model operations to the model process; they hold no TensorFlow.
 
 It restarts the model process when it dies (with backoff; meanwhile readiness answers 503 and requests

@@ -539,13 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Gunicorn worker processes for HTTP and JSON (default: the cores the pod may "
                       "use); they share the pod's one model process")  # fmt: skip
     ours.add_argument("--threads", type=int, default=int(os.environ.get("MS_THREADS", "16")),
-                      help="request threads per worker")  # fmt: skip
+                      help="requests per worker at once (in the model process); more wait for a slot")  # fmt: skip
     ours.add_argument("--worker_timeout_seconds", type=int, default=60)
     ours.add_argument("--graceful_timeout_seconds", type=int, default=30)
     ours.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024,
                       help="larger request bodies get 413")  # fmt: skip
     ours.add_argument("--max_queue_delay_ms", type=int, default=0,
-                      help="overload target: while the queue for worker threads stays above this, "
+                      help="overload target: while the wait to be served stays above this, "
                       "requests that waited longer get 503 (default: a tenth of "
                       "--rest_api_timeout_in_ms, at most 100)")  # fmt: skip
     ours.add_argument("--model_processes", type=int, default=0,

@@ -6,15 +6,17 @@ that Gunicorn calls them in the right process (the master for ``on_starting`` an
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import shutil
+import socket
 import tempfile
-import threading
 import time
 from typing import Any
 
 from gunicorn.glogging import Logger
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.ggevent import GeventWorker
 
 from . import admission
 from .config import RuntimeConfig
@@ -32,47 +34,143 @@ class RuntimeLogger(Logger):  # type: ignore[misc]
         return False
 
 
-class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread, with a drain phase on SIGTERM: readiness turns 503 first, then the worker stops.
+class Slots:
+    """At most ``size`` holders at once; the others wait in arrival order. Unlike gevent's Semaphore, a
+    freed slot goes to the first waiter directly, so the greenlet that frees one cannot take it back for
+    its connection's next request while others wait (measured: a p99 of 60-190 ms in some runs of 32
+    connections over two workers, against about 25 ms)."""
 
-    Kubernetes sends SIGTERM and removes the pod from the Service's endpoints at the same time; the
-    endpoint update takes a moment to reach every proxy, which keeps sending requests meanwhile. So for
-    ``--drain_seconds`` the worker keeps serving and answers ``/v2/health/ready`` with 503; then it stops
-    accepting, lets in-flight requests finish (up to ``--graceful_timeout_seconds``) and exits.
+    def __init__(self, size: int) -> None:
+        from gevent.event import Event
+
+        self._event = Event
+        self._free = size
+        self._waiters: collections.deque[Any] = collections.deque()
+
+    def acquire(self) -> None:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return
+        handed = self._event()
+        self._waiters.append(handed)
+        try:
+            handed.wait()
+        except BaseException:  # killed while waiting (the worker stops): give back what it was given
+            if handed.is_set():
+                self.release()
+            else:
+                self._waiters.remove(handed)
+            raise
+
+    def release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self._free += 1
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class RuntimeWorker(GeventWorker):  # type: ignore[misc]
+    """Gunicorn's gevent worker: one thread, a greenlet per connection, and what the runtime adds.
+
+    **Why gevent.** A worker's requests spend most of their time waiting on the model process. With a
+    thread per request (gthread), every request paid thread wake-ups and GIL hand-offs on the way in and
+    out; greenlets switch in a microsecond, and the requests of one turn of the event loop share one
+    write to the model process and one read back (``ipc.MuxTransport``).
+
+    **Request slots** (``--threads``, as gthread's thread count bounded it before): at most that many
+    POSTs per worker are in the model process at once; the others wait for a slot, in arrival order.
+
+    **Queueing delay** (``admission.py``): a request has waited for the event loop (a turn of the loop
+    that serves other requests first: the loop's *lag*, measured by a greenlet that sleeps
+    ``LAG_PERIOD_S`` and sees how late it wakes) and then for a slot. Both together are its sojourn.
+
+    **Drain on SIGTERM:** Kubernetes sends SIGTERM and removes the pod from the Service's endpoints at
+    the same time; the endpoint update takes a moment to reach every proxy, which keeps sending requests
+    meanwhile. So for ``--drain_seconds`` the worker keeps serving and answers ``/v2/health/ready`` with
+    503; then it stops accepting, lets in-flight requests finish (up to ``--graceful_timeout_seconds``)
+    and exits.
     """
 
+    LAG_PERIOD_S = 0.01
     _draining = False
+    _lag = 0.0
 
-    # -- queueing delay: a connection is stamped when it is queued for a thread (accepted, or readable
-    # again while kept alive), and the thread that picks it up publishes the stamp (admission.py)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle: dict[Any, bool] = {}  # the connections waiting for a request
 
-    def enqueue_req(self, conn: Any) -> None:
-        conn.modelservice_queued_at = time.monotonic()
-        super().enqueue_req(conn)
+    def run(self) -> None:
+        import gevent
 
-    def handle(self, conn: Any) -> Any:
-        admission.set_queued_at(getattr(conn, "modelservice_queued_at", None))
+        # After the fork and the monkey-patching: the slots and the lag probe belong to this worker.
+        config = getattr(self.app, "runtime_config", None)
+        self._slots = Slots(getattr(config, "threads", 16))
+        gevent.spawn(self._measure_lag)
+        super().run()
+
+    def _measure_lag(self) -> None:
+        import gevent
+
+        while self.alive:
+            start = time.monotonic()
+            gevent.sleep(self.LAG_PERIOD_S)
+            self._lag = max(0.0, time.monotonic() - start - self.LAG_PERIOD_S)
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        # A connection is idle while it waits for its next request: at stop, it is closed at once.
+        self._idle[client] = True
         try:
-            return super().handle(conn)
+            super().handle(listener, client, addr)
         finally:
-            admission.set_queued_at(None)
+            self._idle.pop(client, None)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        self._idle.pop(sock, None)
+        try:
+            if req.method != "POST":  # probes and /metrics never wait behind model requests
+                served = super().handle_request(listener_name, req, sock, addr)
+            else:
+                queued_at = time.monotonic() - self._lag
+                with self._slots:
+                    admission.set_queued_at(queued_at)
+                    try:
+                        served = super().handle_request(listener_name, req, sock, addr)
+                    finally:
+                        admission.set_queued_at(None)
+        finally:
+            self._idle[sock] = True
+        if not self.alive:
+            raise StopIteration  # stopping: the connection closes after its response
+        return served
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self._draining or not self.alive:
             return
+        import gevent
+
         self._draining = True
         drain_seconds = getattr(getattr(self.app, "runtime_config", None), "drain_seconds", 0.0)
         wsgi = getattr(self, "wsgi", None)
         if wsgi is not None and hasattr(wsgi, "extensions"):
             wsgi.extensions["modelservice.draining"] = True
         self.log.info("Draining worker %s: not ready, stopping in %.1fs", self.pid, drain_seconds)
-        timer = threading.Timer(drain_seconds, self._stop_after_drain, args=(sig, frame))
-        timer.daemon = True
-        timer.start()
+        gevent.spawn_later(drain_seconds, self._stop, sig, frame)
 
-    def _stop_after_drain(self, sig: int, frame: Any) -> None:
-        # ThreadWorker.handle_exit only flips `alive` and wakes the poller: safe from this thread.
+    def _stop(self, sig: int, frame: Any) -> None:
+        # Gunicorn's handle_exit only flips `alive`: the worker stops accepting and waits, up to the
+        # graceful timeout, for every connection's greenlet to end. A kept-alive connection that waits
+        # for its next request would hold it that long (up to the keep-alive time), so those are
+        # closed now; the others close after their response (handle_request).
         super().handle_exit(sig, frame)
+        for client in list(self._idle):
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)  # its greenlet reads the end of the stream and ends
 
 
 def settings(config: RuntimeConfig) -> dict[str, Any]:
@@ -80,13 +178,14 @@ def settings(config: RuntimeConfig) -> dict[str, Any]:
         # -- Binding ----------------------------------------------------------------------------------
         "bind": [f"{config.rest_api_host}:{config.rest_api_port}"],
         # -- Workers ----------------------------------------------------------------------------------
-        # gthread: HTTP and JSON on every core (one worker per core by default), each worker with
-        # `threads` threads that mostly wait on the model process, which holds the one copy of the
-        # models (engine.py). A connection waits for a thread in the worker's queue; its wait is the
-        # queueing delay that overload control watches (admission.py).
-        "worker_class": DrainingThreadWorker,
+        # gevent (RuntimeWorker): HTTP and JSON on every core (one worker per core by default), each
+        # worker with up to `threads` requests at once that mostly wait on the model process, which
+        # holds the one copy of the models (engine.py). A request's wait for the event loop and for a
+        # slot is the queueing delay that overload control watches (admission.py).
+        "worker_class": RuntimeWorker,
         "workers": config.workers,
-        "threads": config.threads,
+        # Connections per worker (idle kept-alive ones included): gevent's default.
+        "worker_connections": 1000,
         # Each worker listens on its own SO_REUSEPORT socket (Gunicorn 27 opens them after the fork),
         # so the kernel spreads new connections over the workers by their addresses. On one shared
         # socket the workers race to accept, and kept-alive connections opened at once (a client's
@@ -98,7 +197,7 @@ def settings(config: RuntimeConfig) -> dict[str, Any]:
         # The app is created in each worker after the fork; no worker imports TensorFlow.
         "preload_app": False,
         # -- Timeouts ---------------------------------------------------------------------------------
-        # The worker timeout is a heartbeat of the gthread main loop; models load in the model
+        # The worker timeout is a heartbeat of the worker's event loop; models load in the model
         # process, so a long load never holds a worker up.
         "timeout": config.worker_timeout_seconds,
         # On SIGTERM a worker first drains (--drain_seconds, not ready but serving), then stops accepting

@@ -2,8 +2,7 @@
 Secret, as cert-manager writes it), reloaded when they change.
 
 ``--tls_cert_file`` / ``--tls_key_file``. REST: Gunicorn's ``ssl_context`` hook hands every worker one
-context, rebuilt when the files change (looked at at most once a second), instead of Gunicorn's default of
-reading and parsing the files on every connection. gRPC: ``grpc.dynamic_ssl_server_credentials`` asks for
+context, rebuilt when the files change (looked at at most once a second), that wraps each new connection. gRPC: ``grpc.dynamic_ssl_server_credentials`` asks for
 the certificate on each new connection, and gets a new one when the files changed. Connections open
 during a rotation keep their session; new ones get the new certificate. No restart either way.
 """
@@ -22,17 +21,28 @@ from .reloading import Reloading
 _rest_context: Reloading | None = None
 
 
+class CurrentContext:
+    """What Gunicorn's gevent worker gets from the ``ssl_context`` hook, once, for the life of the
+    worker: each connection is wrapped by the context of the files as they are now."""
+
+    def __init__(self, contexts: Reloading) -> None:
+        self._contexts = contexts
+
+    def wrap_socket(self, sock: Any, **kwargs: Any) -> Any:
+        context: ssl.SSLContext = self._contexts.get()
+        return context.wrap_socket(sock, **kwargs)
+
+
 def gunicorn_ssl_context(
     config: Any, default_ssl_context_factory: Callable[[], ssl.SSLContext]
-) -> ssl.SSLContext:
+) -> CurrentContext:
     """Gunicorn's ``ssl_context`` hook: one context per worker, rebuilt when the files change."""
     global _rest_context
     if _rest_context is None:
         _rest_context = Reloading(
             (config.certfile, config.keyfile), default_ssl_context_factory, "TLS certificate"
         )
-    context: ssl.SSLContext = _rest_context.get()
-    return context
+    return CurrentContext(_rest_context)
 
 
 # -- gRPC

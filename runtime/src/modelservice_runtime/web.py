@@ -1,6 +1,6 @@
 """``python -m modelservice_runtime.web <runtime flags>``: Gunicorn, started by the supervisor (cli.py).
 
-The master forks gthread workers; each builds the Flask app after the fork (``load()``), which finds the
+The master forks gevent workers (``gunicorn_conf.RuntimeWorker``); each builds the Flask app after the fork (``load()``), which finds the
 model process's socket in ``MODELSERVICE_ENGINE_SOCKET`` and holds no model itself.
 """
 

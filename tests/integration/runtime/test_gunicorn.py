@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -181,6 +182,29 @@ def test_sigterm_stops_every_process(model_root: Path, tmp_path: Path) -> None:
     log = server.log()
     assert "Handling signal: term" in log or "Shutting down" in log
     assert json.loads(log.splitlines()[0])["level"] in ("info", "warning")  # JSON logs
+
+
+def test_an_idle_kept_alive_connection_does_not_hold_up_a_stop(model_root: Path, tmp_path: Path) -> None:
+    # A load balancer keeps connections open between requests. At stop, a connection waiting for its next
+    # request is closed at once; only requests in flight have the graceful timeout to finish.
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--drain_seconds=0",
+        "--graceful_timeout_seconds=30",
+    )  # fmt: skip
+    server.wait_ready()
+    with requests.Session() as session:
+        for _ in range(4):  # kept alive, spread over the workers
+            assert session.post(server.url + "/v1/models/linear:predict",
+                                json={"instances": [[1.0, 2.0, 3.0, 4.0]]}, timeout=30).status_code == 200  # fmt: skip
+        idle = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=30)
+        idle.request("GET", "/v2/health/live")
+        assert idle.getresponse().read() == b'{"live": true}'
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0, server.log()
+        assert time.monotonic() - started < 10, "a stop waited for idle connections"
+        assert idle.sock is not None and idle.sock.recv(1) == b""  # kept alive until the server closed it
+        idle.close()
 
 
 # ------------------------------------------------------------------------------- the process model
