@@ -97,7 +97,12 @@ def descendants(root: int) -> dict[int, str]:
 
 
 def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    # Not the gRPC port a test picked a moment ago (free_port may hand it out again): both sockets set
+    # SO_REUSEPORT, so both would bind it, and the kernel would split the connections between them.
+    taken = {a.removeprefix("--port=") for a in args if a.startswith("--port=")}
     port = free_port()
+    while str(port) in taken:
+        port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
