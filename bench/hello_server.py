@@ -1,14 +1,16 @@
-"""The HTTP ceiling: Flask under Gunicorn gthread workers with no model at all.
+"""The HTTP ceiling: Flask under Gunicorn workers with no model at all.
 
-gunicorn -k gthread -w <cores> --threads 8 --reuse-port bench.hello_server:app
+gunicorn -k gthread -w <cores> --threads 8 --reuse-port bench.hello_server:app   (#15's ceiling)
+gunicorn -k gevent -w <cores> --reuse-port bench.hello_server:app                 (ours' worker class)
 
 It reads the body and answers a fixed prediction, so what it costs is Gunicorn, Flask and a body read:
 the most any Flask-under-Gunicorn model server could serve on the machine. The bench reports each
 server's served throughput as a fraction of it.
 
-With ``MODELSERVICE_BENCH_ECHO_SOCKET`` set, each request also makes one round trip to a model process
-that runs no model (``bench/echo_engine.py``) over our IPC, sending a one-row float tensor: what the
-one-model-process design costs before any JSON or model work.
+With ``MODELSERVICE_BENCH_ECHO_SOCKET`` set (under the gevent worker), each request also makes one round
+trip to a model process that runs no model (``bench/echo_engine.py``) over our IPC as ours' workers make
+it (``ipc.MuxTransport``), sending a one-row float tensor: what the one-model-process design costs before
+any JSON or model work.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ ECHO = os.environ.get("MODELSERVICE_BENCH_ECHO_SOCKET")
 ROW = {"x": np.zeros((1, 32), dtype=np.float32)}
 
 if ECHO:
-    from modelservice_runtime.ipc import SocketTransport
+    from modelservice_runtime.ipc import MuxTransport
 
-    transport = SocketTransport(ECHO, None)
+    transport = MuxTransport(ECHO, None)
 
 
 @app.post("/v1/models/<name>:predict")

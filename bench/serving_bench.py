@@ -3,8 +3,10 @@
     make bench            (or: .venv/bin/python -m bench.serving_bench --seconds 10)
 
 On the same SavedModels and machine it starts
-  - ``hello``: Flask under Gunicorn gthread with no model (bench/hello_server.py): the HTTP ceiling;
-  - ``hello+ipc``: the same, plus one round trip per request to a model process that runs no model
+  - ``hello``: Flask under Gunicorn gthread with no model (bench/hello_server.py): the HTTP ceiling
+    #15 names;
+  - ``hello-gevent``: the same on Gunicorn's gevent worker, ours' worker class: its own HTTP ceiling;
+  - ``hello+ipc``: that, plus one round trip per request to a model process that runs no model
     (bench/echo_engine.py): the ceiling of any one-model-process design on this machine;
   - ``naive``: the one-model-call-per-request Flask app of most tutorials (bench/naive_server.py),
     Gunicorn sync workers, 2 x cores + 1 of them;
@@ -214,10 +216,12 @@ class Peers:
     def command(self, name: str, model_dir: Path, port: int) -> list[str] | None:
         bin_dir = Path(sys.executable).parent
         cores = os.cpu_count() or 1
-        if name in ("hello", "hello+ipc"):
+        if name in ("hello", "hello-gevent", "hello+ipc"):
             # --reuse-port as ours (gunicorn_conf.py): each worker its own socket, so that the ceiling
-            # is not measured on a run whose connections all landed on one worker
-            return [str(bin_dir / "gunicorn"), "-k", "gthread", f"-w{cores}", "--threads=8", "--reuse-port",
+            # is not measured on a run whose connections all landed on one worker. `hello` is #15's
+            # ceiling (gthread, 8 threads); `hello-gevent` and `hello+ipc` run on ours' worker class.
+            worker = ["-k", "gthread", "--threads=8"] if name == "hello" else ["-k", "gevent"]
+            return [str(bin_dir / "gunicorn"), *worker, f"-w{cores}", "--reuse-port",
                     f"--bind=127.0.0.1:{port}", "bench.hello_server:app"]  # fmt: skip
         if name == "naive":
             return [str(bin_dir / "gunicorn"), "--worker-class=sync", f"--workers={2 * cores + 1}",
@@ -420,7 +424,7 @@ def serving(peers: Peers, name: str, model_dir: Path, features: int) -> Server |
     return server
 
 
-SMALL_PEERS = ("hello", "hello+ipc", "naive", "kserve", "ours")
+SMALL_PEERS = ("hello", "hello-gevent", "hello+ipc", "naive", "kserve", "ours")
 
 
 @contextlib.contextmanager
@@ -512,7 +516,8 @@ def run_small(peers: Peers, model_dir: Path, args: argparse.Namespace) -> list[s
                 rss += rss_lines(f"{name} (small)", servers[name])
     ours = runs["ours"]
     print(
-        f"  ours/hello {per_round(ours, runs['hello'])}, ours/hello+ipc {per_round(ours, runs['hello+ipc'])}, "
+        f"  ours/hello {per_round(ours, runs['hello'])}, ours/hello-gevent {per_round(ours, runs['hello-gevent'])}, "
+        f"ours/hello+ipc {per_round(ours, runs['hello+ipc'])}, "
         f"ours/naive {per_round(ours, runs['naive'])}, ours/kserve {per_round(ours, runs.get('kserve'))}; "
         f"p99 ours/naive {per_round(ours, runs['naive'], p99=True)} (lower is better); "
         "each ratio the median of the rounds' ratios"
