@@ -93,11 +93,13 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     **Drain on SIGTERM:** Kubernetes sends SIGTERM and removes the pod from the Service's endpoints at
     the same time; the endpoint update takes a moment to reach every proxy, which keeps sending requests
     meanwhile. So for ``--drain_seconds`` the worker keeps serving and answers ``/v2/health/ready`` with
-    503; then it stops accepting, lets in-flight requests finish (up to ``--graceful_timeout_seconds``)
-    and exits.
+    503; then it stops accepting, answers what arrives on kept-alive connections with "Connection:
+    close", closes those still idle two seconds later, lets in-flight requests finish (up to
+    ``--graceful_timeout_seconds``) and exits.
     """
 
     LAG_PERIOD_S = 0.01
+    STOP_KEEPALIVE_LINGER_S = 2.0
     _draining = False
     _lag = 0.0
 
@@ -164,10 +166,17 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
 
     def _stop(self, sig: int, frame: Any) -> None:
         # Gunicorn's handle_exit only flips `alive`: the worker stops accepting and waits, up to the
-        # graceful timeout, for every connection's greenlet to end. A kept-alive connection that waits
-        # for its next request would hold it that long (up to the keep-alive time), so those are
-        # closed now; the others close after their response (handle_request).
+        # graceful timeout, for every connection's greenlet to end. A request that arrives from now on
+        # is answered with "Connection: close" (handle_request). A kept-alive connection that waits
+        # for its next request would hold the worker up to the keep-alive time, so after
+        # STOP_KEEPALIVE_LINGER_S (as Gunicorn's gthread worker does: a client that was about to send
+        # one more request gets its answer and the close, not a reset) those still waiting are closed.
+        import gevent
+
         super().handle_exit(sig, frame)
+        gevent.spawn_later(self.STOP_KEEPALIVE_LINGER_S, self._close_idle)
+
+    def _close_idle(self) -> None:
         for client in list(self._idle):
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)  # its greenlet reads the end of the stream and ends
