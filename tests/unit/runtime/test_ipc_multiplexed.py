@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from modelservice_runtime import ipc
 from modelservice_runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from tests.unit.runtime.engine_server import running
 
 
 def frames(*messages: Any) -> bytes:
@@ -66,83 +67,65 @@ class SlowFirst:
 
 
 @pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[ipc.EngineServer, str]]:
+def connected(tmp_path: Path) -> Iterator[tuple[ipc.EngineServer, ipc.MuxTransport]]:
+    """A model process (``SlowFirst``) and a worker's transport to it."""
     path = str(tmp_path / "engine.sock")
-    server = ipc.EngineServer(SlowFirst(), path)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server, path
-    finally:
-        server.close()
-        thread.join(5)
+    with running(SlowFirst(), path) as server:
+        transport = ipc.MuxTransport(path, timeout_s=10)
+        yield server, transport
+        transport.close()
 
 
-def test_replies_find_their_requests_by_id_in_whatever_order_they_come(
-    server: tuple[ipc.EngineServer, str],
-) -> None:
-    _, path = server
-    transport = ipc.MuxTransport(path, timeout_s=10)
+def times_ten(transport: ipc.MuxTransport, values: Iterable[int]) -> list[Any]:
+    """Each value sent by a greenlet of its own, all at once, as a worker's requests are: the replies'
+    values in the order sent."""
+    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in values]
+    gevent.joinall(calls, timeout=10, raise_error=True)
+    return [call.value[1] if call.value is not None else None for call in calls]
+
+
+def test_replies_find_their_requests_by_id_in_whatever_order_they_come(connected: Any) -> None:
+    _, transport = connected
     calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (1, 2, 3)]
     gevent.joinall(calls, timeout=10, raise_error=True)
-    assert [call.value for call in calls] == [(7, 10), (7, 20), (7, 30)]
-    transport.close()
+    assert [call.value for call in calls] == [(7, 10), (7, 20), (7, 30)]  # (generation, value)
 
 
-def test_a_workers_greenlets_share_one_connection_to_the_model_process(
-    server: tuple[ipc.EngineServer, str],
-) -> None:
-    engine_server, path = server
-    transport = ipc.MuxTransport(path, timeout_s=10)
-    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in range(30)]
-    gevent.joinall(calls, timeout=10, raise_error=True)
-    assert sorted(call.value[1] for call in calls) == [n * 10 for n in range(30)]
+def test_a_workers_greenlets_share_one_connection_to_the_model_process(connected: Any) -> None:
+    engine_server, transport = connected
+    assert times_ten(transport, range(30)) == [n * 10 for n in range(30)]
     assert len(engine_server._connections) == 1
-    transport.close()
 
 
-def test_an_error_reply_raises_its_serving_error_and_the_connection_goes_on(
-    server: tuple[ipc.EngineServer, str],
-) -> None:
-    _, path = server
-    transport = ipc.MuxTransport(path, timeout_s=10)
+def test_an_error_reply_raises_its_serving_error_and_the_connection_goes_on(connected: Any) -> None:
+    _, transport = connected
     with pytest.raises(InvalidArgument, match="bad input"):
         transport("fail", ("input",))
-    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (4, 5, 6)]
-    gevent.joinall(calls, timeout=10, raise_error=True)
-    assert [call.value[1] for call in calls] == [40, 50, 60]
-    transport.close()
+    assert times_ten(transport, (4, 5, 6)) == [40, 50, 60]
 
 
 def test_a_request_past_its_deadline_stops_waiting_and_the_next_one_uses_the_same_connection(
-    server: tuple[ipc.EngineServer, str],
+    connected: Any,
 ) -> None:
-    engine_server, path = server
-    transport = ipc.MuxTransport(path, timeout_s=0.2)
+    engine_server, transport = connected
+    transport.timeout_s = 0.2
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         transport("hang", ())
     assert time.monotonic() - started < 5
     transport.timeout_s = 10
-    calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (1, 2, 3)]
-    gevent.joinall(calls, timeout=10, raise_error=True)
-    assert [call.value[1] for call in calls] == [10, 20, 30]
+    assert times_ten(transport, (1, 2, 3)) == [10, 20, 30]
     assert len(engine_server._connections) == 1
-    transport.close()
 
 
 def test_requests_waiting_when_the_model_process_goes_away_fail_with_503_and_the_next_reconnects(
     tmp_path: Path,
 ) -> None:
     path = str(tmp_path / "engine.sock")
-    first = ipc.EngineServer(SlowFirst(), path)
-    thread = threading.Thread(target=first.serve_forever, daemon=True)
-    thread.start()
     transport = ipc.MuxTransport(path, timeout_s=10)
-    waiting = gevent.spawn(transport, "hang", ())
-    gevent.sleep(0.2)  # it is sent and waits
-    first.close()
-    thread.join(5)
+    with running(SlowFirst(), path) as first:
+        waiting = gevent.spawn(transport, "hang", ())
+        gevent.sleep(0.2)  # it is sent and waits
     for conn in list(first._connections.values()):  # the process is gone: so are its connections
         with conn.lock:
             conn.close()
@@ -151,17 +134,9 @@ def test_requests_waiting_when_the_model_process_goes_away_fail_with_503_and_the
     with pytest.raises(Unavailable, match="not running"):
         transport("times_ten", (1,))  # nobody listens: it says so at once
 
-    second = ipc.EngineServer(SlowFirst(), path)
-    thread = threading.Thread(target=second.serve_forever, daemon=True)
-    thread.start()
-    try:
-        calls = [gevent.spawn(transport, "times_ten", (n,)) for n in (1, 2, 3)]
-        gevent.joinall(calls, timeout=10, raise_error=True)
-        assert [call.value[1] for call in calls] == [10, 20, 30]
-    finally:
-        transport.close()
-        second.close()
-        thread.join(5)
+    with running(SlowFirst(), path):
+        assert times_ten(transport, (1, 2, 3)) == [10, 20, 30]
+    transport.close()
 
 
 class Batch:
@@ -177,7 +152,7 @@ class Batch:
         if len(self.held) == 3:
             with ipc.coalesced():
                 for value, send_reply in self.held:
-                    send_reply(value)
+                    send_reply(value * 10)
             self.held = []
 
 
@@ -193,16 +168,8 @@ def test_replies_made_inside_coalesced_leave_in_one_write_per_connection(
 
     monkeypatch.setattr(ipc._Connection, "send", counted)
     path = str(tmp_path / "engine.sock")
-    server = ipc.EngineServer(Batch(), path)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    transport = ipc.MuxTransport(path, timeout_s=10)
-    try:
-        calls = [gevent.spawn(transport, "echo", (n,)) for n in (1, 2, 3)]
-        gevent.joinall(calls, timeout=10, raise_error=True)
-        assert [call.value[1] for call in calls] == [1, 2, 3]
+    with running(Batch(), path):
+        transport = ipc.MuxTransport(path, timeout_s=10)
+        assert times_ten(transport, (1, 2, 3)) == [10, 20, 30]
         assert writes == [3]
-    finally:
         transport.close()
-        server.close()
-        thread.join(5)

@@ -3,7 +3,6 @@ gRPC servers take their tokens from it over the IPC (``engine.SharedLimiter``)."
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ import pytest
 
 from modelservice_runtime.engine import FIRST_SOCKET_ENV, SharedLimiter, grpc_limiter
 from modelservice_runtime.errors import Unavailable
-from modelservice_runtime.ipc import EngineServer
 from modelservice_runtime.ratelimit import RateLimiter
+from tests.unit.runtime.engine_server import running
 
 
 class FirstProcess:
@@ -32,14 +31,8 @@ class FirstProcess:
 @pytest.fixture()
 def first(tmp_path: Path) -> Iterator[tuple[FirstProcess, str]]:
     engine, path = FirstProcess(), str(tmp_path / "engine-0.sock")
-    server = EngineServer(engine, path)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(engine, path):
         yield engine, path
-    finally:
-        server.close()
-        thread.join(5)
 
 
 def test_a_second_model_process_takes_tokens_from_the_first_ones_bucket(

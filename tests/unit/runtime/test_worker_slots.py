@@ -36,7 +36,12 @@ def test_a_waiter_killed_before_its_turn_leaves_its_place_and_loses_no_slot() ->
     gevent.sleep(0.001)
     killed.kill()
     served: list[str] = []
-    waiter = gevent.spawn(lambda: (slots.acquire(), served.append("next")))
+
+    def next_in_line() -> None:
+        slots.acquire()
+        served.append("next")
+
+    waiter = gevent.spawn(next_in_line)
     gevent.sleep(0.001)
     slots.release()
     waiter.join(timeout=5)
