@@ -15,8 +15,8 @@ connection per model process (``MuxTransport``): the requests its greenlets make
 go out in one write, and one read brings back every reply that has arrived. The model process
 (``EngineServer``) reads every frame a read brings and starts each (``engine.submit``); the replies of
 one batch go out in one write per connection (``coalesced``). Against one connection per worker thread
-with a request at a time (the previous design), that took the CPU of a one-row predict from about 850
-to 630 us (workers and model process together; ``make bench``'s CPU lines). ``SocketTransport`` is the
+with a request at a time (the previous design), that serves 16% more one-row predicts side by side,
+with a lower p99 (the README's benchmark section has the measurement). ``SocketTransport`` is the
 blocking client for threads: one connection per thread, one request at a time (the model processes ask
 the first one for rate-limit tokens with it).
 """
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("<Q")
 FIRST_READ = 256 * 1024
-LARGE = 256 * 1024
 OK, ERROR = 0, 1
 
 ENGINE_DOWN = "The model process is not running (it is starting or restarting); retry"
@@ -89,9 +88,9 @@ def _frames(bodies: Sequence[bytes]) -> list[memoryview]:
     return parts
 
 
-def send_frames(sock: socket.socket, bodies: Sequence[bytes], timeout_s: float | None = None) -> None:
+def send_frames(sock: socket.socket, bodies: Sequence[bytes]) -> None:
     """Write whole frames with ``sendmsg`` (no copy to prepend the headers). A non-blocking socket waits
-    for room up to ``timeout_s`` (``TimeoutError`` then)."""
+    for room up to ``READ_TIMEOUT_S`` (``TimeoutError`` then)."""
     parts = _frames(bodies)
     deadline = None
     while parts:
@@ -99,7 +98,7 @@ def send_frames(sock: socket.socket, bodies: Sequence[bytes], timeout_s: float |
             sent = sock.sendmsg(parts[:_MAX_PARTS])
         except BlockingIOError:
             if deadline is None:
-                deadline = time.monotonic() + (timeout_s if timeout_s is not None else READ_TIMEOUT_S)
+                deadline = time.monotonic() + READ_TIMEOUT_S
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([], [sock], [], left)[1]:
                 raise TimeoutError("the peer stopped reading") from None
@@ -406,6 +405,7 @@ class MuxTransport:
         import gevent
         import gevent.event
         import gevent.lock
+        import gevent.socket
 
         self._gevent = gevent
         self._event_class = gevent.event.Event
