@@ -1,9 +1,10 @@
 """TLS on the REST and gRPC ports from a certificate and key on disk (a mounted ``kubernetes.io/tls``
 Secret, as cert-manager writes it), reloaded when they change.
 
-``--tls_cert_file`` / ``--tls_key_file``. REST: Gunicorn's ``ssl_context`` hook hands every worker one
-context, rebuilt when the files change (looked at at most once a second), that wraps each new connection. gRPC: ``grpc.dynamic_ssl_server_credentials`` asks for
-the certificate on each new connection, and gets a new one when the files changed. Connections open
+``--tls_cert_file`` / ``--tls_key_file``. REST: Gunicorn's ``ssl_context`` hook hands every worker an
+object that wraps each new connection with a context rebuilt when the files change (looked at at most
+once a second). gRPC: ``grpc.dynamic_ssl_server_credentials`` asks for the certificate on each new
+connection, and gets a new one when the files changed. Connections open
 during a rotation keep their session; new ones get the new certificate. No restart either way.
 """
 
