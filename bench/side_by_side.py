@@ -1,0 +1,85 @@
+"""The runtime at two commits, side by side on the small model: did a change make it faster?
+
+    .venv/bin/python -m bench.side_by_side --before b84a369            (the working tree against b84a369)
+    .venv/bin/python -m bench.side_by_side --before HEAD~3 --rounds 7 --connections 128
+
+Both runtimes start at once with their defaults (the earlier one from ``git archive <rev> runtime/src``
+on ``PYTHONPATH``, so it runs with this venv's packages) and are measured in interleaved rounds, as
+``make bench`` measures its peers: this machine's speed drifts by tens of percent over minutes, so only
+runs close in time compare. Each round prints both runs with their CPU per served request by process
+role; the summary is the median of the rounds' ratios. Only 2xx answers count as served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import loadgen
+from bench.serving_bench import ROOT, Server, build_model, closed, cpu_line, probe, run_line, start
+
+
+def runtime(name: str, model_dir: Path, work: Path, src: Path | None) -> Server:
+    port = loadgen.free_port()
+    command = [str(Path(sys.executable).parent / "modelservice-runtime"), f"--model_name={model_dir.parent.name}",
+               f"--model_base_path={model_dir.parent}", f"--rest_api_port={port}", "--rest_api_host=127.0.0.1",
+               "--drain_seconds=0", "--port=0"]  # fmt: skip
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    server = start(name, command, port, env, work / f"{name}.log")
+    server.wait_ready(probe(model_dir, 32))
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", required=True, help="the git revision to compare the working tree with")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load before each run")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="modelservice-side-by-side-") as tmp:
+        work = Path(tmp)
+        archive = subprocess.run(["git", "archive", args.before, "runtime/src"], cwd=ROOT, check=True,
+                                 capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        model_dir = build_model(work, 32, 256, 2, name="small")
+        servers: dict[str, Server] = {}
+        try:
+            servers["before"] = runtime("before", model_dir, work, work / "runtime" / "src")
+            servers["after"] = runtime("after", model_dir, work, None)
+            ratios, p99s = [], []
+            for round_ in range(args.rounds):
+                runs = {name: closed(server, model_dir, 1, 32, args.connections, args)
+                        for name, server in servers.items()}  # fmt: skip
+                print(f"round {round_ + 1}")
+                for name, run in runs.items():
+                    print(run_line(name, run, 1))
+                    print(cpu_line(name, [run]))
+                before, after = runs["before"], runs["after"]
+                if before.served_per_second and before.p99:
+                    ratios.append(after.served_per_second / before.served_per_second)
+                    p99s.append(after.p99 / before.p99)
+            ratios.sort()
+            p99s.sort()
+            if ratios:
+                print(f"after/before ({args.before}): throughput {ratios[len(ratios) // 2]:.2f}x "
+                      f"(rounds {' '.join(f'{r:.2f}' for r in ratios)}), p99 {p99s[len(p99s) // 2]:.2f}x; "
+                      "medians of the rounds' ratios")  # fmt: skip
+        finally:
+            for server in servers.values():
+                server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
