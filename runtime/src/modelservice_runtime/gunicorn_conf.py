@@ -15,6 +15,8 @@ import tempfile
 import time
 from typing import Any
 
+import gevent
+from gevent.event import Event
 from gunicorn.glogging import Logger
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -41,9 +43,6 @@ class Slots:
     connections over two workers, against about 25 ms)."""
 
     def __init__(self, size: int) -> None:
-        from gevent.event import Event
-
-        self._event = Event
         self._free = size
         self._waiters: collections.deque[Any] = collections.deque()
 
@@ -51,7 +50,7 @@ class Slots:
         if self._free and not self._waiters:
             self._free -= 1
             return
-        handed = self._event()
+        handed = Event()
         self._waiters.append(handed)
         try:
             handed.wait()
@@ -91,8 +90,6 @@ class FairSocket:
         self._read = 0
 
     def recv(self, size: int) -> bytes:
-        import gevent
-
         data: bytes = self._sock.recv(size)
         self._read += len(data)
         if self._read >= self.YIELD_BYTES:
@@ -137,8 +134,6 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         self._idle: dict[Any, bool] = {}  # the connections waiting for a request
 
     def run(self) -> None:
-        import gevent
-
         # After the fork and the monkey-patching: the slots and the lag probe belong to this worker.
         config = getattr(self.app, "runtime_config", None)
         self._slots = Slots(getattr(config, "threads", 16))
@@ -146,8 +141,6 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         super().run()
 
     def _measure_lag(self) -> None:
-        import gevent
-
         while self.alive:
             start = time.monotonic()
             gevent.sleep(self.LAG_PERIOD_S)
@@ -184,8 +177,6 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self._draining or not self.alive:
             return
-        import gevent
-
         self._draining = True
         drain_seconds = getattr(getattr(self.app, "runtime_config", None), "drain_seconds", 0.0)
         wsgi = getattr(self, "wsgi", None)
@@ -201,8 +192,6 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         # for its next request would hold the worker up to the keep-alive time, so after
         # STOP_KEEPALIVE_LINGER_S (as Gunicorn's gthread worker does: a client that was about to send
         # one more request gets its answer and the close, not a reset) those still waiting are closed.
-        import gevent
-
         super().handle_exit(sig, frame)
         gevent.spawn_later(self.STOP_KEEPALIVE_LINGER_S, self._close_idle)
 
