@@ -23,6 +23,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from . import admission
 from .config import RuntimeConfig
+from .ipc import send_all
 from .tls import gunicorn_ssl_context
 
 
@@ -76,19 +77,33 @@ class Slots:
 
 
 class FairSocket:
-    """A connection's socket that lets the worker's other greenlets run while it reads a large body.
+    """A connection's socket as the worker uses it: reads that let other greenlets run, and one write
+    per response.
 
-    A gevent socket returns data without switching to other greenlets as long as the kernel has some,
-    so a fast upload of tens of MiB (or Gunicorn draining one after a 413) held the event loop for
-    seconds: the worker's other requests waited, and its heartbeat stopped until the arbiter killed it
-    (seen with a 65 MiB body under a 2 s worker timeout). Every ``YIELD_BYTES`` read, it yields once."""
+    **Fair reads.** A gevent socket returns data without switching to other greenlets as long as the
+    kernel has some, so a fast upload of tens of MiB (or Gunicorn draining one after a 413) held the
+    event loop for seconds: the worker's other requests waited, and its heartbeat stopped until the
+    arbiter killed it (seen with a 65 MiB body under a 2 s worker timeout). Every ``YIELD_BYTES`` read,
+    it yields once.
+
+    **One write per response.** Gunicorn writes a response's head and its body with two ``sendall``
+    calls, each a trip through the TCP stack (on loopback or a pod's network, the receiver's side of it
+    too) for an answer that fits in one segment. After ``hold_head()`` the next write (the head) is kept
+    until the one after it (the body) and both leave in one ``send``; a body over ``JOIN_BYTES`` follows
+    the head instead of being copied behind it. ``release()``, at the end of the request, sends a head
+    that no body followed (HEAD, 204, an empty body). Any other use of the socket (``sendfile``, the
+    100-continue, ``close``) sends a held head first, so nothing overtakes it.
+    """
 
     YIELD_BYTES = 256 * 1024
-    __slots__ = ("_read", "_sock")
+    JOIN_BYTES = 64 * 1024
+    __slots__ = ("_head", "_holding", "_read", "_sock")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._read = 0
+        self._holding = False
+        self._head: bytes | None = None
 
     def recv(self, size: int) -> bytes:
         data: bytes = self._sock.recv(size)
@@ -98,7 +113,32 @@ class FairSocket:
             gevent.sleep(0)
         return data
 
+    def hold_head(self) -> None:
+        self._holding = True
+
+    def sendall(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if len(data) <= self.JOIN_BYTES:
+                data = head + data
+            else:
+                send_all(self._sock, head)
+        elif self._holding:
+            self._holding = False
+            self._head = bytes(data)
+            return
+        send_all(self._sock, data)
+
+    def release(self) -> None:
+        self._holding = False
+        head, self._head = self._head, None
+        if head is not None:
+            send_all(self._sock, head)
+
     def __getattr__(self, name: str) -> Any:
+        if self._head is not None:
+            self.release()
         return getattr(self._sock, name)
 
 
@@ -164,6 +204,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         self._idle.pop(sock, None)
+        sock.hold_head()
         try:
             if req.method != "POST":  # probes and /metrics never wait behind model requests
                 served = super().handle_request(listener_name, req, sock, addr)
@@ -176,6 +217,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
                     finally:
                         admission.set_queued_at(None)
         finally:
+            sock.release()
             self._idle[sock] = True
         if not self.alive:
             raise StopIteration  # stopping: the connection closes after its response

@@ -110,6 +110,17 @@ def send_frames(sock: socket.socket, bodies: Sequence[bytes]) -> None:
             parts[0] = parts[0][sent:]
 
 
+def send_all(sock: Any, data: bytes) -> None:
+    """``sendall`` with one system call when the kernel takes the data at once (a small message). gevent's
+    ``sendall`` first asks for the socket's send buffer size, one more system call every time. On a
+    gevent socket ``send`` waits for room as ``sendall`` does, up to the socket's timeout."""
+    sent: int = sock.send(data)
+    if sent < len(data):
+        view = memoryview(data)
+        while sent < len(data):
+            sent += sock.send(view[sent:])
+
+
 def send_message(sock: socket.socket, message: Any) -> None:
     send_frames(sock, [dumps(message)])
 
@@ -456,7 +467,7 @@ class MuxTransport:
                 if self._sock is not sock:
                     return
                 frames, self._outbox = self._outbox, []
-                sock.sendall(b"".join([part for body in frames for part in (_HEAD.pack(len(body)), body)]))
+                send_all(sock, b"".join([part for body in frames for part in (_HEAD.pack(len(body)), body)]))
         except OSError:
             self._lost(sock)
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -139,6 +140,44 @@ def test_a_body_that_ends_early_or_has_bad_chunks_gets_400_not_500(
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 400 "), reply[:300]
     assert b'"error"' in reply  # a JSON error, as every other bad request gets
+
+
+def test_answers_without_a_body_and_after_a_100_continue_keep_one_connection_in_step(
+    served: tuple[Server, Path],
+) -> None:
+    # The worker sends a response's head with its body in one write (FairSocket): a head with no body
+    # must still leave at the end of its request, and the interim 100 Continue before the real head.
+    server, _ = served
+    body = json.dumps({"instances": [[1, 2, 3, 4]]}).encode()
+
+    def answer(stream: Any, head_only: bool = False) -> tuple[str, dict[str, str], bytes]:
+        status = stream.readline().decode().strip()
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        length = 0 if head_only else int(headers.get("content-length", 0))
+        return status, headers, stream.read(length)
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        for _ in range(2):
+            sock.sendall(b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = answer(stream, head_only=True)
+            assert status == "HTTP/1.1 200 OK" and int(headers["content-length"]) > 0
+        head = "POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
+        assert answer(stream)[0] == "HTTP/1.1 100 Continue"
+        sock.sendall(body)
+        status, _, reply = answer(stream)
+        assert status == "HTTP/1.1 200 OK" and json.loads(reply) == {"predictions": [[1.0, 2.0, 3.0, 4.0]]}
+        sock.sendall(b"GET /v1/models/linear HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, reply = answer(stream)
+        assert (
+            status == "HTTP/1.1 200 OK"
+            and json.loads(reply)["model_version_status"][0]["state"] == "AVAILABLE"
+        )
 
 
 def test_bad_requests_over_http_are_4xx_json(served: tuple[Server, Path]) -> None:
