@@ -114,17 +114,21 @@ class AccessLog:
         return self.logger.isEnabledFor(logging.INFO)
 
     def _direct(self) -> logging.StreamHandler[Any] | None:
-        """The JSON handler ``configure_logging`` installed, if every line goes there and only there."""
+        """The root's one handler, if every line goes there and only there and it is a plain stream
+        handler with the JSON formatter: the handler ``configure_logging`` installs, or the one
+        Gunicorn builds from ``gunicorn_conf.logging_dict`` in the workers."""
         logger: logging.Logger | None = self.logger
         while logger is not None and logger.parent is not None:  # up to, not including, the root
             if logger.handlers or logger.filters or not logger.propagate:
                 return None
             logger = logger.parent
         root = logging.getLogger()
-        handlers = root.handlers
-        if len(handlers) != 1 or handlers[0] is not _installed or root.filters or _installed.filters:
+        if len(root.handlers) != 1 or root.filters:
             return None
-        return _installed if isinstance(_installed.formatter, JsonFormatter) else None
+        handler = root.handlers[0]
+        if type(handler) is not logging.StreamHandler or handler.filters:  # a subclass may emit otherwise
+            return None
+        return handler if type(handler.formatter) is JsonFormatter else None
 
     def served(self, method: str, path: str, status: int, fields: dict[str, Any]) -> None:
         """Log a request served: ``fields`` are the line's extra fields (``ACCESS_FIELDS``, None left out)."""

@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 from collections.abc import Iterator
 
 import pytest
 
 from modelservice_runtime import logs
+from modelservice_runtime.config import config_from_args
+from modelservice_runtime.gunicorn_conf import logging_dict
 from modelservice_runtime.logs import AccessLog, JsonFormatter, RequestState, configure_logging, request_state
 
 FIELDS = {"method": "POST", "path": "/v1/models/m:predict", "status": 200, "duration_ms": 1.5, "model": "m",
@@ -53,6 +56,23 @@ def test_the_direct_line_is_the_line_logging_writes_but_for_the_time(stream: io.
     assert direct["time"] != "" and str(direct["time"]).endswith("Z")
     assert {**direct, "time": None} == {**through_logging, "time": None}
     assert direct["request_id"] == "req-1" and direct["status"] == 200 and "client" not in direct
+
+
+def test_the_workers_logging_as_gunicorn_configures_it_takes_the_direct_path(stream: io.StringIO) -> None:
+    # Gunicorn applies gunicorn_conf.logging_dict in the workers: its root handler is a new StreamHandler,
+    # not the one configure_logging installed, and the direct path must still be taken there.
+    error_log = logging.getLogger("gunicorn.error")
+    saved = error_log.handlers[:], error_log.propagate, error_log.level
+    try:
+        logging.config.dictConfig(logging_dict(config_from_args(["--model_name=m", "--model_base_path=/m"])))
+        [handler] = logging.getLogger().handlers
+        assert handler is not logs._installed
+        assert AccessLog("test.access.gunicorn")._direct() is handler
+        handler.filters.append(lambda record: True)
+        assert AccessLog("test.access.gunicorn")._direct() is None
+    finally:
+        error_log.handlers[:], error_log.propagate, level = saved
+        error_log.setLevel(level)
 
 
 def test_a_handler_on_the_way_gets_a_record_and_the_pods_log_still_gets_the_line(stream: io.StringIO) -> None:
