@@ -307,6 +307,7 @@ def settings(config: RuntimeConfig) -> dict[str, Any]:
         # -- Hooks ------------------------------------------------------------------------------------
         "on_starting": on_starting,
         "post_fork": post_fork,
+        "pre_request": pre_request,
         "child_exit": child_exit,
     }
 
@@ -351,6 +352,11 @@ def on_starting(server: Any) -> None:
 def post_fork(server: Any, worker: Any) -> None:
     # Models load in the model process, not here: a worker starts in well under a second.
     server.log.info("Forked worker %s", worker.pid)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """Nothing. Gunicorn's default logs every request's method and path at debug level, which the
+    access log already writes: it cost a log-level check per request (0.6% of a worker's samples)."""
 
 
 def child_exit(server: Any, worker: Any) -> None:
