@@ -135,7 +135,7 @@ class RequestBookkeeping:
             # Werkzeug's request.path: PATH_INFO (WSGI's latin-1 text) as UTF-8, with one leading slash.
             path = "/" + environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace").lstrip("/")
             identity = environ.get(IDENTITY_KEY)
-            access_log.served(method, path, code, {
+            access_log.served({
                 "method": method, "path": path, "status": code, "duration_ms": round(elapsed * 1000, 3),
                 "model": state.model, "client": identity.name if identity is not None and identity.name else None,
             })  # fmt: skip

@@ -130,8 +130,10 @@ class AccessLog:
             return None
         return handler if type(handler.formatter) is JsonFormatter else None
 
-    def served(self, method: str, path: str, status: int, fields: dict[str, Any]) -> None:
-        """Log a request served: ``fields`` are the line's extra fields (``ACCESS_FIELDS``, None left out)."""
+    def served(self, fields: dict[str, Any]) -> None:
+        """Log a request served: ``fields`` are the line's extra fields (``ACCESS_FIELDS``, None left out),
+        of which ``method``, ``path`` and ``status`` also make its message."""
+        method, path, status = fields["method"], fields["path"], fields["status"]
         message = f"Served {method} {path} with {status}"
         handler = self._direct()
         if handler is None:

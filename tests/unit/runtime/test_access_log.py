@@ -50,7 +50,7 @@ def test_the_direct_line_is_the_line_logging_writes_but_for_the_time(stream: io.
     log = AccessLog("test.access.same")
     pods_handler_only()
     assert log._direct() is logs._installed
-    log.served("POST", "/v1/models/m:predict", 200, FIELDS)
+    log.served(FIELDS)
     log.logger.info("Served %s %s with %d", "POST", "/v1/models/m:predict", 200, extra=FIELDS)
     direct, through_logging = lines(stream)
     assert direct["time"] != "" and str(direct["time"]).endswith("Z")
@@ -86,7 +86,7 @@ def test_a_handler_on_the_way_gets_a_record_and_the_pods_log_still_gets_the_line
     pods_handler_only()
     log.logger.addHandler(Collect())
     assert log._direct() is None
-    log.served("GET", "/v2/health/ready", 503, {**FIELDS, "status": 503, "client": "team-a"})
+    log.served({**FIELDS, "method": "GET", "path": "/v2/health/ready", "status": 503, "client": "team-a"})
     assert [r.getMessage() for r in records] == ["Served GET /v2/health/ready with 503"]
     assert records[0].__dict__["client"] == "team-a"
     [line] = lines(stream)
@@ -101,7 +101,7 @@ def test_a_text_log_gets_text_lines() -> None:
         buffer = io.StringIO()
         logs._installed.setStream(buffer)
         pods_handler_only()
-        AccessLog("test.access.text").served("POST", "/v1/models/m:predict", 200, FIELDS)
+        AccessLog("test.access.text").served(FIELDS)
     finally:
         root.handlers[:], level, logs._installed = saved
         root.setLevel(level)
@@ -121,7 +121,7 @@ def test_a_stream_that_fails_does_not_fail_the_request(
 ) -> None:
     stream.close()
     pods_handler_only()
-    AccessLog("test.access.closed").served("POST", "/v1/models/m:predict", 200, FIELDS)
+    AccessLog("test.access.closed").served(FIELDS)
     assert "Served POST /v1/models/m:predict with 200" in capsys.readouterr().err
 
 
