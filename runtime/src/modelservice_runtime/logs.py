@@ -100,8 +100,9 @@ class JsonFormatter(logging.Formatter):
 class AccessLog:
     """The access log: one line per request served, from the logger ``name`` at INFO.
 
-    With the handler ``configure_logging`` installed the only one on the way (a pod's case), the line is
-    encoded and written to its stream here, as that handler would write it: logging's own path (a
+    With one plain JSON stream handler the only one on the way (a pod's case: the handler
+    ``configure_logging`` installs, or the one Gunicorn builds in the workers from ``logging_dict``), the
+    line is encoded and written to its stream here, as that handler would write it: logging's own path (a
     LogRecord of some twenty attributes, the handler chain, the formatter's generic fields) cost 35 us
     of a worker's CPU per one-row predict in ``bench.request_cost`` (access log on against off), this
     path 23. Any other handler, filter or format on the way (a test's handler, a text log) gets a
