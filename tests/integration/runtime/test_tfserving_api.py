@@ -5,10 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+
+from modelservice_runtime import offload
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +26,30 @@ def post(client: FlaskClient, path: str, body: object) -> tuple[int, str]:
 def error_of(text: str) -> str:
     message: str = json.loads(text)["error"]
     return message
+
+
+def test_a_big_requests_cache_digest_leaves_the_event_loop_with_its_decoding(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the response cache on, the request's digest writes the whole document canonically: as CPU-heavy
+    # as decoding it, so a big request's goes to the worker's offload thread too (offload.py).
+    off_the_loop: list[str] = []
+
+    def recording(fn: Callable[..., Any], *args: Any) -> Any:
+        off_the_loop.append(fn.__name__)
+        return fn(*args)
+
+    monkeypatch.setattr(offload, "HEAVY_BYTES", 1000)  # this app's body limit is below the real threshold
+    monkeypatch.setitem(app.extensions, offload.EXTENSION, recording)
+    monkeypatch.setitem(app.extensions, "modelservice.cached", True)
+    status, text = post(
+        client, "/v1/models/linear/versions/1:predict", {"instances": [[1.0, 2.0, 3.0, 4.0]] * 100}
+    )
+    assert status == 200 and json.loads(text)["predictions"][99] == [1.0, 2.0, 3.0, 4.0]
+    assert {"parse_json_object", "request_digest", "decode_predict_request"} <= set(off_the_loop)
+    off_the_loop.clear()
+    status, _ = post(client, "/v1/models/linear/versions/1:predict", {"instances": [[1.0, 2.0, 3.0, 4.0]]})
+    assert status == 200 and off_the_loop == []  # a small request stays on the loop
 
 
 # ------------------------------------------------------------------------------------------------- status

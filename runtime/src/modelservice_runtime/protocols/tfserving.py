@@ -179,7 +179,12 @@ def _predict(name: str, version: int | None, label: str | None) -> Response:
         specs: dict[str, tensors.TensorSpec] = model.input_specs(signature_name)
         return specs
 
-    digest = request_digest(doc) if current_app.extensions.get("modelservice.cached") else None
+    # The digest writes the whole document canonically: a big one's is taken off the loop too.
+    digest = (
+        offload.runner(heavy)(request_digest, doc)
+        if current_app.extensions.get("modelservice.cached")
+        else None
+    )
     signature = doc.get("signature_name", "")
     if digest is not None:
         # A hit skips decoding, the model and encoding: the body this request's twin got from the version
