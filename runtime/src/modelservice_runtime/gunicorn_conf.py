@@ -153,8 +153,9 @@ def finish_body(req: Any) -> None:
     and its buffer copies all it holds on every such read: draining a 65 MiB upload after its 413 took
     2.4 s of the worker's CPU, during which the worker's heartbeat could stall long enough for the
     arbiter to kill it (seen in CI under a 2 s worker timeout). Large reads make it linear; the reads
-    go through ``FairSocket``, which yields to the other greenlets. A body that fails to read (a client
-    gone, a bad chunk) is marked failed by Gunicorn, which then closes the connection."""
+    go through ``FairSocket``, which yields to the other greenlets. A body that fails to read (a reset,
+    a bad chunk) is marked failed by Gunicorn, which then closes the connection; one cut short by the
+    client's close ends at the end of its data, and the parser then finds no next request."""
     body = getattr(req, "body", None)
     if body is None or body.failed:
         return
