@@ -117,6 +117,11 @@ class FairSocket:
     def hold_head(self) -> None:
         self._holding = True
 
+    @property
+    def wrote(self) -> bool:
+        """Whether the response has begun since ``hold_head()``: its head, held or sent, is fixed."""
+        return not self._holding
+
     def sendall(self, data: bytes) -> None:
         head = self._head
         if head is not None:
@@ -185,9 +190,9 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     **Drain on SIGTERM:** Kubernetes sends SIGTERM and removes the pod from the Service's endpoints at
     the same time; the endpoint update takes a moment to reach every proxy, which keeps sending requests
     meanwhile. So for ``--drain_seconds`` the worker keeps serving and answers ``/v2/health/ready`` with
-    503; then it stops accepting, answers what arrives on kept-alive connections with "Connection:
-    close", closes those still idle two seconds later, lets in-flight requests finish (up to
-    ``--graceful_timeout_seconds``) and exits.
+    503; then it stops accepting, answers what is in flight and what arrives on kept-alive connections
+    with "Connection: close", closes a connection once it has been idle for two seconds of the stop,
+    lets in-flight requests finish (up to ``--graceful_timeout_seconds``) and exits.
     """
 
     LAG_PERIOD_S = 0.01
@@ -197,7 +202,9 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._idle: dict[Any, bool] = {}  # the connections waiting for a request
+        self._idle: dict[Any, float] = {}  # the connections waiting for a request, and since when
+        self._busy: dict[Any, Any] = {}  # the connections serving a request, and its request
+        self._closer: gevent.Greenlet[..., None] | None = None  # _close_idle, once stopping
 
     def run(self) -> None:
         # After the fork and the monkey-patching: the slots and the lag probe belong to this worker.
@@ -221,14 +228,16 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         client = FairSocket(client)
         # A connection is idle while it waits for its next request: at stop, such are closed (_stop).
-        self._idle[client] = True
+        self._idle[client] = time.monotonic()
         try:
             super().handle(listener, client, addr)
         finally:
             self._idle.pop(client, None)
+            self._busy.pop(client, None)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         self._idle.pop(sock, None)
+        self._busy[sock] = req
         sock.hold_head()
         try:
             if req.method != "POST":  # probes and /metrics never wait behind model requests
@@ -243,9 +252,11 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
                         admission.set_queued_at(None)
         finally:
             sock.release()
-            self._idle[sock] = True
-        if not self.alive:
-            raise StopIteration  # stopping: the connection closes after its response
+            del self._busy[sock]
+            self._idle[sock] = time.monotonic()
+        # Stopping, a connection closes after an answer that said so: Gunicorn closes those. One whose
+        # answer said keep-alive (its head left before the stop) stays open for the client's next
+        # request, answered with a close, or until it has been idle long enough (_close_idle).
         finish_body(req)
         return served
 
@@ -263,17 +274,32 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     def _stop(self, sig: int, frame: Any) -> None:
         # Gunicorn's handle_exit only flips `alive`: the worker stops accepting and waits, up to the
         # graceful timeout, for every connection's greenlet to end. A request that arrives from now on
-        # is answered with "Connection: close" (handle_request). A kept-alive connection that waits
-        # for its next request would hold the worker up to the keep-alive time, so after
-        # STOP_KEEPALIVE_LINGER_S (as Gunicorn's gthread worker does: a client that was about to send
-        # one more request gets its answer and the close, not a reset) those still waiting are closed.
+        # is answered with "Connection: close" (Gunicorn's handle_request). So is one in flight whose
+        # answer has not begun: answered keep-alive and then closed, its client's next request would
+        # meet a closed socket (a broken pipe, seen in a rollout under load through a Service).
         super().handle_exit(sig, frame)
-        gevent.spawn_later(self.STOP_KEEPALIVE_LINGER_S, self._close_idle)
+        for sock, req in self._busy.items():
+            if not sock.wrote:
+                req.force_close()
+        self._closer = gevent.spawn(self._close_idle, time.monotonic())
 
-    def _close_idle(self) -> None:
-        for client in list(self._idle):
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)  # its greenlet reads the end of the stream and ends
+    def _close_idle(self, stopped_at: float) -> None:
+        # A kept-alive connection that waits for its next request would hold the worker up to the
+        # keep-alive time. Each is closed once it has been idle for STOP_KEEPALIVE_LINGER_S of the stop
+        # (as Gunicorn's gthread worker does: a client that was about to send one more request gets its
+        # answer and the close, not a reset). The worker exits, ending this, once no connection is left.
+        while True:
+            now = time.monotonic()
+            wake = now + self.STOP_KEEPALIVE_LINGER_S
+            for client, since in list(self._idle.items()):
+                due = max(since, stopped_at) + self.STOP_KEEPALIVE_LINGER_S
+                if due > now:
+                    wake = min(wake, due)
+                    continue
+                del self._idle[client]
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)  # its greenlet reads the end of the stream and ends
+            gevent.sleep(wake - now)
 
 
 def settings(config: RuntimeConfig) -> dict[str, Any]:

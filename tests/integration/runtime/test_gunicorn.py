@@ -303,6 +303,37 @@ def test_at_stop_kept_alive_connections_get_their_next_answer_with_a_close_and_i
     idle.close()
 
 
+def test_a_request_in_flight_when_the_worker_stops_is_answered_with_a_close_not_closed_after_a_keep_alive(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # A kept-alive connection whose request is still being served when the worker stops: its answer must
+    # say "Connection: close". An answer that said keep-alive followed by a close sends the client's next
+    # request into a closed socket (a broken pipe that a rollout under load through a Service showed).
+    params = tmp_path / "batching.config"
+    params.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1500000 }\n")
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--enable_batching",
+        f"--batching_parameters_file={params}", "--drain_seconds=0", "--graceful_timeout_seconds=30",
+        "--workers=1",
+    )  # fmt: skip
+    server.wait_ready()
+    port = int(server.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/v2/health/live")
+    response = connection.getresponse()
+    assert response.read() == b'{"live": true}' and not response.will_close
+    # The lone request waits for its batch to fill (up to 1.5 s); the worker stops meanwhile.
+    connection.request("POST", "/v1/models/linear:predict", body=b'{"instances": [[1.0, 2.0, 3.0, 4.0]]}')
+    time.sleep(0.5)
+    server.process.send_signal(signal.SIGTERM)
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read()) == {"predictions": [[2.0, 4.0, 6.0, 8.0]]}
+    assert response.will_close, "answered keep-alive by a worker about to close the connection"
+    assert server.process.wait(timeout=30) == 0, server.log()
+    connection.close()
+
+
 # ------------------------------------------------------------------------------- the process model
 
 

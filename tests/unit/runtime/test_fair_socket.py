@@ -97,3 +97,15 @@ def test_send_all_sends_what_a_short_send_left_in_order() -> None:
     raw = Recorder(accepts=3)
     send_all(raw, b"0123456789")
     assert [data for _, data in raw.calls] == [b"012", b"345", b"678", b"9"]
+
+
+def test_a_response_counts_as_begun_once_its_head_is_written_held_or_not() -> None:
+    # A stopping worker tells a request in flight to close only while its answer has not begun.
+    sock = FairSocket(Recorder())
+    sock.hold_head()
+    assert not sock.wrote
+    sock.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert sock.wrote
+    sock.release()
+    sock.hold_head()
+    assert not sock.wrote
