@@ -89,25 +89,20 @@ def _frames(bodies: Sequence[bytes]) -> list[memoryview]:
 
 
 def send_frames(sock: socket.socket, bodies: Sequence[bytes]) -> None:
-    """Write whole frames with ``sendmsg`` (no copy to prepend the headers). A non-blocking socket waits
-    for room up to ``READ_TIMEOUT_S`` (``TimeoutError`` then)."""
+    """Write whole frames with ``sendmsg`` (no copy to prepend the headers) on a blocking socket, or one
+    with a timeout (``TimeoutError`` then)."""
     parts = _frames(bodies)
-    deadline = None
     while parts:
-        try:
-            sent = sock.sendmsg(parts[:_MAX_PARTS])
-        except BlockingIOError:
-            if deadline is None:
-                deadline = time.monotonic() + READ_TIMEOUT_S
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [sock], [], left)[1]:
-                raise TimeoutError("the peer stopped reading") from None
-            continue
-        while parts and sent >= parts[0].nbytes:
-            sent -= parts[0].nbytes
-            parts.pop(0)
-        if parts and sent:
-            parts[0] = parts[0][sent:]
+        _consume(parts, sock.sendmsg(parts[:_MAX_PARTS]))
+
+
+def _consume(parts: list[memoryview], sent: int) -> None:
+    """Take the ``sent`` bytes off the front of ``parts``."""
+    while parts and sent >= parts[0].nbytes:
+        sent -= parts[0].nbytes
+        parts.pop(0)
+    if parts and sent:
+        parts[0] = parts[0][sent:]
 
 
 def send_all(sock: Any, data: bytes) -> None:
@@ -220,27 +215,74 @@ def _unwrap(reply: tuple[Any, ...]) -> tuple[int, Any]:
 
 class _Connection:
     """A worker's connection, as the model process sees it (non-blocking). ``send`` is called from any
-    thread that finishes a request; the lock keeps frames whole and a closed socket closed."""
+    thread that finishes a request; the lock keeps frames whole and in order and a closed socket closed.
 
-    def __init__(self, sock: socket.socket) -> None:
+    ``send`` never waits for the worker to read: what the socket does not take at once waits in the
+    outbox, and the server's epoll thread writes it as the worker reads (``flush`` on ``EPOLLOUT``).
+    So a batch's replies to the other workers leave at once even when one worker's socket is full (a
+    big reply it has not read yet, its event loop busy or stopped); before, the batch thread waited for
+    that worker, up to ``READ_TIMEOUT_S``, and the next batch with it. A worker that takes nothing for
+    ``READ_TIMEOUT_S`` while replies wait is dropped (``stalled``): its requests fail there, with 503.
+    """
+
+    def __init__(self, sock: socket.socket, epoll: select.epoll) -> None:
         self.sock = sock
         self.reader = FrameReader()
         self.lock = threading.Lock()
         self.closed = False
+        self._epoll = epoll
+        self._outbox: list[memoryview] = []
+        self._progress_at = 0.0  # when the worker last took bytes while replies waited
 
     def send(self, bodies: Sequence[bytes]) -> None:
         with self.lock:
             if self.closed:
                 return  # the worker hung up: nobody waits for this reply
-            try:
-                send_frames(self.sock, bodies)
-            except OSError:  # gone, or stopped reading for READ_TIMEOUT_S: its requests fail there
-                self.close()
+            waiting = bool(self._outbox)
+            self._outbox += _frames(bodies)
+            if not waiting:  # else they go behind what waits, written on EPOLLOUT
+                self._write()
+
+    def flush(self) -> None:
+        """On ``EPOLLOUT``: the worker has read; write what waits."""
+        with self.lock:
+            if not self.closed and self._outbox:
+                self._write()
+
+    def stalled(self, now: float) -> bool:
+        return bool(self._outbox) and now - self._progress_at > READ_TIMEOUT_S
+
+    def _write(self) -> None:
+        # Callers hold the lock.
+        parts = self._outbox
+        was_waiting = self._progress_at != 0.0
+        try:
+            while parts:
+                _consume(parts, self.sock.sendmsg(parts[:_MAX_PARTS]))
+                if was_waiting:
+                    self._progress_at = time.monotonic()
+        except BlockingIOError:
+            if not was_waiting:
+                self._progress_at = time.monotonic()
+                self._watch(select.EPOLLIN | select.EPOLLOUT)
+            return
+        except OSError:  # the worker is gone: its requests fail there
+            self.close()
+            return
+        if was_waiting:
+            self._progress_at = 0.0
+            self._watch(select.EPOLLIN)
+
+    def _watch(self, mask: int) -> None:
+        # The epoll thread may be forgetting this connection (it unregisters before it takes the lock).
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.modify(self.sock.fileno(), mask)
 
     def close(self) -> None:
         # Callers hold the lock. A closed socket object no longer writes to its old descriptor number,
         # which a new connection may have by now.
         self.closed = True
+        self._outbox = []
         self.sock.close()
 
 
@@ -273,16 +315,35 @@ class EngineServer:
         listener = self._listener.fileno()
         while not self._closed.is_set():
             try:
-                events = self._epoll.poll()
+                # Woken at least once a second to drop workers that stopped reading (_drop_stalled).
+                events = self._epoll.poll(1.0)
             except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for old kernels
                 continue
-            for fd, _ in events:
+            for fd, mask in events:
                 if fd == listener:
                     self._accept()
                 elif fd == self._wake_r:
                     return
                 else:
-                    self._read(fd)
+                    if mask & select.EPOLLOUT:
+                        self._flush(fd)
+                    if mask & ~select.EPOLLOUT:
+                        self._read(fd)
+            self._drop_stalled()
+
+    def _flush(self, fd: int) -> None:
+        conn = self._connections.get(fd)
+        if conn is not None:
+            conn.flush()
+
+    def _drop_stalled(self) -> None:
+        now = time.monotonic()
+        for fd, conn in list(self._connections.items()):
+            if conn.stalled(now):
+                log.warning(
+                    "Dropped a worker's connection: it read none of its replies for %ss", READ_TIMEOUT_S
+                )
+                self._forget(fd, conn)
 
     def _accept(self) -> None:
         while True:
@@ -295,7 +356,7 @@ class EngineServer:
                     return
                 raise
             sock.setblocking(False)
-            self._connections[sock.fileno()] = _Connection(sock)
+            self._connections[sock.fileno()] = _Connection(sock, self._epoll)
             self._epoll.register(sock.fileno(), select.EPOLLIN)
 
     def _read(self, fd: int) -> None:

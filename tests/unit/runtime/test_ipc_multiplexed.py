@@ -4,6 +4,7 @@ against a real ``EngineServer`` on a Unix socket."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -173,3 +174,77 @@ def test_replies_made_inside_coalesced_leave_in_one_write_per_connection(
         assert times_ten(transport, (1, 2, 3)) == [10, 20, 30]
         assert writes == [3]
         transport.close()
+
+
+class Pairs:
+    """An engine that answers requests two at a time, in one batch, each with as many bytes as it asks."""
+
+    generation = 1
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+
+    def submit(self, op: str, args: Any, reply: Any) -> None:
+        self.held.append((args[0], reply))
+        if len(self.held) == 2:
+            with ipc.coalesced():
+                for size, send_reply in self.held:
+                    send_reply(b"x" * size)
+            self.held = []
+
+
+BIG = 32 * 1024 * 1024  # far more than a Unix socket buffers
+
+
+def worker_socket(path: str, request_id: int, size: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(path)
+    sock.sendall(frames((request_id, "predict", (size,))))
+    return sock
+
+
+def read_to_end(sock: socket.socket) -> int:
+    total = 0
+    while chunk := sock.recv(1 << 20):
+        total += len(chunk)
+    return total
+
+
+def test_a_worker_that_has_not_read_its_big_reply_holds_up_no_other_workers_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ipc, "READ_TIMEOUT_S", 60.0)
+    path = str(tmp_path / "engine.sock")
+    engine = Pairs()
+    with running(engine, path):
+        slow = worker_socket(path, 1, BIG)  # its event loop is busy: it reads nothing for now
+        deadline = time.monotonic() + 5
+        while not engine.held and time.monotonic() < deadline:
+            time.sleep(0.01)
+        quick = worker_socket(path, 2, 10)  # the batch: the big reply first, then this one
+        assert ipc.recv_message(quick) == (2, (ipc.OK, 1, b"x" * 10))  # within recv's 10 s, not 60
+        # The big reply waited for its worker, whole: it arrives once that worker reads.
+        assert ipc.recv_message(slow) == (1, (ipc.OK, 1, b"x" * BIG))
+        slow.close()
+        quick.close()
+
+
+def test_a_worker_that_reads_none_of_its_replies_for_the_read_timeout_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ipc, "READ_TIMEOUT_S", 0.5)
+    path = str(tmp_path / "engine.sock")
+    with running(Pairs(), path) as server:
+        stalled = worker_socket(path, 1, BIG)
+        other = worker_socket(path, 2, 10)
+        assert ipc.recv_message(other) == (2, (ipc.OK, 1, b"x" * 10))
+        deadline = time.monotonic() + 10
+        while len(server._connections) == 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(server._connections) == 1, "the stalled worker's connection was kept"
+        assert read_to_end(stalled) < BIG  # what its socket held, then the end: its requests fail there
+        other.sendall(frames((3, "predict", (5,)), (4, "predict", (6,))))
+        assert ipc.recv_message(other) == (3, (ipc.OK, 1, b"x" * 5))  # the others go on
+        stalled.close()
+        other.close()
