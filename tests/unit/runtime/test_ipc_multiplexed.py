@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,19 +141,21 @@ def test_requests_waiting_when_the_model_process_goes_away_fail_with_503_and_the
 
 
 class Batch:
-    """An engine that answers every third request together with the two before it, as a batch does."""
+    """An engine that answers requests ``size`` at a time, in one batch (``coalesced``), as the batch
+    thread does: each with ``answer`` of its argument."""
 
     generation = 1
 
-    def __init__(self) -> None:
+    def __init__(self, size: int, answer: Callable[[Any], Any]) -> None:
+        self.size, self.answer = size, answer
         self.held: list[Any] = []
 
     def submit(self, op: str, args: Any, reply: Any) -> None:
         self.held.append((args[0], reply))
-        if len(self.held) == 3:
+        if len(self.held) == self.size:
             with ipc.coalesced():
                 for value, send_reply in self.held:
-                    send_reply(value * 10)
+                    send_reply(self.answer(value))
             self.held = []
 
 
@@ -169,31 +171,19 @@ def test_replies_made_inside_coalesced_leave_in_one_write_per_connection(
 
     monkeypatch.setattr(ipc._Connection, "send", counted)
     path = str(tmp_path / "engine.sock")
-    with running(Batch(), path):
+    with running(Batch(3, lambda value: value * 10), path):
         transport = ipc.MuxTransport(path, timeout_s=10)
         assert times_ten(transport, (1, 2, 3)) == [10, 20, 30]
         assert writes == [3]
         transport.close()
 
 
-class Pairs:
-    """An engine that answers requests two at a time, in one batch, each with as many bytes as it asks."""
-
-    generation = 1
-
-    def __init__(self) -> None:
-        self.held: list[Any] = []
-
-    def submit(self, op: str, args: Any, reply: Any) -> None:
-        self.held.append((args[0], reply))
-        if len(self.held) == 2:
-            with ipc.coalesced():
-                for size, send_reply in self.held:
-                    send_reply(b"x" * size)
-            self.held = []
-
-
 BIG = 32 * 1024 * 1024  # far more than a Unix socket buffers
+
+
+def pairs() -> Batch:
+    """Two requests a batch, each answered with as many bytes as it asks for."""
+    return Batch(2, lambda size: b"x" * size)
 
 
 def worker_socket(path: str, request_id: int, size: int) -> socket.socket:
@@ -216,7 +206,7 @@ def test_a_worker_that_has_not_read_its_big_reply_holds_up_no_other_workers_repl
 ) -> None:
     monkeypatch.setattr(ipc, "READ_TIMEOUT_S", 60.0)
     path = str(tmp_path / "engine.sock")
-    engine = Pairs()
+    engine = pairs()
     with running(engine, path):
         slow = worker_socket(path, 1, BIG)  # its event loop is busy: it reads nothing for now
         deadline = time.monotonic() + 5
@@ -235,7 +225,7 @@ def test_a_worker_that_reads_none_of_its_replies_for_the_read_timeout_is_dropped
 ) -> None:
     monkeypatch.setattr(ipc, "READ_TIMEOUT_S", 0.5)
     path = str(tmp_path / "engine.sock")
-    with running(Pairs(), path) as server:
+    with running(pairs(), path) as server:
         stalled = worker_socket(path, 1, BIG)
         other = worker_socket(path, 2, 10)
         assert ipc.recv_message(other) == (2, (ipc.OK, 1, b"x" * 10))
