@@ -253,11 +253,11 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         finally:
             sock.release()
             del self._busy[sock]
-            self._idle[sock] = time.monotonic()
         # Stopping, a connection closes after an answer that said so: Gunicorn closes those. One whose
         # answer said keep-alive (its head left before the stop) stays open for the client's next
         # request, answered with a close, or until it has been idle long enough (_close_idle).
         finish_body(req)
+        self._idle[sock] = time.monotonic()  # only now: a body still being read off is not idle
         return served
 
     def handle_exit(self, sig: int, frame: Any) -> None:

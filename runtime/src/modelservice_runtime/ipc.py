@@ -250,7 +250,11 @@ class _Connection:
                 self._write()
 
     def stalled(self, now: float) -> bool:
-        return bool(self._outbox) and now - self._progress_at > READ_TIMEOUT_S
+        """Whether replies have waited for the worker to read, with no progress, for ``READ_TIMEOUT_S``.
+        Called without the lock: ``_progress_at`` is set only while replies wait (not during the first
+        attempt to write them), so one read of it is the whole answer."""
+        waiting_since = self._progress_at
+        return waiting_since != 0.0 and now - waiting_since > READ_TIMEOUT_S
 
     def _write(self) -> None:
         # Callers hold the lock.
@@ -340,9 +344,14 @@ class EngineServer:
         now = time.monotonic()
         for fd, conn in list(self._connections.items()):
             if conn.stalled(now):
-                log.warning(
-                    "Dropped a worker's connection: it read none of its replies for %ss", READ_TIMEOUT_S
-                )
+                conn.flush()  # it may have read since this loop last looked
+                if conn.stalled(time.monotonic()):
+                    log.warning(
+                        "Dropped a worker's connection: it took none of its waiting replies for %ss",
+                        READ_TIMEOUT_S,
+                    )
+                    self._forget(fd, conn)
+            elif conn.closed:  # a write found it gone: its socket left the epoll set when it closed
                 self._forget(fd, conn)
 
     def _accept(self) -> None:

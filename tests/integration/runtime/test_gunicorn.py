@@ -310,7 +310,7 @@ def test_a_request_in_flight_when_the_worker_stops_is_answered_with_a_close_not_
     # say "Connection: close". An answer that said keep-alive followed by a close sends the client's next
     # request into a closed socket (a broken pipe that a rollout under load through a Service showed).
     params = tmp_path / "batching.config"
-    params.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1500000 }\n")
+    params.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 3000000 }\n")
     server = start_server(
         tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--enable_batching",
         f"--batching_parameters_file={params}", "--drain_seconds=0", "--graceful_timeout_seconds=30",
@@ -322,7 +322,7 @@ def test_a_request_in_flight_when_the_worker_stops_is_answered_with_a_close_not_
     connection.request("GET", "/v2/health/live")
     response = connection.getresponse()
     assert response.read() == b'{"live": true}' and not response.will_close
-    # The lone request waits for its batch to fill (up to 1.5 s); the worker stops meanwhile.
+    # The lone request waits for its batch to fill (up to 3 s); the worker stops meanwhile.
     connection.request("POST", "/v1/models/linear:predict", body=b'{"instances": [[1.0, 2.0, 3.0, 4.0]]}')
     time.sleep(0.5)
     server.process.send_signal(signal.SIGTERM)

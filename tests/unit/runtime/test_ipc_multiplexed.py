@@ -4,12 +4,13 @@ against a real ``EngineServer`` on a Unix socket."""
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gevent
 import numpy as np
@@ -238,3 +239,63 @@ def test_a_worker_that_reads_none_of_its_replies_for_the_read_timeout_is_dropped
         assert ipc.recv_message(other) == (3, (ipc.OK, 1, b"x" * 5))  # the others go on
         stalled.close()
         other.close()
+
+
+class HeldSend:
+    """A socket whose ``sendmsg`` waits until the test lets it go: a write in progress, as another thread
+    (the epoll thread's stall check) sees it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def sendmsg(self, parts: Any) -> int:
+        self.entered.set()
+        assert self.go.wait(10)
+        return self.sock.sendmsg(parts)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_reply_being_written_is_not_taken_for_one_the_worker_has_stopped_reading() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.setblocking(False)
+    epoll = select.epoll()
+    epoll.register(left.fileno(), select.EPOLLIN)
+    held = HeldSend(left)
+    conn = ipc._Connection(cast(socket.socket, held), epoll)
+    sender = threading.Thread(target=conn.send, args=([ipc.dumps((1, (ipc.OK, 1, "reply")))],))
+    sender.start()
+    try:
+        assert held.entered.wait(10)
+        assert not conn.stalled(time.monotonic()), "a write in progress counted as a stalled worker"
+    finally:
+        held.go.set()
+        sender.join(10)
+    right.settimeout(10)
+    assert ipc.recv_message(right) == (1, (ipc.OK, 1, "reply"))
+    assert not conn.stalled(time.monotonic() + 2 * ipc.READ_TIMEOUT_S)
+    epoll.close()
+    left.close()
+    right.close()
+
+
+def test_a_connection_that_a_failed_write_closed_is_forgotten(tmp_path: Path) -> None:
+    # Its socket left the epoll set when it closed, so no end of stream will ever come to forget it by.
+    path = str(tmp_path / "engine.sock")
+    with running(pairs(), path) as server:
+        client = worker_socket(path, 1, 10)
+        deadline = time.monotonic() + 10
+        while not server._connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (conn,) = server._connections.values()
+        with conn.lock:
+            conn.close()  # as _write does when the worker is gone
+        while server._connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server._connections == {}
+        client.close()
