@@ -223,6 +223,9 @@ class _Connection:
     big reply it has not read yet, its event loop busy or stopped); before, the batch thread waited for
     that worker, up to ``READ_TIMEOUT_S``, and the next batch with it. A worker that takes nothing for
     ``READ_TIMEOUT_S`` while replies wait is dropped (``stalled``): its requests fail there, with 503.
+    (``EPOLLOUT`` comes once the worker has read most of what its socket holds, as ``MuxTransport``
+    does; one that reads a little and stops is written to by the stall check's last try, and dropped
+    within about twice that time.)
     """
 
     def __init__(self, sock: socket.socket, epoll: select.epoll) -> None:
@@ -287,6 +290,7 @@ class _Connection:
         # which a new connection may have by now.
         self.closed = True
         self._outbox = []
+        self._progress_at = 0.0
         self.sock.close()
 
 
@@ -314,6 +318,7 @@ class EngineServer:
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self._connections: dict[int, _Connection] = {}
         self._closed = threading.Event()
+        self._stall_check_at = 0.0
 
     def serve_forever(self) -> None:
         listener = self._listener.fileno()
@@ -342,6 +347,9 @@ class EngineServer:
 
     def _drop_stalled(self) -> None:
         now = time.monotonic()
+        if now < self._stall_check_at:
+            return  # once a second is enough: the loop wakes for every batch under load
+        self._stall_check_at = now + 1.0
         for fd, conn in list(self._connections.items()):
             if conn.stalled(now):
                 conn.flush()  # it may have read since this loop last looked

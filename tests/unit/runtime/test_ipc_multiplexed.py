@@ -299,3 +299,24 @@ def test_a_connection_that_a_failed_write_closed_is_forgotten(tmp_path: Path) ->
             time.sleep(0.05)
         assert server._connections == {}
         client.close()
+
+
+def test_a_worker_that_read_late_is_written_to_and_kept_not_dropped(tmp_path: Path) -> None:
+    server = ipc.EngineServer(None, str(tmp_path / "engine.sock"))
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.setblocking(False)
+    server._epoll.register(left.fileno(), select.EPOLLIN)
+    conn = ipc._Connection(left, server._epoll)
+    server._connections[left.fileno()] = conn
+    conn.send([b"x" * BIG])
+    assert conn.stalled(time.monotonic() + 2 * ipc.READ_TIMEOUT_S)  # the rest waits for the worker
+    right.settimeout(10)
+    taken = len(right.recv(1 << 20))  # it reads now, after a long while
+    conn._progress_at -= 2 * ipc.READ_TIMEOUT_S  # the last progress long ago, as the check sees it
+    server._drop_stalled()
+    assert server._connections == {left.fileno(): conn} and not conn.closed
+    assert not conn.stalled(time.monotonic())  # the check's last try wrote: progress
+    assert taken > 0
+    server.close()
+    left.close()
+    right.close()
