@@ -233,7 +233,6 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
             super().handle(listener, client, addr)
         finally:
             self._idle.pop(client, None)
-            self._busy.pop(client, None)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         self._idle.pop(sock, None)
