@@ -381,7 +381,10 @@ class EngineServer:
         if conn is None:
             return
         try:
-            data = conn.sock.recv(FIRST_READ)
+            # Under the lock: a batch thread whose write failed closes the socket, and its descriptor
+            # number, reused by a socket opened meanwhile, must not be read from here.
+            with conn.lock:
+                data = b"" if conn.closed else conn.sock.recv(FIRST_READ)
         except BlockingIOError:
             return
         except OSError:

@@ -301,6 +301,39 @@ def test_a_connection_that_a_failed_write_closed_is_forgotten(tmp_path: Path) ->
         client.close()
 
 
+class _ReusedDescriptor:
+    """A connection's socket after a batch thread closed it: its number now belongs to another socket,
+    so a read through it would take that socket's bytes."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def recv(self, size: int) -> bytes:
+        self.reads += 1
+        return b"someone else's bytes"
+
+    def fileno(self) -> int:
+        return 1_000_000
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_read_event_for_a_connection_a_failed_write_closed_reads_nothing_and_forgets_it(
+    tmp_path: Path,
+) -> None:
+    server = ipc.EngineServer(None, str(tmp_path / "engine.sock"))
+    sock = _ReusedDescriptor()
+    conn = ipc._Connection(cast(socket.socket, sock), server._epoll)
+    server._connections[sock.fileno()] = conn
+    with conn.lock:
+        conn.close()  # as _write does when the worker is gone, between epoll's event and the read
+    server._read(sock.fileno())
+    assert sock.reads == 0
+    assert server._connections == {}
+    server.close()
+
+
 def test_a_worker_that_read_late_is_written_to_and_kept_not_dropped(tmp_path: Path) -> None:
     server = ipc.EngineServer(None, str(tmp_path / "engine.sock"))
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
