@@ -477,8 +477,16 @@ class BatchScheduler:
         return None if not times else max(0.0, min(times) - self.clock())
 
     def _loop(self) -> None:
+        ran: _Queue | None = None  # the queue of the batch this thread ran last, not yet marked finished
         while True:
             with self._cond:
+                # Marked finished under the same hold of the lock that looks for the next batch: its
+                # gathering batch is ready now, and this thread takes it. With the lock released in
+                # between, a request arriving in the gap found no batch running and woke another thread,
+                # which found nothing once this one had taken the batch.
+                if ran is not None:
+                    ran.queue.finished()
+                    ran = None
                 found = None
                 while not self._stopped:
                     found = self._next()
@@ -497,9 +505,11 @@ class BatchScheduler:
             if batch is not None:
                 try:
                     self._run(entry, batch)
-                finally:
+                except BaseException:
                     with self._cond:
-                        entry.queue.finished()  # its gathering batch is ready now: this thread takes it
+                        entry.queue.finished()
+                    raise
+                ran = entry
 
     def _run(self, entry: _Queue, batch: Batch) -> None:
         # The batch's replies leave together: one write per worker connection (ipc.py).
