@@ -164,6 +164,8 @@ INVALID = [
     ("batch-sizes-order", {"spec__runtime": {"batching": {"maxBatchSize": 8, "allowedBatchSizes": [4, 2, 8]}}},
      "spec.runtime.batching.allowedBatchSizes"),
     ("batch-size-zero", {"spec__runtime": {"batching": {"maxBatchSize": 0}}}, "spec.runtime.batching.maxBatchSize"),
+    ("intra-op-zero", {"spec__runtime": {"tensorflow": {"intraOpParallelism": 0}}},
+     "spec.runtime.tensorflow.intraOpParallelism"),
     ("cpu-lots", {"spec__resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests"),
     ("memory-2GB", {"spec__resources": {"limits": {"memory": "2GB"}}}, "spec.resources.limits"),
     ("gpu-resource-name", {"spec__gpu": {"count": 1, "resourceName": "not a resource!"}}, "spec.gpu.resourceName"),

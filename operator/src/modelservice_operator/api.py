@@ -144,6 +144,8 @@ class RuntimeSpec:
     )
     rate_limit: RateLimitSpec | None = None
     cache: CacheSpec | None = None
+    intra_op_parallelism: int | None = None  # spec.runtime.tensorflow: None is the runtime's default
+    inter_op_parallelism: int | None = None
 
 
 @dataclass(frozen=True)
@@ -437,6 +439,21 @@ def _policy(model: Mapping[str, Any]) -> VersionPolicy:
     raise InvalidSpec("spec.model.versionPolicy", f"unknown policy {next(iter(raw))!r}")
 
 
+def _tensorflow_threads(raw: Any) -> dict[str, int | None]:
+    """``spec.runtime.tensorflow``: the model process's TF thread pools (None: the runtime's default)."""
+    path = "spec.runtime.tensorflow"
+    raw = _mapping(raw, path)
+    intra, inter = raw.get("intraOpParallelism"), raw.get("interOpParallelism")
+    return {
+        "intra_op_parallelism": None
+        if intra is None
+        else _int(intra, f"{path}.intraOpParallelism", 1, minimum=1),
+        "inter_op_parallelism": (
+            None if inter in (None, 0) else _int(inter, f"{path}.interOpParallelism", 0, minimum=-1)
+        ),
+    }
+
+
 def parse_batching(raw: Any) -> BatchingSpec | None:
     """``spec.runtime.batching``, checked as the CRD's schema and CEL rules check it."""
     if raw is None:
@@ -587,6 +604,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
         kubernetes_auth=_kubernetes_auth(runtime_raw.get("auth")),
         rate_limit=_rate_limit(runtime_raw.get("rateLimit")),
         cache=_cache(runtime_raw.get("cache")),
+        **_tensorflow_threads(runtime_raw.get("tensorflow")),
     )
 
     gpu = None

@@ -130,6 +130,21 @@ def test_http_workers_follow_the_pods_cpu_unless_set() -> None:
     assert "--workers=3" in container["args"]
 
 
+def test_tensorflow_threads_are_the_runtimes_defaults_unless_set() -> None:
+    doc = load(EXAMPLES[0])
+    container = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--tensorflow_") for a in container["args"])
+    doc["spec"].setdefault("runtime", {})["tensorflow"] = {"intraOpParallelism": 1, "interOpParallelism": 0}
+    container = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]["containers"][0]
+    flags = [a for a in container["args"] if a.startswith("--tensorflow_")]
+    assert flags == ["--tensorflow_intra_op_parallelism=1"]  # inter-op 0: the runtime's default
+    doc["spec"]["runtime"]["tensorflow"] = {"interOpParallelism": -1}
+    container = render_children(parse_spec(doc))[0]["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in container["args"] if a.startswith("--tensorflow_")] == [
+        "--tensorflow_inter_op_parallelism=-1"
+    ]
+
+
 def test_grpc_is_off_on_pods_and_services_unless_enabled() -> None:
     doc = load(EXAMPLES[0])
     doc["spec"].setdefault("runtime", {})["grpc"] = {"enabled": False}

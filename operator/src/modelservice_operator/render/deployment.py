@@ -143,6 +143,10 @@ def _container(spec: ModelServiceSpec, image: str, pull_policy: str) -> dict[str
         args.extend(spec.runtime.rate_limit.runtime_flags())
     if spec.runtime.cache is not None:
         args.extend(spec.runtime.cache.runtime_flags())
+    if spec.runtime.intra_op_parallelism is not None:
+        args.append(f"--tensorflow_intra_op_parallelism={spec.runtime.intra_op_parallelism}")
+    if spec.runtime.inter_op_parallelism is not None:
+        args.append(f"--tensorflow_inter_op_parallelism={spec.runtime.inter_op_parallelism}")
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": "/tmp"}]
     if spec.model.storage.scheme == "pvc" or spec.model.storage.downloaded:
         mounts.append({"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True})
