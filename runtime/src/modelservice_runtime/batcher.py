@@ -484,9 +484,9 @@ class BatchScheduler:
                 # gathering batch is ready now, and this thread takes it. With the lock released in
                 # between, a request arriving in the gap found no batch running and woke another thread,
                 # which found nothing once this one had taken the batch.
-                if ran is not None:
-                    ran.queue.finished()
-                    ran = None
+                done, ran = ran, None
+                if done is not None:
+                    done.queue.finished()
                 found = None
                 while not self._stopped:
                     found = self._next()
@@ -496,19 +496,24 @@ class BatchScheduler:
                 if found is None:
                     return
                 entry, batch, expired = found
+                if done is not None and entry is not done and done.queue.next_ready_at() is not None:
+                    self._cond.notify()  # another queue's turn (round-robin): a free thread takes this one's
                 # Published once per batch taken, from the queues themselves (a multi-process gauge write
                 # per request cost the model process ~5% of its CPU).
                 depth = sum(e.queue.enqueued_tasks for e in self._queues.values() if e.model == entry.model)
+            try:
                 self.metrics.BATCH_QUEUE_DEPTH.labels(entry.model).set(depth)
-            for task in expired:
-                task.pending.fail(DeadlineExceeded("Deadline exceeded"))
-            if batch is not None:
-                try:
+                for task in expired:
+                    task.pending.fail(DeadlineExceeded("Deadline exceeded"))
+                if batch is not None:
                     self._run(entry, batch)
-                except BaseException:
+            except BaseException:  # this thread ends: the queue must not wait on a batch nobody finishes
+                if batch is not None:
                     with self._cond:
                         entry.queue.finished()
-                    raise
+                        self._cond.notify()
+                raise
+            if batch is not None:
                 ran = entry
 
     def _run(self, entry: _Queue, batch: Batch) -> None:
