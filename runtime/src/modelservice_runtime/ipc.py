@@ -381,8 +381,9 @@ class EngineServer:
         if conn is None:
             return
         try:
-            # Under the lock: a batch thread whose write failed closes the socket, and its descriptor
-            # number, reused by a socket opened meanwhile, must not be read from here.
+            # Under the lock: recv takes the descriptor number and reads with the GIL released, so a
+            # batch thread's close (its write failed) in between could have it read a socket another
+            # thread opened meanwhile under the same number.
             with conn.lock:
                 data = b"" if conn.closed else conn.sock.recv(FIRST_READ)
         except BlockingIOError:

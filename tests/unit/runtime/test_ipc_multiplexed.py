@@ -302,8 +302,9 @@ def test_a_connection_that_a_failed_write_closed_is_forgotten(tmp_path: Path) ->
 
 
 class _ReusedDescriptor:
-    """A connection's socket after a batch thread closed it: its number now belongs to another socket,
-    so a read through it would take that socket's bytes."""
+    """A connection's socket closed by a batch thread while the epoll thread was about to read it (the
+    window between recv taking the descriptor number and reading): the number now belongs to another
+    socket, so a read would take that socket's bytes."""
 
     def __init__(self) -> None:
         self.reads = 0
