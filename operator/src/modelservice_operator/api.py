@@ -443,14 +443,13 @@ def _tensorflow_threads(raw: Any) -> dict[str, int | None]:
     """``spec.runtime.tensorflow``: the model process's TF thread pools (None: the runtime's default)."""
     path = "spec.runtime.tensorflow"
     raw = _mapping(raw, path)
-    intra, inter = raw.get("intraOpParallelism"), raw.get("interOpParallelism")
+    intra = raw.get("intraOpParallelism")
+    inter = _int(raw.get("interOpParallelism"), f"{path}.interOpParallelism", 0, minimum=-1)
     return {
-        "intra_op_parallelism": None
-        if intra is None
-        else _int(intra, f"{path}.intraOpParallelism", 1, minimum=1),
-        "inter_op_parallelism": (
-            None if inter in (None, 0) else _int(inter, f"{path}.interOpParallelism", 0, minimum=-1)
+        "intra_op_parallelism": (
+            _int(intra, f"{path}.intraOpParallelism", 1, minimum=1) if intra is not None else None
         ),
+        "inter_op_parallelism": inter if inter != 0 else None,  # 0: the runtime's default, as unset
     }
 
 

@@ -94,6 +94,8 @@ def test_a_pinned_version_becomes_a_specific_policy() -> None:
         ({"runtime": {"tensorflow": {"interOpParallelism": -2}}}, "spec.runtime.tensorflow.interOpParallelism",
          "at least -1"),
         ({"runtime": {"tensorflow": 1}}, "spec.runtime.tensorflow", "must be an object"),
+        ({"runtime": {"tensorflow": {"interOpParallelism": False}}}, "spec.runtime.tensorflow.interOpParallelism",
+         "must be an integer"),
         ({"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests.cpu", "not a quantity"),
         ({"resources": {"limits": {"memory": "2GB"}}}, "spec.resources.limits.memory", "not a quantity"),
         ({"resources": {"limits": {"not a resource!": "1"}}}, "spec.resources.limits", "not a resource name"),
