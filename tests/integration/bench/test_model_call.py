@@ -8,6 +8,8 @@ import pytest
 
 from bench import model_call
 
+pytestmark = pytest.mark.integration
+
 LINE = re.compile(r"intra-op +(.+?)  batch +(\d+): wall +(\d+) us  CPU +(\d+) us")
 
 
