@@ -375,6 +375,12 @@ class _Queue:
     owner: object
 
 
+def _internal(exc: Exception) -> ServingError:
+    error = ServingError(f"Internal error: {type(exc).__name__}: {exc}")
+    error.code = "INTERNAL"
+    return error
+
+
 class BatchScheduler:
     """Runs the ready batches of every queue on ``num_batch_threads`` shared threads."""
 
@@ -507,6 +513,11 @@ class BatchScheduler:
                     task.pending.fail(DeadlineExceeded("Deadline exceeded"))
                 if batch is not None:
                     self._run(entry, batch)
+            except Exception as exc:  # a bug outside the model call: its requests fail, the thread goes on
+                log.exception("The batch thread failed around a batch of model %s", entry.model)
+                if batch is not None:
+                    for task in batch.tasks:  # those already answered keep their answer
+                        task.pending.fail(_internal(exc))
             except BaseException:  # this thread ends: the queue must not wait on a batch nobody finishes
                 if batch is not None:
                     with self._cond:
@@ -537,8 +548,7 @@ class BatchScheduler:
             return
         except Exception as exc:  # a model bug must fail its requests, never the batch thread
             log.exception("Failed to run a batch of %d rows for model %s", batch.size, entry.model)
-            error = ServingError(f"Internal error: {type(exc).__name__}: {exc}")
-            error.code = "INTERNAL"
+            error = _internal(exc)
             for task in batch.tasks:
                 task.pending.fail(error)
             return

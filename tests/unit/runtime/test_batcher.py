@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -341,6 +342,36 @@ def test_a_failing_model_fails_its_batch_and_the_scheduler_keeps_serving() -> No
     assert raised.value.status == 500
     state["fail"] = False
     assert scheduler.submit("k", runner, "m", runner, rows(0, 1), None)["y"].shape == (1, 2)
+    scheduler.close()
+
+
+class _GaugeThatFailsOnce:
+    """The queue-depth gauge, failing its first write: a bug around the model call, not in it."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def labels(self, *names: str) -> _GaugeThatFailsOnce:
+        return self
+
+    def set(self, value: float) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("gauge file vanished")
+
+
+def test_a_failure_around_the_model_call_fails_its_batch_at_once_and_the_thread_keeps_serving() -> None:
+    def runner(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"]}
+
+    scheduler = BatchScheduler(params(batch_timeout_micros=0, num_batch_threads=1))
+    real = scheduler.metrics
+    scheduler.metrics = types.SimpleNamespace(**{**vars(real), "BATCH_QUEUE_DEPTH": _GaugeThatFailsOnce()})  # type: ignore[assignment]
+    with pytest.raises(ServingError, match="gauge file vanished") as raised:
+        scheduler.submit("k", runner, "m", runner, rows(0, 1), scheduler.clock() + 5)
+    assert raised.value.status == 500  # at once, not a 504 at the deadline
+    answer = scheduler.submit("k", runner, "m", runner, rows(1, 1), scheduler.clock() + 5)
+    assert answer["y"].tolist() == [[1.0, 1.0]]  # the one batch thread lives, and the queue is not stuck
     scheduler.close()
 
 
