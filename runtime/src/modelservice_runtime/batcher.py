@@ -516,8 +516,9 @@ class BatchScheduler:
             except Exception as exc:  # a bug outside the model call: its requests fail, the thread goes on
                 log.exception("The batch thread failed around a batch of model %s", entry.model)
                 if batch is not None:
+                    error = _internal(exc)
                     for task in batch.tasks:  # those already answered keep their answer
-                        task.pending.fail(_internal(exc))
+                        task.pending.fail(error)
             except BaseException:  # this thread ends: the queue must not wait on a batch nobody finishes
                 if batch is not None:
                     with self._cond:
