@@ -14,7 +14,8 @@ import random
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 import orjson
 
@@ -149,10 +150,80 @@ class AccessLog:
         line = orjson.dumps(entry, default=str).decode("utf-8") + handler.terminator
         with handler.lock or _no_lock:
             try:
-                handler.stream.write(line)
-                handler.flush()
+                stream = handler.stream
+                if type(stream) is LoopTurnStream:
+                    stream.write_at_end_of_turn(line)
+                else:
+                    stream.write(line)
+                    handler.flush()
             except Exception:  # as logging does: a log that cannot be written must not fail the request
                 handler.handleError(logging.makeLogRecord({"msg": message, "name": self.logger.name}))
+
+
+class LoopTurnStream:
+    """A gevent worker's log stream: the access-log lines of one turn of the event loop leave in one write,
+    at the end of that turn, instead of a write each.
+
+    In a pod, stderr is a pipe that the container runtime reads and copies to the node's log file: each
+    write is a system call in the worker and a wake-up and a read in the reader. The requests whose
+    replies come back from the model process in one read finish in one turn of the loop, so their lines
+    now share one write. Everything else written (any other record: the handler writes it and flushes)
+    goes out at once behind what was held, so lines keep their order; so does a write from another thread
+    (gevent's pool), which has no turn of this loop to wait for. A line waits at most for the rest of its
+    turn: a worker killed outright loses at most those; one that exits flushes (``logging.shutdown``).
+    """
+
+    def __init__(self, stream: IO[str], loop: Any, lock: Any, thread_id: Callable[[], int]) -> None:
+        self.stream = stream
+        self._loop = loop  # gevent's loop, to call back at the end of this turn
+        self._lock = lock  # a real lock: gevent's pool threads write here too
+        self._thread_id = thread_id  # the real thread's id (gevent's patched one is the greenlet's)
+        self._owner = thread_id()  # the loop's thread
+        self._held: list[str] = []
+        self._scheduled = False
+
+    def write_at_end_of_turn(self, text: str) -> None:
+        if self._thread_id() != self._owner:
+            self.write(text)
+            self.flush()
+            return
+        with self._lock:
+            self._held.append(text)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        self._scheduled = False
+        with contextlib.suppress(Exception):  # as logging does: a log that cannot be written stops nothing
+            self.flush()
+
+    def _write_held(self) -> None:  # under the lock; lines that fail to leave are not tried again
+        if self._held:
+            text = "".join(self._held)
+            self._held.clear()
+            self.stream.write(text)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._write_held()
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_held()
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding ...
+        return getattr(self.stream, name)
+
+
+def hold_access_lines_for_the_turn(loop: Any, lock: Any, thread_id: Callable[[], int]) -> None:
+    """In a gevent worker, from its loop's thread: the root's plain stream handlers write through a
+    ``LoopTurnStream``. ``lock`` and ``thread_id`` are the real ones, not gevent's patched ones."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and type(handler.stream) is not LoopTurnStream:
+            handler.setStream(LoopTurnStream(handler.stream, loop, lock, thread_id))
 
 
 class TextFormatter(logging.Formatter):

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,21 @@ class Server:
             if isinstance(entry, dict):
                 entries.append(entry)
         return entries
+
+    def wait_for_log_entries(
+        self, wanted: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+    ) -> list[dict[str, Any]]:
+        """The log's entries once ``wanted`` holds for them. A worker writes the access-log lines of a turn
+        of its event loop at the end of that turn, which may come just after a response has left."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.log_entries()
+            if wanted(entries):
+                return entries
+            assert time.monotonic() < deadline, (
+                f"the log never had the lines wanted in {timeout}s:\n{self.log()}"
+            )
+            time.sleep(0.05)
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Ready: the model process has loaded every model (the workers ask it)."""

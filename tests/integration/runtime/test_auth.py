@@ -71,7 +71,7 @@ def test_a_valid_key_is_served_and_named_in_logs_and_metrics(server: tuple[Serve
     assert metrics.status_code == 200
     assert 'modelservice_auth_requests_total{client="team-a",result="allowed"}' in metrics.text
     assert 'modelservice_auth_requests_total{client="-",result="unauthenticated"}' in metrics.text
-    assert any(entry.get("client") == "team-a" for entry in server[0].log_entries())
+    server[0].wait_for_log_entries(lambda entries: any(entry.get("client") == "team-a" for entry in entries))
 
 
 def test_probes_stay_open(server: tuple[Server, int]) -> None:

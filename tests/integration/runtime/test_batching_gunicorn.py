@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,14 +154,58 @@ def test_batches_join_rows_from_requests_that_arrived_on_different_workers(
             assert len(answers) == 4 and time.monotonic() - started < 4.0  # a full batch, not a timeout
             after = batches()
             assert (after[0] - before[0], after[1] - before[1]) == (1.0, 4.0)  # one batch of 4 rows
-            served_by = {
-                entry["pid"] for entry in server.log_entries()
-                if entry.get("message", "").startswith("Served POST /v1/models/linear:predict")
-                and entry.get("request_id", "").startswith(f"r{round_}-")
-            }  # fmt: skip
+
+            def served_lines(entries: list[dict[str, Any]], round_: int = round_) -> list[dict[str, Any]]:
+                return [
+                    entry for entry in entries if entry.get("request_id", "").startswith(f"r{round_}-")
+                    and entry.get("message", "").startswith("Served POST /v1/models/linear:predict")
+                ]  # fmt: skip
+
+            lines = served_lines(server.wait_for_log_entries(lambda entries: len(served_lines(entries)) == 4))
+            served_by = {entry["pid"] for entry in lines}
             if served_by == workers:
                 return
         raise AssertionError("the 4 connections never landed on both workers in 20 rounds")
+    finally:
+        stop(server)
+
+
+def writes(pid: int) -> int:
+    """The write(2) calls a process has made: its log lines' (sockets are written with sendto)."""
+    return int(re.search(r"^syscw: (\d+)$", Path(f"/proc/{pid}/io").read_text(), re.M)[1])  # type: ignore[index]
+
+
+def test_the_access_lines_of_requests_answered_in_one_batch_leave_in_one_write(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # One worker, and a batch runs when 4 rows are in: the model process answers the 4 requests in one
+    # write, the worker reads them at once and finishes all 4 in one turn of its event loop.
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=1",
+        "--enable_batching", "--max_batch_size=4", "--batch_timeout_micros=5000000", "--drain_seconds=0",
+    )  # fmt: skip
+    url = server.url + "/v1/models/linear:predict"
+
+    def send(i: int) -> None:
+        r = requests.post(url, json={"instances": [[float(i), 0, 0, 0]]}, timeout=30,
+                          headers={"Connection": "close", "X-Request-ID": f"burst-{i}"})  # fmt: skip
+        assert r.json() == {"predictions": [[2.0 * i, 0.0, 0.0, 0.0]]}, r.text
+
+    def burst_lines(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in entries if e.get("request_id", "").startswith("burst-") and e.get("status") == 200]
+
+    try:
+        server.wait_ready()
+        [worker] = server.processes()["workers"]
+        before = writes(worker)
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        lines = burst_lines(server.wait_for_log_entries(lambda entries: len(burst_lines(entries)) == 4))
+        assert sorted(line["request_id"] for line in lines) == [f"burst-{i}" for i in range(4)]
+        assert writes(worker) - before == 1  # a write a line would be 4
     finally:
         stop(server)
 

@@ -373,13 +373,18 @@ def test_requests_on_every_worker_reach_the_model_process(served: tuple[Server, 
         r = requests.post(server.url + "/v1/models/linear:predict", json={"instances": [[1, 2, 3, 4]]},
                           headers={"Connection": "close"})  # fmt: skip
         assert r.status_code == 200 and len(r.json()["predictions"][0]) == 4
-        pids = {
-            entry["pid"] for entry in server.log_entries()
-            if entry.get("message") == "Served POST /v1/models/linear:predict with 200"
-        }  # fmt: skip
+        pids = served_by(server.log_entries())
         if pids == workers:
-            break
-    assert pids == workers
+            return
+    server.wait_for_log_entries(lambda entries: served_by(entries) == workers)  # the last lines may lag
+
+
+def served_by(entries: list[dict[str, Any]]) -> set[int]:
+    return {
+        entry["pid"]
+        for entry in entries
+        if entry.get("message") == "Served POST /v1/models/linear:predict with 200"
+    }
 
 
 def test_connections_opened_at_once_are_spread_over_the_workers(served: tuple[Server, Path]) -> None:

@@ -7,8 +7,12 @@ import io
 import json
 import logging
 import logging.config
+import threading
 from collections.abc import Iterator
+from typing import Any
 
+import gevent
+import gevent.event
 import pytest
 
 from modelservice_runtime import logs
@@ -129,3 +133,122 @@ def test_json_lines_carry_the_millisecond_of_their_time() -> None:
     formatter = JsonFormatter()
     entry = formatter.entry(1_700_000_000.25, "info", "x", 1, "m")
     assert entry["time"] == "2023-11-14T22:13:20.250Z"
+
+
+# ------------------------------------------------------------------- a gevent worker's turns of the loop
+
+
+class Writes(io.StringIO):
+    """A stream that records each write it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+class Turns:
+    """A loop whose end-of-turn callbacks run when the test says the turn ends."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def run_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def end_turn(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+@pytest.fixture
+def held(stream: io.StringIO) -> Iterator[tuple[Writes, Turns]]:
+    """The pod's handler writing through a ``LoopTurnStream`` into ``Writes``, on a loop of ``Turns``
+    (each test takes pytest's capture off the root first, as the direct path needs the handler alone)."""
+    writes, turns = Writes(), Turns()
+    logs._installed.setStream(writes)
+    logs.hold_access_lines_for_the_turn(turns, threading.Lock(), threading.get_ident)
+    assert type(logs._installed.stream) is logs.LoopTurnStream
+    yield writes, turns
+
+
+def test_the_lines_of_one_turn_leave_in_one_write_at_its_end(held: tuple[Writes, Turns]) -> None:
+    writes, turns = held
+    pods_handler_only()
+    log = AccessLog("test.access.turn")
+    for i in range(3):
+        log.served({**FIELDS, "path": f"/v1/models/m{i}:predict"})
+    assert writes.calls == [] and len(turns.callbacks) == 1  # one flush for the turn, not one a line
+    turns.end_turn()
+    [write] = writes.calls
+    assert [json.loads(line)["path"] for line in write.splitlines()] == [
+        f"/v1/models/m{i}:predict" for i in range(3)
+    ]
+    log.served(FIELDS)  # the next turn holds its own
+    turns.end_turn()
+    assert len(writes.calls) == 2
+
+
+def test_any_other_record_leaves_at_once_behind_the_lines_held_before_it(held: tuple[Writes, Turns]) -> None:
+    writes, turns = held
+    pods_handler_only()
+    AccessLog("test.access.order").served(FIELDS)
+    logging.getLogger("test.access.order").warning("Model m failed to load")
+    assert [json.loads(line)["message"] for line in writes.getvalue().splitlines()] == [
+        "Served POST /v1/models/m:predict with 200", "Model m failed to load"
+    ]  # fmt: skip
+    turns.end_turn()  # nothing is left to write
+    assert len(writes.getvalue().splitlines()) == 2
+
+
+def test_a_line_from_another_thread_leaves_at_once(held: tuple[Writes, Turns]) -> None:
+    writes, turns = held
+    pods_handler_only()
+    thread = threading.Thread(target=AccessLog("test.access.thread").served, args=(FIELDS,))
+    thread.start()
+    thread.join(timeout=10)
+    assert len(writes.getvalue().splitlines()) == 1 and turns.callbacks == []
+
+
+def test_a_flush_at_exit_writes_what_the_last_turn_held(held: tuple[Writes, Turns]) -> None:
+    writes, _ = held
+    pods_handler_only()
+    AccessLog("test.access.exit").served(FIELDS)
+    logs._installed.flush()  # what logging.shutdown does at exit
+    assert len(writes.getvalue().splitlines()) == 1
+
+
+def test_a_stream_that_fails_at_the_end_of_a_turn_stops_nothing(held: tuple[Writes, Turns]) -> None:
+    writes, turns = held
+    pods_handler_only()
+    AccessLog("test.access.broken").served(FIELDS)
+    writes.close()
+    turns.end_turn()  # the write fails; the loop goes on, and the lines are not tried again
+    assert logs._installed.stream._held == []
+
+
+def test_requests_woken_in_one_turn_of_a_real_gevent_loop_share_one_write(held: tuple[Writes, Turns]) -> None:
+    writes, _ = held
+    pods_handler_only()
+    logs._installed.setStream(writes)  # the real loop this time
+    logs.hold_access_lines_for_the_turn(gevent.get_hub().loop, threading.Lock(), threading.get_ident)
+    replies = [gevent.event.AsyncResult() for _ in range(4)]
+    written_while_serving: list[int] = []
+
+    def request(i: int) -> None:
+        replies[i].get(timeout=10)  # the model process's answer
+        AccessLog("test.access.gevent").served({**FIELDS, "path": f"/v1/models/m{i}:predict"})
+        written_while_serving.append(len(writes.calls))
+
+    greenlets = [gevent.spawn(request, i) for i in range(4)]
+    gevent.sleep(0)  # all four wait
+    for reply in replies:  # one read from the model process brings all four answers
+        reply.set({"outputs": []})
+    gevent.joinall(greenlets, timeout=10)
+    assert written_while_serving == [0, 0, 0, 0]
+    [write] = writes.calls
+    assert len(write.splitlines()) == 4
