@@ -7,11 +7,11 @@
 The model process runs a signature as TF Serving does (``loader.LoadedModel``: a session callable). This
 times that call alone, with ``--tensorflow_intra_op_parallelism`` at each of ``--threads`` (0: the
 runtime's default, every core the pod may use) and TensorFlow's oneDNN kernels on or off
-(``TF_ENABLE_ONEDNN_OPTS``, on by default in TensorFlow's x86 wheels) for each of ``--onednn``, each
-setting in a fresh process since TensorFlow reads both once per process: wall time and process CPU per
-call, the best of ``--runs`` runs of ``--calls`` calls. It shows when splitting a model's ops over
-threads pays (big matrix products) and when it costs more than it saves (small ones), and which kernels
-suit the model.
+(``TF_ENABLE_ONEDNN_OPTS``; on Linux TensorFlow turns them on by default on CPUs with VNNI, BF16 or
+AMX) for each of ``--onednn``, each setting in a fresh process since TensorFlow reads both once per
+process: wall time and process CPU per call, the best of ``--runs`` runs of ``--calls`` calls. It shows
+when splitting a model's ops over threads pays (big matrix products) and when it costs more than it
+saves (small ones), and which kernels suit the model.
 """
 
 from __future__ import annotations

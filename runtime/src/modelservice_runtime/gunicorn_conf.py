@@ -214,7 +214,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         gevent.spawn(self._measure_lag)
         real = gevent.monkey.get_original  # the thread's own lock and id, not gevent's patched ones
         logs.hold_access_lines_for_the_turn(
-            gevent.get_hub().loop, real("threading", "Lock")(), real("threading", "get_ident")
+            gevent.get_hub().loop, real("_thread", "RLock")(), real("threading", "get_ident")
         )
         # What the worker has built by now (Flask, its app, the modules) lives as long as the worker: out
         # of the collector's sight, later collections walk only what requests allocate. A small gain,
@@ -272,7 +272,11 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         wsgi = getattr(self, "wsgi", None)
         if wsgi is not None and hasattr(wsgi, "extensions"):
             wsgi.extensions["modelservice.draining"] = True
-        self.log.info("Draining worker %s: not ready, stopping in %.1fs", self.pid, drain_seconds)
+        # The signal handler runs between two bytecodes of whatever the loop's thread was doing, writing
+        # a log line included: its own line is written from a greenlet, as gevent's handlers do.
+        gevent.spawn(
+            self.log.info, "Draining worker %s: not ready, stopping in %.1fs", self.pid, drain_seconds
+        )
         gevent.spawn_later(drain_seconds, self._stop, sig, frame)
 
     def _stop(self, sig: int, frame: Any) -> None:

@@ -167,16 +167,27 @@ class LoopTurnStream:
     In a pod, stderr is a pipe that the container runtime reads and copies to the node's log file: each
     write is a system call in the worker and a wake-up and a read in the reader. The requests whose
     replies come back from the model process in one read finish in one turn of the loop, so their lines
-    now share one write. Everything else written (any other record: the handler writes it and flushes)
-    goes out at once behind what was held, so lines keep their order; so does a write from another thread
-    (gevent's pool), which has no turn of this loop to wait for. A line waits at most for the rest of its
-    turn: a worker killed outright loses at most those; one that exits flushes (``logging.shutdown``).
+    now share one write. Any other record (the handler writes it and flushes) goes out at once behind
+    what was held, so log records keep their order; so does a line from another thread (gevent's pool),
+    which has no turn of this loop to wait for. Text written to ``sys.stderr`` itself, not through
+    logging (a warning, gevent's report of a greenlet's crash), can overtake the held lines. A line waits
+    at most for the rest of its turn: a worker killed outright loses at most those; one that exits
+    flushes them (``logging.shutdown``).
+
+    ``lock`` is a real re-entrant lock: gevent's pool threads write here too, and a signal handler that
+    logs can run in the loop's thread while it holds the lock.
     """
 
     def __init__(self, stream: IO[str], loop: Any, lock: Any, thread_id: Callable[[], int]) -> None:
+        taken = [lock.acquire(False) for _ in range(2)]
+        for held in taken:
+            if held:
+                lock.release()
+        if taken != [True, True]:
+            raise ValueError("LoopTurnStream needs a re-entrant lock")
         self.stream = stream
         self._loop = loop  # gevent's loop, to call back at the end of this turn
-        self._lock = lock  # a real lock: gevent's pool threads write here too
+        self._lock = lock
         self._thread_id = thread_id  # the real thread's id (gevent's patched one is the greenlet's)
         self._owner = thread_id()  # the loop's thread
         self._held: list[str] = []

@@ -171,7 +171,7 @@ def held(stream: io.StringIO) -> Iterator[tuple[Writes, Turns]]:
     (each test takes pytest's capture off the root first, as the direct path needs the handler alone)."""
     writes, turns = Writes(), Turns()
     logs._installed.setStream(writes)
-    logs.hold_access_lines_for_the_turn(turns, threading.Lock(), threading.get_ident)
+    logs.hold_access_lines_for_the_turn(turns, threading.RLock(), threading.get_ident)
     assert type(logs._installed.stream) is logs.LoopTurnStream
     yield writes, turns
 
@@ -231,11 +231,38 @@ def test_a_stream_that_fails_at_the_end_of_a_turn_stops_nothing(held: tuple[Writ
     assert logs._installed.stream._held == []
 
 
+def test_a_record_logged_while_held_lines_are_being_written_does_not_hang(held: tuple[Writes, Turns]) -> None:
+    # A signal handler (the worker's SIGTERM) runs in the loop's thread between two bytecodes, possibly
+    # while the stream writes what it held, and it logs.
+    writes, turns = held
+    pods_handler_only()
+    AccessLog("test.access.signal").served(FIELDS)
+
+    def interrupted(text: str) -> int:
+        del writes.write  # the signal comes once
+        logging.getLogger("test.access.signal").warning("Draining worker")
+        return writes.write(text)
+
+    writes.write = interrupted  # type: ignore[method-assign]
+    ending = threading.Thread(target=turns.end_turn, daemon=True)
+    ending.start()
+    ending.join(timeout=10)
+    assert not ending.is_alive()
+    assert sorted(json.loads(line)["message"] for line in writes.getvalue().splitlines()) == [
+        "Draining worker", "Served POST /v1/models/m:predict with 200"
+    ]  # fmt: skip
+
+
+def test_a_lock_that_cannot_be_taken_again_is_refused() -> None:
+    with pytest.raises(ValueError, match="re-entrant"):
+        logs.LoopTurnStream(io.StringIO(), Turns(), threading.Lock(), threading.get_ident)
+
+
 def test_requests_woken_in_one_turn_of_a_real_gevent_loop_share_one_write(held: tuple[Writes, Turns]) -> None:
     writes, _ = held
     pods_handler_only()
     logs._installed.setStream(writes)  # the real loop this time
-    logs.hold_access_lines_for_the_turn(gevent.get_hub().loop, threading.Lock(), threading.get_ident)
+    logs.hold_access_lines_for_the_turn(gevent.get_hub().loop, threading.RLock(), threading.get_ident)
     replies = [gevent.event.AsyncResult() for _ in range(4)]
     written_while_serving: list[int] = []
 
