@@ -115,14 +115,18 @@ def test_a_request_larger_than_max_batch_size_is_split_and_answered_whole(batche
 # ------------------------------------------------------------------------------------------ overload
 
 
+def four_row_batches(model_root: Path, tmp_path: Path, workers: int) -> Server:
+    """A server whose batch runs when 4 rows are in (or after 5 s): 4 requests at once make one batch."""
+    return start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", f"--workers={workers}",
+        "--enable_batching", "--max_batch_size=4", "--batch_timeout_micros=5000000", "--drain_seconds=0",
+    )  # fmt: skip
+
+
 def test_batches_join_rows_from_requests_that_arrived_on_different_workers(
     model_root: Path, tmp_path: Path
 ) -> None:
-    # A batch runs when 4 rows are in (or after 5 s): 4 requests at once make exactly one batch.
-    server = start_server(
-        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=2",
-        "--enable_batching", "--max_batch_size=4", "--batch_timeout_micros=5000000", "--drain_seconds=0",
-    )  # fmt: skip
+    server = four_row_batches(model_root, tmp_path, workers=2)
     url = server.url + "/v1/models/linear:predict"
 
     def batches() -> tuple[float, float]:
@@ -178,12 +182,9 @@ def writes(pid: int) -> int:
 def test_the_access_lines_of_requests_answered_in_one_batch_leave_in_one_write(
     model_root: Path, tmp_path: Path
 ) -> None:
-    # One worker, and a batch runs when 4 rows are in: the model process answers the 4 requests in one
-    # write, the worker reads them at once and finishes all 4 in one turn of its event loop.
-    server = start_server(
-        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=1",
-        "--enable_batching", "--max_batch_size=4", "--batch_timeout_micros=5000000", "--drain_seconds=0",
-    )  # fmt: skip
+    # One worker, and 4 requests make one batch: the model process answers them in one write, the worker
+    # reads them at once and finishes all 4 in one turn of its event loop.
+    server = four_row_batches(model_root, tmp_path, workers=1)
     url = server.url + "/v1/models/linear:predict"
 
     def send(i: int) -> None:
