@@ -25,7 +25,7 @@ from .client import EngineClient, LocalTransport
 from .config import RuntimeConfig, config_from_args
 from .dataplane import DataPlane
 from .engine import SOCKET_ENV, Engine, build_repository
-from .errors import ServingError
+from .errors import Internal, ServingError
 from .health import blueprint as health_blueprint
 from .ipc import EngineTransports
 from .logs import AccessLog, RequestState, current_request, new_request_id, request_state
@@ -233,7 +233,7 @@ def create_app(
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("Failed to serve %s %s", request.method, request.path)
-        return _error(f"Internal error: {type(exc).__name__}: {exc}", 500)
+        return _error(Internal.of_bug(exc).message, 500)
 
     if start_repository and repository is not None:
         repository.start()

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
+from .errors import DeadlineExceeded, Internal, InvalidArgument, ServingError, Unavailable
 from .ipc import coalesced
 
 log = logging.getLogger(__name__)
@@ -375,12 +375,6 @@ class _Queue:
     owner: object
 
 
-def _internal(exc: Exception) -> ServingError:
-    error = ServingError(f"Internal error: {type(exc).__name__}: {exc}")
-    error.code = "INTERNAL"
-    return error
-
-
 class BatchScheduler:
     """Runs the ready batches of every queue on ``num_batch_threads`` shared threads."""
 
@@ -516,7 +510,7 @@ class BatchScheduler:
             except Exception as exc:  # a bug outside the model call: its requests fail, the thread goes on
                 log.exception("The batch thread failed around a batch of model %s", entry.model)
                 if batch is not None:
-                    error = _internal(exc)
+                    error = Internal.of_bug(exc)
                     for task in batch.tasks:  # those already answered keep their answer
                         task.pending.fail(error)
             except BaseException:  # this thread ends: the queue must not wait on a batch nobody finishes
@@ -549,7 +543,7 @@ class BatchScheduler:
             return
         except Exception as exc:  # a model bug must fail its requests, never the batch thread
             log.exception("Failed to run a batch of %d rows for model %s", batch.size, entry.model)
-            error = _internal(exc)
+            error = Internal.of_bug(exc)
             for task in batch.tasks:
                 task.pending.fail(error)
             return

@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import RuntimeConfig, load_model_config_file
 from .dataplane import DataPlane
-from .errors import ServingError, StaleVersion, Unavailable
+from .errors import Internal, ServingError, StaleVersion, Unavailable
 from .ipc import SocketTransport
 from .kube_auth import UNAUTHENTICATED, KubernetesReviewer, Verdict, build_reviewer
 from .protocols.tensors import TensorSpec, signature_key
@@ -265,9 +265,7 @@ class Engine:
 def _internal(op: str, exc: Exception) -> ServingError:
     """A bug answers 500 with its type, and is logged with its traceback; it never leaves a worker waiting."""
     log.error("Model process operation %s failed", op, exc_info=exc)
-    error = ServingError(f"Internal error: {type(exc).__name__}: {exc}")
-    error.code = "INTERNAL"
-    return error
+    return Internal.of_bug(exc)
 
 
 def load_in_model_process(config: RuntimeConfig) -> Any:

@@ -87,6 +87,11 @@ class Unimplemented(ServingError):
 class Internal(ServingError):
     code = "INTERNAL"
 
+    @classmethod
+    def of_bug(cls, exc: BaseException) -> Internal:
+        """What a bug answers (500): its type and message, never a traceback."""
+        return cls(f"Internal error: {type(exc).__name__}: {exc}")
+
 
 class PayloadTooLarge(ServingError):
     """No TF canonical code maps to 413; the body limit is ours, so is the status."""

@@ -43,7 +43,15 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import metrics
 from .config import ConfigError, parse_model_config_text
-from .errors import FailedPrecondition, InvalidArgument, ServingError, Unavailable, Unimplemented, code_number
+from .errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ServingError,
+    Unavailable,
+    Unimplemented,
+    code_number,
+)
 from .loader import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -79,7 +87,7 @@ def _answering(context: grpc.ServicerContext, model: str, api: str) -> Iterator[
     except Exception as exc:  # a bug answers INTERNAL with its type, and is logged
         status = 500
         log.exception("gRPC %s failed", api)
-        context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+        context.abort(grpc.StatusCode.INTERNAL, Internal.of_bug(exc).message)
     finally:
         metrics.observe_request(model, str(seen["version"]), api, status, time.perf_counter() - started)
 
