@@ -26,7 +26,7 @@ test: lint unit integration e2e
 lint: venv
 	.venv/bin/ruff check runtime operator tests examples bench
 	.venv/bin/ruff format --check runtime operator tests examples bench
-	.venv/bin/mypy runtime/src operator/src
+	.venv/bin/mypy runtime/src operator/src bench
 	.venv/bin/lint-imports
 	.venv/bin/hadolint Dockerfile.runtime Dockerfile.operator
 

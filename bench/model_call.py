@@ -43,6 +43,7 @@ def measure(
     loader.configure_runtime(config.intra_op_threads(), config.inter_op_threads())
     model = loader.LoadedModel("bench", 1, model_dir)
     (name, spec), = model.input_specs("serving_default").items()  # fmt: skip
+    assert spec.shape is not None and len(spec.shape) == 2, f"a model of one 2-D input, not {spec.shape}"
     out: dict[int, list[float]] = {}
     for rows in batches:
         inputs = {name: np.random.default_rng(0).random((rows, spec.shape[1]), dtype=np.float32)}

@@ -260,7 +260,7 @@ def _components() -> list[Component]:
     p = PORTS
     pki = PKI
 
-    def common_auth(kc):
+    def common_auth(kc: Path) -> list[str]:
         return [
             f"--kubeconfig={kc}",
             f"--authentication-kubeconfig={kc}",
