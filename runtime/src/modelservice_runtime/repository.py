@@ -207,11 +207,25 @@ class ModelRepository:
         metrics.set_version_state(config.name, version, State.AVAILABLE.name)
 
     def start(self) -> None:
-        """Poll in a background thread: first pass at once, then every ``poll_seconds``."""
+        """Poll in a background thread: first pass at once, then every ``poll_seconds``. Before it starts,
+        the versions each model will load are tracked (START, as TF Serving's manager does), so that
+        a status request that comes before the first pass does not hear that the model has none."""
         if self._thread is not None:
             return
+        self._track_aspired_versions()
         self._thread = threading.Thread(target=self._run, name="model-repository", daemon=True)
         self._thread.start()
+
+    def _track_aspired_versions(self) -> None:
+        with self._lock:
+            configs = [m.config for m in self._models.values()]
+        for config in configs:
+            aspired = config.policy.select(discover_versions(config.base_path))
+            with self._lock:
+                model = self._models.get(config.name)
+                if model is not None:
+                    for version in aspired:
+                        model.statuses.setdefault(version, VersionStatus(version))
 
     def _run(self) -> None:
         next_config_read = time.monotonic() + self._config_poll_seconds

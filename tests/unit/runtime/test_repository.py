@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -159,4 +160,28 @@ def test_background_polling_picks_up_a_new_version(base: Path) -> None:
             time.sleep(0.01)
         assert repo.resolve("iris").version == 2
     finally:
+        repo.stop()
+
+
+def test_every_version_to_load_is_tracked_from_the_start_not_only_once_its_load_begins(base: Path) -> None:
+    add_version(base, 1)
+    add_version(base, 2)
+    release = threading.Event()
+
+    def slow_load(name: str, version: int, path: str) -> FakeModel:
+        assert release.wait(10), "the test never let the load finish"
+        return FakeModel(name, version)
+
+    repo = ModelRepository([ModelConfig("iris", str(base), VersionPolicy(kind="all"))], slow_load)
+    repo.start()
+    try:
+        # Version 2 loads first (newest first) and waits; version 1 has not begun, and a status request
+        # made now must still see it, as TF Serving's manager reports START for what it will load.
+        states = {s.version: s.state for s in repo.statuses("iris")}
+        assert states.keys() == {1, 2} and states[1] is State.START, states
+        release.set()
+        assert repo.wait_until_polled(10)
+        assert [s.state for s in repo.statuses("iris")] == [State.AVAILABLE, State.AVAILABLE]
+    finally:
+        release.set()
         repo.stop()
