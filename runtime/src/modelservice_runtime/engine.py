@@ -220,6 +220,8 @@ class Engine:
         self, name: str, version: int | None, label: str | None, doc: dict[str, Any], method: str
     ) -> tuple[int, Any]:
         from .protocols import tensors
+
+        import_tensorflow()
         from .protocols.tfserving_engine import serialized_examples
 
         signature = tensors.signature_name_of(doc)
@@ -230,11 +232,13 @@ class Engine:
         return int(model.version), run(model, signature, examples)
 
     def tfs_status(self, name: str, version: int | None, label: str | None) -> str:
+        import_tensorflow()
         from .protocols.tfserving_engine import status_json
 
         return status_json(self.repository.statuses(name, version, label))
 
     def tfs_metadata(self, name: str, version: int | None, label: str | None) -> tuple[int, str]:
+        import_tensorflow()
         from .protocols.tfserving_engine import metadata_json
 
         model = self.repository.resolve(name, version, label)
@@ -268,10 +272,31 @@ def _internal(op: str, exc: Exception) -> ServingError:
     return Internal.of_bug(exc)
 
 
+_importing_tensorflow = threading.Lock()
+
+
+def import_tensorflow() -> None:
+    """TensorFlow and this process's modules that use it (``loader``, ``protocols.tfserving_engine``),
+    imported once, by one thread at a time.
+
+    TensorFlow's import is not thread-safe. A status request that imported TF Serving's protos on an
+    operation thread while the first load imported TensorFlow on the repository's thread failed that
+    load for good ("deadlock detected by _ModuleLock('tensorflow.compiler.xla.tsl.protobuf')", or
+    "partially initialized module 'tensorflow.core.protobuf.error_codes_pb2'"): about one start in three
+    with gRPC off and the model's status polled. The model process calls this in its main thread before
+    it serves; the loader and the operations that need TensorFlow's protos call it as well, for the
+    in-process engine (tests, ``flask run``), where no main thread did.
+    """
+    with _importing_tensorflow:
+        from . import loader  # noqa: F401
+        from .protocols import tfserving_engine  # noqa: F401
+
+
 def load_in_model_process(config: RuntimeConfig) -> Any:
     """The repository's loader: imports TensorFlow on first use, in the model process, and sizes its threads."""
 
     def load(name: str, version: int, path: str) -> Any:
+        import_tensorflow()
         from . import loader
 
         loader.configure_runtime(
@@ -327,7 +352,7 @@ def grpc_limiter(engine: Engine, own_socket: str) -> Limiter | None:
 
 
 def build_engine(config: RuntimeConfig) -> Engine:
-    """The repository and data plane a config describes (TensorFlow loads lazily, on the first model)."""
+    """The repository and data plane a config describes (TensorFlow is imported by ``import_tensorflow``)."""
     repository = build_repository(config)
     plane = DataPlane(
         repository,
@@ -365,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    import_tensorflow()  # here, before any thread that could import it runs or any request is taken
     grpc_server = None
     if config.grpc_port:
         from .grpc_api import GrpcServer

@@ -271,6 +271,56 @@ def test_sigterm_stops_every_process(model_root: Path, tmp_path: Path) -> None:
     assert json.loads(log.splitlines()[0])["level"] in ("info", "warning")  # JSON logs
 
 
+# Loaded by every Python process of the server (PYTHONPATH): each TensorFlow module that a process imports
+# is written down with the thread that imported it.
+IMPORT_WATCH = """
+import os, sys, threading
+
+def _watch(event, args):
+    if event == "import" and str(args[0]).split(".")[0] in ("tensorflow", "tensorflow_serving", "keras"):
+        thread = "main" if threading.current_thread() is threading.main_thread() else "other"
+        with open(os.environ["MODELSERVICE_TEST_IMPORTS"], "a") as out:
+            out.write(f"{os.getpid()} {thread} {threading.current_thread().name} {args[0]}\\n")
+
+sys.addaudithook(_watch)
+"""
+
+
+def test_the_model_process_imports_tensorflow_in_its_main_thread_so_a_status_poll_cannot_break_the_load(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # TensorFlow's import is not thread-safe: TF Serving's protos imported for a status request while the
+    # first load imported TensorFlow failed that load for good, about one start in three.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(IMPORT_WATCH)
+    imports = tmp_path / "imports.txt"
+    path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH", "")) if p)
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}",
+        env={"PYTHONPATH": path, "MODELSERVICE_TEST_IMPORTS": str(imports)},
+    )  # fmt: skip
+    try:
+        statuses: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "AVAILABLE" not in statuses[-1:]:
+            assert server.process.poll() is None, server.log()
+            try:
+                reply = requests.get(server.url + "/v1/models/linear", timeout=60)
+            except requests.ConnectionError:  # not listening yet
+                time.sleep(0.02)
+                continue
+            assert reply.status_code == 200, reply.text  # never "Could not find any versions"
+            statuses.append(reply.json()["model_version_status"][0]["state"])
+        assert statuses[-1:] == ["AVAILABLE"], (statuses, server.log())
+        assert set(statuses) <= {"START", "LOADING", "AVAILABLE"}, statuses
+    finally:
+        stop(server)
+    lines = [line.split(" ", 3) for line in imports.read_text().splitlines()]
+    assert any(module == "tensorflow" and thread == "main" for _, thread, _, module in lines), lines
+    assert [line for line in lines if line[1] != "main"] == []
+
+
 def test_at_stop_kept_alive_connections_get_their_next_answer_with_a_close_and_idle_ones_are_closed(
     model_root: Path, tmp_path: Path
 ) -> None:

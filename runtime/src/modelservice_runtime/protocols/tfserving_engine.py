@@ -3,6 +3,9 @@
 The HTTP workers hold no TensorFlow (see ``engine.py``): building ``tf.train.Example`` protos from a
 classify/regress body, and printing ``GetModelStatusResponse`` / ``GetModelMetadataResponse`` as TF
 Serving does, happen where TensorFlow is already loaded. Each keeps TF Serving's checks and words.
+
+The protos are imported with the module, which the model process imports in its main thread before it
+serves (``engine.import_tensorflow``), never by a request's thread.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from ..errors import InvalidArgument, code_number
 from ..repository import VersionStatus
@@ -67,8 +72,6 @@ def _add_feature_value(value: Any, name: str, feature: Any) -> None:
 
 def _example_from_json(value: Any) -> Any:
     """``MakeExampleFromJsonObject``."""
-    from tensorflow.core.example import example_pb2
-
     if not isinstance(value, dict):
         raise InvalidArgument(f"Example must be JSON object but got JSON {tensors.json_type(value)}")
     example = example_pb2.Example()
@@ -95,8 +98,6 @@ def serialized_examples(doc: dict[str, Any], method: str) -> list[bytes]:
 
 
 def status_json(statuses: list[VersionStatus]) -> str:
-    from tensorflow_serving.apis import get_model_status_pb2
-
     response = get_model_status_pb2.GetModelStatusResponse()
     for status in statuses:
         entry = response.model_version_status.add()
@@ -109,8 +110,6 @@ def status_json(statuses: list[VersionStatus]) -> str:
 
 def metadata_json(model: Any) -> str:
     """``ToJsonString(GetModelMetadataResponse)``: TF Serving concatenates two printed protos."""
-    from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
-
     spec = model_pb2.ModelSpec(name=model.name, signature_name="")
     spec.version.value = model.version
     signature_map = get_model_metadata_pb2.SignatureDefMap()
