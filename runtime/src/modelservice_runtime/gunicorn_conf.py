@@ -18,6 +18,7 @@ from typing import Any
 
 import gevent
 import gevent.monkey
+import gunicorn.util
 from gevent.event import Event
 from gunicorn.glogging import Logger
 from gunicorn.http.body import LengthReader
@@ -26,6 +27,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from . import admission, logs
 from .config import RuntimeConfig
 from .ipc import send_all
+from .protocols.rapidjson import error_body
 from .tls import gunicorn_ssl_context
 
 
@@ -173,6 +175,20 @@ def finish_body(req: Any) -> None:
             pass
 
 
+def write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
+    """What Gunicorn answers a request it cannot parse (a bad request line, method or header, a head
+    over the limits, an unknown expectation), as JSON like every other error of the runtime, instead of
+    its HTML page: ``{"error": "Bad Request: Invalid HTTP header name: 'Bad Header'"}``. The worker puts
+    it in place of ``gunicorn.util.write_error``, which its ``handle_error`` calls; status codes and
+    messages stay Gunicorn's."""
+    body = error_body(f"{reason}: {message}" if message else reason).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     """Gunicorn's gevent worker: one thread, a greenlet per connection, and what the runtime adds.
 
@@ -211,6 +227,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         # After the fork and the monkey-patching: the slots and the lag probe belong to this worker.
         config = getattr(self.app, "runtime_config", None)
         self._slots = Slots(getattr(config, "threads", 16))
+        gunicorn.util.write_error = write_json_error  # this process's: the worker's handle_error uses it
         gevent.spawn(self._measure_lag)
         real = gevent.monkey.get_original  # the thread's own lock and id, not gevent's patched ones
         logs.hold_access_lines_for_the_turn(

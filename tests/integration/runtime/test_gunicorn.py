@@ -218,6 +218,42 @@ def test_bad_requests_over_http_are_4xx_json(served: tuple[Server, Path]) -> Non
     assert r.status_code == 413 and "--max_request_bytes" in r.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("head", "status", "words"),
+    [
+        (b"POST /v1/models/linear:predict HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+         "400 Bad Request", "Invalid HTTP Header: 'CONTENT-LENGTH'"),
+        (b"GET /v1/models/linear HTTP/1.1\r\nBad Header: 1\r\n\r\n", "400 Bad Request",
+         "Invalid HTTP header name: 'Bad Header'"),
+        (b"G@T /v1/models/linear HTTP/1.1\r\n\r\n", "400 Bad Request", "Invalid HTTP method: 'G@T'"),
+        (b"GET /v1/models/linear HTTP/9.9\r\n\r\n", "400 Bad Request", "Invalid HTTP Version"),
+        (b"GET /v1/models/" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", "414 URI Too Long",
+         "Request Line is too large"),
+        (b"GET /v1/models/linear HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n",
+         "431 Request Header Fields Too Large", "limit request headers fields size"),
+        (b"POST /v1/models/linear:predict HTTP/1.1\r\nExpect: 42\r\nContent-Length: 2\r\n\r\n{}",
+         "417 Expectation Failed", "Unable to comply with expectation: '42'"),
+    ],
+)  # fmt: skip
+def test_a_request_gunicorn_cannot_parse_gets_its_4xx_as_json_not_an_html_page(
+    served: tuple[Server, Path], head: bytes, status: str, words: str
+) -> None:
+    server, _ = served
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        reply = b""
+        while chunk := sock.recv(65536):  # the answer ends with the connection ("Connection: close")
+            reply += chunk
+    lines, _, body = reply.partition(b"\r\n\r\n")
+    first, *fields = lines.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, _, value in (f.partition(": ") for f in fields)}
+    assert first == f"HTTP/1.1 {status}" and headers["content-type"] == "application/json", reply
+    assert headers["connection"] == "close" and int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert error.startswith(status.split(" ", 1)[1] + ": ") and words in error, error
+
+
 def test_metrics_are_merged_across_workers(served: tuple[Server, Path]) -> None:
     server, _ = served
     with requests.Session() as session:
