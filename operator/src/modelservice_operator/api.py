@@ -312,7 +312,7 @@ def _mapping(value: Any, path: str) -> Mapping[str, Any]:
 # Kubernetes' quantity grammar (resource.Quantity): a decimal number, then a binary or decimal suffix or
 # an exponent. The CRD's CEL isQuantity() checks the same at kubectl apply; this is for specs that did
 # not pass through it (``modelservice-operator render``, an older CRD still installed).
-_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[kMGTPE]|[mnu])?$")
+_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[kMGTPE]|[mnu])?$", re.ASCII)
 _RESOURCE_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
@@ -568,7 +568,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
     if not isinstance(uri, str) or not uri:
         raise InvalidSpec("spec.model.storageUri", "is required")
     version = str(model_raw.get("version", "") or "")
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit()):  # '²' is a digit only to isdigit()
         raise InvalidSpec("spec.model.version", f"must be a version number, got {version!r}")
     policy = _policy(model_raw)
     if version and model_raw.get("versionPolicy"):
@@ -694,7 +694,7 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
     )
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
 
 
 def parse_duration(value: Any, path: str) -> int:
@@ -702,7 +702,7 @@ def parse_duration(value: Any, path: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     text = str(value).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     match = _DURATION.match(text)
     if not text or not match:

@@ -21,7 +21,7 @@ Key = tuple[str, str]  # (namespace, name)
 
 def _rv(obj: Mapping[str, Any]) -> int | None:
     value = str(obj.get("metadata", {}).get("resourceVersion", ""))
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def slim(obj: Mapping[str, Any]) -> dict[str, Any]:

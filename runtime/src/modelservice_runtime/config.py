@@ -631,7 +631,7 @@ def config_from_args(
             f"--per_process_gpu_memory_fraction must be between 0 and 1, got {args.per_process_gpu_memory_fraction}"
         )
     if args.tensorflow_gpu_device and not all(
-        part.strip().isdigit() for part in args.tensorflow_gpu_device.split(",")
+        part.strip().isascii() and part.strip().isdigit() for part in args.tensorflow_gpu_device.split(",")
     ):
         raise ConfigError(
             f"--tensorflow_gpu_device must be GPU indices like '0' or '0,1', got {args.tensorflow_gpu_device!r}"

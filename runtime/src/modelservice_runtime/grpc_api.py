@@ -334,7 +334,7 @@ _CONTENTS = {  # V2 datatype -> the typed field of InferTensorContents that carr
 def _v2_version(text: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit() or int(text) > 2**63 - 1:
+    if not (text.isascii() and text.isdigit()) or int(text) > 2**63 - 1:  # not '²': int() refuses it
         raise InvalidArgument(f"Model version must be a non-negative integer, got '{text}'")
     return int(text)
 

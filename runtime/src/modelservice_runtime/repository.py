@@ -64,7 +64,7 @@ def discover_versions(base_path: str) -> list[int]:
         return []
     versions = []
     for entry in entries:
-        if not entry.isdigit():
+        if not (entry.isascii() and entry.isdigit()):  # '²' is a digit to isdigit(), not to int()
             continue
         path = os.path.join(base_path, entry)
         if os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(

@@ -62,7 +62,11 @@ def _is_saved_model(path: Path) -> bool:
 
 
 def _versions(path: Path) -> list[Path]:
-    return [p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and _is_saved_model(p)]
+    return [
+        p
+        for p in path.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and _is_saved_model(p)
+    ]
 
 
 def model_root(path: Path, source: str) -> tuple[Path, bool]:

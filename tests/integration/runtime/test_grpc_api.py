@@ -395,6 +395,17 @@ def test_v2_typed_contents_and_errors_match_rest(served: Served) -> None:
         ).status_code
         == 404
     )
+    # "²" is a digit to str.isdigit() but not a number to int(): a bad version, not a server error.
+    superscript = service_pb2.ModelInferRequest(model_name="linear", model_version="\u00b2")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(superscript, timeout=30)
+    rest = requests.post(served.server.url + "/v2/models/linear/versions/%C2%B2/infer", json={}, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and rest.status_code == 400
+    assert (
+        caught.value.details()
+        == rest.json()["error"]
+        == "Model version must be a non-negative integer, got '\u00b2'"
+    )
 
 
 # Last: it replaces the model list every other test uses.

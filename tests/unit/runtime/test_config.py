@@ -130,6 +130,7 @@ def test_one_model_process_per_gpu_the_device_plugin_listed() -> None:
     [
         ("--per_process_gpu_memory_fraction=1.5", "between 0 and 1"),
         ("--tensorflow_gpu_device=gpu0", "GPU indices"),
+        ("--tensorflow_gpu_device=0,\u00b9", "GPU indices"),  # a digit to str.isdigit(), not to int()
         ("--max_queue_delay_ms=-1", "must not be negative"),
         ("--workers=-1", "must not be negative"),
         ("--model_processes=-1", "must not be negative"),

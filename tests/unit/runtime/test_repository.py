@@ -44,6 +44,8 @@ def test_discovery_ignores_non_numeric_and_incomplete_version_dirs(base: Path) -
     add_version(base, 1)
     add_version(base, 10)
     (base / "tmp").mkdir()
+    (base / "\u00b2").mkdir()  # "²": a digit to str.isdigit(), not a number to int()
+    (base / "\u00b2" / "saved_model.pb").write_bytes(b"pb")
     (base / "3").mkdir()  # still being copied: no saved_model.pb yet
     assert discover_versions(str(base)) == [1, 10]
     assert discover_versions(str(base / "missing")) == []

@@ -53,6 +53,13 @@ def test_numbered_versions_inside_one_wrapping_directory_are_kept(tmp_path: Path
     assert not storage.already_installed(tmp_path / "model", "https://h/other.tar.gz")
 
 
+def test_a_directory_named_by_a_digit_that_int_cannot_read_is_no_version_directory(tmp_path: Path) -> None:
+    # "²" is a digit to str.isdigit(), not a number to int(): here it is one wrapping directory.
+    tree = _tree(tmp_path / "tree", {"\u00b2/saved_model.pb": "pb"})
+    storage.install(tree, tmp_path / "model", "s3://b/m")
+    assert _files(tmp_path / "model") == [".modelservice-source", "1/saved_model.pb"]
+
+
 def test_a_new_source_replaces_what_an_old_one_left(tmp_path: Path) -> None:
     dest = tmp_path / "model"
     storage.install(_tree(tmp_path / "a", {"3/saved_model.pb": "old"}), dest, "s3://b/old")

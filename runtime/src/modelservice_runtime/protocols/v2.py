@@ -76,7 +76,7 @@ def v2_datatype(dtype: int) -> str:
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or int(text) > 2**63 - 1:
+    if not (text.isascii() and text.isdigit()) or int(text) > 2**63 - 1:  # not '²': int() refuses it
         raise InvalidArgument(f"Model version must be a non-negative integer, got '{text}'")
     return int(text)
 
