@@ -30,7 +30,7 @@ from .health import blueprint as health_blueprint
 from .ipc import EngineTransports
 from .logs import AccessLog, RequestState, current_request, new_request_id, request_state
 from .openapi import blueprint as openapi_blueprint
-from .protocols.rapidjson import error_body
+from .protocols.rapidjson import error_body, json_bytes
 from .protocols.tfserving import blueprint as tfserving_blueprint
 from .protocols.v2 import blueprint as v2_blueprint
 from .ratelimit import RateLimited, build_rate_limiter
@@ -143,7 +143,7 @@ class RequestBookkeeping:
 
 
 def _error(message: str, status: int) -> Response:
-    return Response(error_body(message), status=status, mimetype="application/json")
+    return Response(json_bytes(error_body(message)), status=status, mimetype="application/json")
 
 
 def create_app(

@@ -164,7 +164,11 @@ class LoadedModel:
     def signature(self, name: str) -> Any:
         """The SignatureDef for ``name`` ('' means serving_default), or TF Serving's 400."""
         key = name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs or key.startswith("__"):  # __saved_model_init_op is no API
+        try:
+            known = key in self.signature_defs and not key.startswith("__")  # __saved_model_init_op: no API
+        except UnicodeEncodeError:  # "\ud800" names no signature; the proto map cannot even look it up
+            known = False
+        if not known:
             raise InvalidArgument(f'Serving signature name: "{key}" not found in signature def')
         return self.signature_defs[key]
 

@@ -230,6 +230,29 @@ def test_string_inputs_take_plain_and_b64_values(client: FlaskClient) -> None:
     assert json.loads(text)["predictions"] == [{"length": 3, "upper": "ABC"}, {"length": 6, "upper": "HéLLO"}]
 
 
+def test_a_lone_surrogate_or_a_string_output_that_is_not_utf8_is_answered_not_a_500(
+    client: FlaskClient,
+) -> None:
+    # "\ud800" reaches the model as its three (CESU-8) bytes, which come back in the string output: the
+    # answer holds those bytes as they are, as TF Serving writes a string's bytes.
+    for body in (b'{"instances": ["\\ud800"]}', b'{"instances": ["\xed\xa0\x80"]}'):
+        response = client.post("/v1/models/strings:predict", data=body, content_type="application/json")
+        assert response.status_code == 200, response.data
+        assert response.data == b'{\n    "predictions": [\n        {\n            "length": 3,\n' + (
+            b'            "upper": "\xed\xa0\x80"\n        }\n    ]\n}'
+        )
+    # An error that quotes such a value is a 400 with the value's bytes in it.
+    for body, words in [
+        (
+            b'{"instances": [[1, 2, 3, 4]], "signature_name": "\\ud800"}',
+            b'name: \\"\xed\xa0\x80\\" not found',
+        ),
+        (b'{"instances": [["\\ud800", 2, 3, 4]]}', b'JSON Value: \\"\xed\xa0\x80\\" Type: String'),
+    ]:
+        response = client.post("/v1/models/linear:predict", data=body, content_type="application/json")
+        assert response.status_code == 400 and words in response.data, response.data
+
+
 def test_nan_and_infinity_are_accepted_and_written_back(client: FlaskClient) -> None:
     body = '{"signature_name": "halve", "instances": [[NaN, Infinity], [-Infinity, 2e-7]]}'
     status, text = post(client, "/v1/models/multi:predict", body)

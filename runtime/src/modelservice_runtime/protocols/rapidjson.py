@@ -20,6 +20,7 @@ parser in Python: slow, and only ever reached by such documents.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -98,6 +99,28 @@ class PrettyWriter:
 
 
 _ESCAPE_LOWER_HEX = re.compile(r"\\u00([0-9a-f]{2})")
+
+
+def _raw_surrogates(exc: UnicodeError) -> tuple[bytes, int]:
+    """Lone surrogates in a JSON text, as bytes. One in U+DC80..U+DCFF stands for a raw byte of a string
+    output (``surrogateescape``): that byte again, as TF Serving writes a string's bytes as they are,
+    UTF-8 or not. Any other came from a request (a "\\ud800" escape, kept by ``surrogatepass``): its
+    three bytes. Encoding such a text strictly failed the response with a 500."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for char in exc.object[exc.start : exc.end]:
+        code = ord(char)
+        out += bytes((code - 0xDC00,)) if 0xDC80 <= code <= 0xDCFF else char.encode("utf-8", "surrogatepass")
+    return bytes(out), exc.end
+
+
+codecs.register_error("modelservice.raw_surrogates", _raw_surrogates)
+
+
+def json_bytes(text: str) -> bytes:
+    """A JSON text as a response's bytes: UTF-8, and lone surrogates as ``_raw_surrogates`` writes them."""
+    return text.encode("utf-8", "modelservice.raw_surrogates")
 
 
 def quote(text: str) -> str:

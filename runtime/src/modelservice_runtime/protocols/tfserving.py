@@ -23,7 +23,7 @@ from ..logs import current_request
 from ..response_cache import request_digest
 from . import tensors
 from .limits import enforce_rate_limit, request_body
-from .rapidjson import parse_json_body, value_to_string
+from .rapidjson import json_bytes, parse_json_body, value_to_string
 
 blueprint = Blueprint("tfserving", __name__)
 
@@ -79,8 +79,10 @@ def parse_model_info(http_method: str, request_path: str) -> ModelInfo | None:
     )
 
 
-def json_response(text: str, status: int = 200) -> Response:
-    return Response(text, status=status, mimetype="application/json")
+def json_response(text: str | bytes, status: int = 200) -> Response:
+    return Response(
+        json_bytes(text) if isinstance(text, str) else text, status=status, mimetype="application/json"
+    )
 
 
 def dataplane() -> EngineClient:
@@ -194,7 +196,7 @@ def _predict(name: str, version: int | None, label: str | None) -> Response:
         metrics.CACHE_REQUESTS.labels(name, "hit" if cached is not None else "miss").inc()
         current_request().cache = "hit" if cached is not None else "miss"
         if cached is not None:
-            return json_response(cached.decode("utf-8"))
+            return json_response(cached)
     may_have_bools = b"true" in body or b"false" in body
     if heavy:  # the specs come from the model process: asked here, on the loop, then decoded in a thread
         specs = input_specs(tensors.signature_name_of(doc))
@@ -205,9 +207,10 @@ def _predict(name: str, version: int | None, label: str | None) -> Response:
         signature_name, inputs, fmt = tensors.decode_predict_request(doc, input_specs, may_have_bools)
     served, outputs = plane.predict_served(holder["model"], signature_name, inputs)
     text = offload.runner(offload.heavy_outputs(outputs))(tensors.encode_predict_response, outputs, fmt)
+    data = json_bytes(text)
     if digest is not None:  # under the version that computed it, whichever the request resolved to
-        plane.cache_put(CACHE_API, name, served, signature, digest, text.encode("utf-8"))
-    return json_response(text)
+        plane.cache_put(CACHE_API, name, served, signature, digest, data)
+    return json_response(data)
 
 
 def _predict_upload(name: str, version: int | None, label: str | None) -> Response:

@@ -64,7 +64,11 @@ def dataplane() -> EngineClient:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+    try:
+        text = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # a lone surrogate from the request ("\\ud800"): escaped as such
+        text = json.dumps(body, separators=(",", ":")).encode()
+    return Response(text, status=status, mimetype="application/json")
 
 
 def v2_datatype(dtype: int) -> str:
@@ -166,7 +170,9 @@ def _split_body() -> tuple[bytes, memoryview]:
 
 
 def _shape(value: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and d >= 0 for d in value):
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
         raise InvalidArgument(f"input '{name}': 'shape' must be a list of non-negative integers")
     return tuple(value)
 
@@ -282,7 +288,11 @@ def _decode_input(
             array = _bytes_from_json(item["data"], count, name)
         else:
             array = _numbers_from_json(item["data"], NUMPY_BY_V2[datatype], count, name, datatype)
-    return name, array.reshape(shape), datatype, offset
+    try:
+        shaped = array.reshape(shape)
+    except ValueError:  # no elements, but a dimension beyond what an array can have: [2**62, 0]
+        raise InvalidArgument(f"input '{name}': shape {list(shape)} is too large for a tensor") from None
+    return name, shaped, datatype, offset
 
 
 def decode_infer_request(
@@ -372,7 +382,12 @@ def _dumps(body: dict[str, Any], outputs: list[dict[str, Any]]) -> bytes:
         for o in outputs
     )
     if finite:
-        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        try:
+            return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        except (
+            orjson.JSONEncodeError
+        ):  # the request's "id" with a lone surrogate: Python's encoder escapes it
+            pass
     for output in outputs:
         if isinstance(output.get("data"), np.ndarray):
             output["data"] = output["data"].tolist()
