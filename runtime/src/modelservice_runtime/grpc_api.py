@@ -167,10 +167,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             inputs = {}
             for index, key in enumerate(sorted(sent)):
                 proto = request.inputs[key]
+                try:
+                    sent_dtype = tf.dtypes.as_dtype(proto.dtype)
+                except TypeError:  # DT_INVALID, or no type's number: TF Serving's Tensor::FromProto fails
+                    raise InvalidArgument(f"tensor parsing error: {key}") from None
                 if proto.dtype != specs[key].dtype:
                     raise InvalidArgument(
                         f"Expects arg[{index}] to be {tf.dtypes.as_dtype(specs[key].dtype).name} but "
-                        f"{tf.dtypes.as_dtype(proto.dtype).name} is provided"
+                        f"{sent_dtype.name} is provided"
                     )
                 try:
                     inputs[key] = tf.make_ndarray(proto)

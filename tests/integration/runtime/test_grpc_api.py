@@ -181,6 +181,15 @@ def test_a_malformed_tensor_is_invalid_argument_not_internal(served: Served) -> 
     assert (
         code_of(lambda: served.predictions.Predict(request, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
     )
+    for dtype in (0, 999):  # DT_INVALID, and a number no TensorFlow type has
+        request = predict_request("linear", {"x": np.ones((1, 4), np.float32)})
+        request.inputs["x"].dtype = dtype
+        with pytest.raises(grpc.RpcError) as caught:
+            served.predictions.Predict(request, timeout=30)
+        assert (caught.value.code(), caught.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "tensor parsing error: x",
+        )
 
 
 def examples_input(values: list[float]) -> object:
