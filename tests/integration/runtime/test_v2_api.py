@@ -247,8 +247,9 @@ def test_a_missing_input_is_named(client: FlaskClient) -> None:
     assert response.status_code == 400 and response.get_json()["error"] == "missing input(s): b"
 
 
-def test_a_header_length_past_the_body_is_400(client: FlaskClient) -> None:
-    response = client.post(LINEAR + "/infer", data=b"{}", headers={"Inference-Header-Content-Length": "99"})
+@pytest.mark.parametrize("length", ["99", "-1", "\u00b2"])  # "²": a digit to str.isdigit(), not to int()
+def test_a_header_length_past_the_body_or_not_a_number_is_400(client: FlaskClient, length: str) -> None:
+    response = client.post(LINEAR + "/infer", data=b"{}", headers={"Inference-Header-Content-Length": length})
     assert response.status_code == 400 and "Inference-Header-Content-Length" in response.get_json()["error"]
 
 

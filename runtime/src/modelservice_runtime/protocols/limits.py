@@ -36,7 +36,7 @@ def request_body() -> bytes:
     limit: int | None = current_app.config["MAX_CONTENT_LENGTH"]
     length = environ.get("CONTENT_LENGTH") or ""
     chunked = "HTTP_TRANSFER_ENCODING" in environ
-    if length.isdigit() and not chunked:
+    if length.isascii() and length.isdigit() and not chunked:
         size = int(length)
         if limit is not None and size > limit:
             raise RequestEntityTooLarge()

@@ -163,7 +163,7 @@ def _split_body() -> tuple[bytes, memoryview]:
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise InvalidArgument(f"{HEADER_LENGTH} is {header_length!r} but the body has {len(body)} bytes")
     split = int(header_length)
     return body[:split], memoryview(body)[split:]
