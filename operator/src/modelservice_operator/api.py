@@ -663,10 +663,17 @@ def parse_spec(body: Mapping[str, Any]) -> ModelServiceSpec:
                 "spec.autoscaling.minReplicas",
                 f"({minimum}) must be less than or equal to spec.autoscaling.maxReplicas ({maximum})",
             )
+        metrics = auto_raw.get("metrics") or []
+        if not isinstance(metrics, list) or not all(
+            isinstance(m, Mapping) and isinstance(m.get("type"), str) for m in metrics
+        ):
+            raise InvalidSpec(
+                "spec.autoscaling.metrics", "must be a list of autoscaling/v2 MetricSpecs, each with a type"
+            )
         autoscaling = AutoscalingSpec(
             min_replicas=minimum,
             max_replicas=maximum,
-            metrics=tuple(auto_raw.get("metrics") or ()),
+            metrics=tuple(metrics),
             behavior=_mapping(auto_raw.get("behavior"), "spec.autoscaling.behavior"),
         )
 
