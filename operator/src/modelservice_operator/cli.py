@@ -11,7 +11,7 @@ import argparse
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -36,16 +36,29 @@ def crd_text() -> str:
 
 
 def render_file(path: str, options: RenderOptions) -> str:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    """The children of every ModelService in the file, as YAML; anything it cannot render stops it with
+    one line that names the file (and the object), as ``kubectl apply`` would, not a traceback."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        loaded = list(yaml.safe_load_all(text))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SystemExit(f"{path}: {exc}") from None
     documents = []
-    for doc in yaml.safe_load_all(text):
-        if not doc or doc.get("kind") != KIND:
+    for number, doc in enumerate(loaded, start=1):
+        if doc is None:
             continue
-        doc.setdefault("metadata", {}).setdefault("namespace", "default")
+        if not isinstance(doc, Mapping):
+            raise SystemExit(f"{path}: document {number} is not an object but a {type(doc).__name__}")
+        if doc.get("kind") != KIND:
+            continue
+        metadata = doc.get("metadata")
+        if isinstance(metadata, dict):
+            metadata.setdefault("namespace", "default")
         try:
             spec = parse_spec(doc)
         except InvalidSpec as exc:
-            raise SystemExit(f"{path}: {doc['metadata'].get('name')}: {exc}") from None
+            name = metadata.get("name") if isinstance(metadata, Mapping) else None
+            raise SystemExit(f"{path}: {name}: {exc}") from None
         documents.extend(render_children(spec, options))
     return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
 
