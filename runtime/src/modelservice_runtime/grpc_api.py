@@ -445,10 +445,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 field = _CONTENTS.get(tensor.datatype)
                 if field is None:
                     raise InvalidArgument(f"input '{tensor.name}' has unsupported datatype {tensor.datatype}")
-                values = list(getattr(tensor.contents, field))
-                item["data"] = [
-                    v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in values
-                ]
+                # BYTES stay bytes: a round trip through text would not give back bytes that are not UTF-8.
+                item["data"] = list(getattr(tensor.contents, field))
             items.append(item)
         return {"inputs": items}, b"".join(raw)
 

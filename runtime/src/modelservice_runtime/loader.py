@@ -1,8 +1,8 @@
 """Loading one SavedModel version, running its signatures, and warming it up.
 
 This is the only module that imports TensorFlow at the top. **TensorFlow is not fork-safe,** so nothing
-imports this module in the Gunicorn master: the repository imports it lazily from the worker's loading
-thread (see ``gunicorn_conf.py``).
+imports this module in the Gunicorn master or the HTTP workers: the model process imports it in its main
+thread before it serves (``engine.import_tensorflow``; TensorFlow's import is not thread-safe either).
 """
 
 from __future__ import annotations
@@ -161,14 +161,16 @@ class LoadedModel:
         signature_defs: Mapping[str, Any] = self.meta_graph.signature_def
         return signature_defs
 
+    def _has_signature(self, key: str) -> bool:
+        try:
+            return key in self.signature_defs
+        except UnicodeEncodeError:  # a lone surrogate ("\\udc80") names none: the proto map cannot look it up
+            return False
+
     def signature(self, name: str) -> Any:
         """The SignatureDef for ``name`` ('' means serving_default), or TF Serving's 400."""
         key = name or DEFAULT_SIGNATURE
-        try:
-            known = key in self.signature_defs and not key.startswith("__")  # __saved_model_init_op: no API
-        except UnicodeEncodeError:  # "\ud800" names no signature; the proto map cannot even look it up
-            known = False
-        if not known:
+        if not self._has_signature(key) or key.startswith("__"):  # __saved_model_init_op is no API
             raise InvalidArgument(f'Serving signature name: "{key}" not found in signature def')
         return self.signature_defs[key]
 
@@ -234,7 +236,7 @@ class LoadedModel:
     def _method_signature(self, signature_name: str, check: Callable[[Any, bool], None]) -> tuple[str, Any]:
         """``GetClassificationSignatureDef`` / ``GetRegressionSignatureDef``: the named signature, checked."""
         key = signature_name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs:
+        if not self._has_signature(key):
             raise InvalidArgument(f"No signature was found with the name: {key}")
         signature = self.signature_defs[key]
         check(signature, self.method_name_check)

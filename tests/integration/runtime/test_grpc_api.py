@@ -417,6 +417,18 @@ def test_v2_typed_contents_and_errors_match_rest(served: Served) -> None:
     )
 
 
+def test_v2_bytes_contents_reach_the_model_byte_for_byte(served: Served) -> None:
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(served.channel)
+    request = service_pb2.ModelInferRequest(model_name="strings")
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[2])
+    tensor.contents.bytes_contents.extend([b"\xff\xd8", b"ok"])  # a JPEG's first two bytes: not UTF-8
+    answer = stub.ModelInfer(request, timeout=30)
+    index = [output.name for output in answer.outputs].index("length")
+    assert np.frombuffer(answer.raw_output_contents[index], "<i4").tolist() == [2, 2]
+
+
 # Last: it replaces the model list every other test uses.
 def test_reload_config_adds_and_removes_models_without_a_restart(served: Served, model_root: Path) -> None:
     request = model_management_pb2.ReloadConfigRequest()

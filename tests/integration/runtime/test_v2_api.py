@@ -73,8 +73,8 @@ def test_metadata_of_an_unknown_version_is_404_json(client: FlaskClient) -> None
         ({"name": "x", "shape": [True, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
          "'shape' must be a list of non-negative integers"),
         ({"name": "x", "shape": [2**62, 0], "datatype": "FP32", "data": []},
-         "shape [4611686018427387904, 0] is too large for a tensor"),
-        ({"name": "\ud800", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+         "no tensor can have shape [4611686018427387904, 0]"),
+        ({"name": "\udc80", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
          "is not an input of the model"),
     ],
 )  # fmt: skip
@@ -91,11 +91,11 @@ def test_shapes_and_names_no_tensor_can_have_are_400_not_500(
 
 def test_a_request_id_with_a_lone_surrogate_comes_back_escaped(client: FlaskClient) -> None:
     body = {
-        "id": "\ud800",
+        "id": "\udc80",
         "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
     }
     response = client.post(LINEAR + "/infer", data=json.dumps(body), content_type="application/json")
-    assert response.status_code == 200 and b'"id":"\\ud800"' in response.data, response.data
+    assert response.status_code == 200 and b'"id":"\\udc80"' in response.data, response.data
 
 
 def test_model_ready_is_200_for_a_served_model_and_404_for_an_unknown_one(client: FlaskClient) -> None:

@@ -102,10 +102,12 @@ _ESCAPE_LOWER_HEX = re.compile(r"\\u00([0-9a-f]{2})")
 
 
 def _raw_surrogates(exc: UnicodeError) -> tuple[bytes, int]:
-    """Lone surrogates in a JSON text, as bytes. One in U+DC80..U+DCFF stands for a raw byte of a string
-    output (``surrogateescape``): that byte again, as TF Serving writes a string's bytes as they are,
-    UTF-8 or not. Any other came from a request (a "\\ud800" escape, kept by ``surrogatepass``): its
-    three bytes. Encoding such a text strictly failed the response with a 500."""
+    """Lone surrogates in a JSON text, as bytes (encoding such a text strictly failed the response with
+    a 500). One in U+DC80..U+DCFF is taken for a raw byte of a string output (``surrogateescape``): that
+    byte again, as TF Serving writes a string's bytes as they are, UTF-8 or not. Any other came from a
+    request (a lone low surrogate's escape, which rapidjson 1.1.0 takes, kept by ``surrogatepass``): its
+    three bytes. A request's own U+DC80..U+DCFF, quoted back in an error, is written as one byte where
+    TF Serving would write three."""
     if not isinstance(exc, UnicodeEncodeError):
         raise exc
     out = bytearray()
@@ -339,10 +341,36 @@ def _parse_error(words: str, text: str, pos: int) -> InvalidArgument:
     return InvalidArgument(f"JSON Parse error: {words} at offset: {_offset(text, pos)}")
 
 
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_HIGH_SURROGATE_ERROR = "The surrogate pair in string is invalid."
+
+
+def _lone_high_surrogate(text: str, end: int | None = None) -> int | None:
+    """Where the first ``\\uD800``-``\\uDBFF`` escape not followed by a low one (``\\uDC00``-``\\uDFFF``)
+    starts, before ``end``: rapidjson 1.1.0 (TF Serving's) refuses it, Python's parser takes it. Escapes
+    are read left to right, so an escaped backslash is never taken for the start of one. A lone low
+    surrogate passes, as in rapidjson 1.1.0 (its three bytes go into the string)."""
+    pending = pending_end = -1
+    for match in _ESCAPE.finditer(text, 0, len(text) if end is None else end):
+        hex_digits = match.group(1)
+        code = int(hex_digits, 16) if hex_digits else -1
+        if pending >= 0:
+            if 0xDC00 <= code <= 0xDFFF and match.start() == pending_end:
+                pending = -1
+                continue
+            return pending
+        if 0xD800 <= code <= 0xDBFF:
+            pending, pending_end = match.start(), match.end()
+    return pending if pending >= 0 else None
+
+
 def rapidjson_parse_error(exc: json.JSONDecodeError) -> str:
     """Python's parse error as rapidjson's ``GetParseError_En`` words it, with the byte offset."""
     text, pos = exc.doc, exc.pos
     message = exc.msg
+    surrogate = _lone_high_surrogate(text, pos)
+    if surrogate is not None:  # rapidjson stops there, before what Python's parser tripped on
+        return f"JSON Parse error: {_HIGH_SURROGATE_ERROR} at offset: {_offset(text, surrogate)}"
     if message.startswith("Expecting property name"):
         words = "Missing a name for object member."
     elif message == "Expecting ':' delimiter":
@@ -574,7 +602,10 @@ def parse_json_body(body: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(body)
+        doc = json.loads(body)
+        if b"\\u" in body:
+            _refuse_lone_high_surrogates(body.decode(json.detect_encoding(body), "surrogatepass"))
+        return doc
     except UnicodeDecodeError as exc:
         raise InvalidArgument(
             f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}"
@@ -584,10 +615,19 @@ def parse_json_body(body: bytes) -> Any:
             # rapidjson's kParseStopWhenDoneFlag (TF Serving sets it): parsing stops after the document,
             # whatever follows it is ignored.
             start = len(exc.doc) - len(exc.doc.lstrip(" \t\n\r"))
-            return json.JSONDecoder().raw_decode(exc.doc, start)[0]
+            doc, end = json.JSONDecoder().raw_decode(exc.doc, start)
+            _refuse_lone_high_surrogates(exc.doc[:end])
+            return doc
         if not _NAN_INF.match(exc.doc, exc.pos):
             raise InvalidArgument(rapidjson_parse_error(exc)) from None
         text = exc.doc  # rapidjson also takes "-NaN", "Inf" and "-Inf", which Python refuses
     except RecursionError:
         text = body.decode(json.detect_encoding(body), "surrogatepass")
+    _refuse_lone_high_surrogates(text)
     return parse_deep(text)
+
+
+def _refuse_lone_high_surrogates(text: str) -> None:
+    surrogate = _lone_high_surrogate(text)
+    if surrogate is not None:
+        raise _parse_error(_HIGH_SURROGATE_ERROR, text, surrogate)

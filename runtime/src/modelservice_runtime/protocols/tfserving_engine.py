@@ -4,8 +4,8 @@ The HTTP workers hold no TensorFlow (see ``engine.py``): building ``tf.train.Exa
 classify/regress body, and printing ``GetModelStatusResponse`` / ``GetModelMetadataResponse`` as TF
 Serving does, happen where TensorFlow is already loaded. Each keeps TF Serving's checks and words.
 
-The protos are imported with the module, which the model process imports in its main thread before it
-serves (``engine.import_tensorflow``), never by a request's thread.
+The protos are imported with the module, through ``engine.import_tensorflow``: in the model process by
+its main thread before it serves, in the in-process engine (tests, ``flask run``) under its lock.
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ def _example_from_json(value: Any) -> Any:
         raise InvalidArgument(f"Example must be JSON object but got JSON {tensors.json_type(value)}")
     example = example_pb2.Example()
     for name, content in value.items():
-        feature = example.features.feature[name]
+        try:
+            feature = example.features.feature[name]
+        except UnicodeEncodeError:  # a lone surrogate ("\\udc80"): protobuf keys must be UTF-8
+            raise InvalidArgument(f"Feature name {name!r} is not valid UTF-8") from None
         for item in content if isinstance(content, list) else [content]:
             _add_feature_value(item, name, feature)
     return example

@@ -204,6 +204,8 @@ def _bytes_from_json(data: Any, count: int, name: str) -> np.ndarray:
                 walk(item)
         elif isinstance(value, str):
             flat.append(value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, bytes):  # gRPC's bytes_contents, as sent
+            flat.append(value)
         else:
             raise InvalidArgument(
                 f"input '{name}': BYTES data must be strings, got {tensors.json_type(value)}"
@@ -290,8 +292,8 @@ def _decode_input(
             array = _numbers_from_json(item["data"], NUMPY_BY_V2[datatype], count, name, datatype)
     try:
         shaped = array.reshape(shape)
-    except ValueError:  # no elements, but a dimension beyond what an array can have: [2**62, 0]
-        raise InvalidArgument(f"input '{name}': shape {list(shape)} is too large for a tensor") from None
+    except ValueError as exc:  # no elements but a dimension past any array's ([2**62, 0]), or too many dims
+        raise InvalidArgument(f"input '{name}': no tensor can have shape {list(shape)}: {exc}") from None
     return name, shaped, datatype, offset
 
 
