@@ -146,6 +146,12 @@ class ModelRepository:
         if not on_disk:
             log.warning("No versions of model %s found under base path %s", config.name, config.base_path)
         aspired = config.policy.select(on_disk)
+        with self._lock:  # tracked at start (START) but gone from disk before its load began: forget it
+            model = self._models.get(config.name)
+            if model is not None:
+                for version in [v for v, s in model.statuses.items() if s.state is State.START]:
+                    if version not in aspired:
+                        del model.statuses[version]
         if config.policy.kind == "specific":
             for missing in sorted(set(config.policy.versions) - set(on_disk)):
                 log.warning("Version %d of model %s is not on disk yet", missing, config.name)

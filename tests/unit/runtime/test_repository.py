@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -187,3 +188,13 @@ def test_every_version_to_load_is_tracked_from_the_start_not_only_once_its_load_
     finally:
         release.set()
         repo.stop()
+
+
+def test_a_version_tracked_at_start_that_leaves_the_disk_before_its_load_is_forgotten(base: Path) -> None:
+    add_version(base, 1)
+    add_version(base, 2)
+    repo = ModelRepository([ModelConfig("iris", str(base), VersionPolicy(kind="all"))], FakeLoader())
+    repo._track_aspired_versions()  # what start() does before its thread's first pass
+    shutil.rmtree(base / "1")
+    repo.poll_once()
+    assert [(s.version, s.state) for s in repo.statuses("iris")] == [(2, State.AVAILABLE)]
