@@ -41,7 +41,7 @@ def render_file(path: str, options: RenderOptions) -> str:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         loaded = list(yaml.safe_load_all(text))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8, or a bad !!int or date
         raise SystemExit(f"{path}: {exc}") from None
     documents = []
     for number, doc in enumerate(loaded, start=1):

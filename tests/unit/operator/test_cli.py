@@ -44,9 +44,10 @@ def test_render_of_an_invalid_spec_names_the_field(tmp_path: Path) -> None:
         (b"- a\n- b\n", "document 1 is not an object but a list"),
         (b"kind: ModelService\nmetadata: 7\nspec: {model: {storageUri: 'pvc://m/x'}}\n", "metadata: must be an object"),
         (b"\xff\xfe", "can't decode byte 0xff"),
+        (b"a: !!int x\n", "invalid literal for int()"),
         (None, "No such file or directory"),
     ],
-    ids=["bad YAML", "a list", "metadata not an object", "not UTF-8", "no such file"],
+    ids=["bad YAML", "a list", "metadata not an object", "not UTF-8", "a bad !!int", "no such file"],
 )  # fmt: skip
 def test_render_of_a_file_it_cannot_read_says_why_in_one_line(
     tmp_path: Path, content: bytes | None, words: str
