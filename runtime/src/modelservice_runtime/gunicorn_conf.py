@@ -14,6 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -175,6 +176,77 @@ def finish_body(req: Any) -> None:
             pass
 
 
+class ReadAheadBody:
+    """A POST's body, read off the connection before the request waits for a request slot, and then
+    handed to the app (``wsgi.input``) and to Gunicorn as the body it would have read.
+
+    A slot bounds what a worker has in the model process, not what it is receiving: while the app read
+    the body inside its slot, a client that sent a head and then the body slowly, or not at all, held
+    the slot for as long; ``--threads`` such clients left a worker's other POSTs waiting with no end
+    (no 503, no answer). Up to ``--max_request_bytes`` + 1 bytes are read ahead (a body declared larger
+    is refused from its Content-Length and is not read); what fails while reading (the client went
+    away, a bad chunk) is raised where the app reads, as it was. Everything else (``failed``,
+    ``reader``, ...) is the Gunicorn body's."""
+
+    def __init__(self, body: Any, limit: int) -> None:
+        self.body = body
+        self._error: Exception | None = None
+        try:
+            self._ahead: bytes = body.read(limit + 1)
+        except Exception as exc:  # re-raised where the app reads, as it was before
+            self._ahead, self._error = b"", exc
+        self._pos = 0
+
+    def read(self, size: int | None = None) -> bytes:
+        want = -1 if size is None or size < 0 else size
+        if self._pos == 0 and (want < 0 or want >= len(self._ahead)):
+            ahead = self._ahead  # the usual case: the app reads it all in one call, without a copy
+        else:
+            ahead = self._ahead[self._pos : len(self._ahead) if want < 0 else self._pos + want]
+        self._pos += len(ahead)
+        if want >= 0 and len(ahead) == want:
+            return ahead
+        if self._error is not None:
+            if ahead:
+                return ahead
+            error, self._error = self._error, None
+            raise error
+        rest: bytes = self.body.read(None if want < 0 else want - len(ahead))
+        return ahead + rest if ahead else rest
+
+    def readline(self, size: int | None = None) -> bytes:
+        if self._pos < len(self._ahead):
+            end = self._ahead.find(b"\n", self._pos) + 1 or len(self._ahead)
+            if size is not None and size >= 0:
+                end = min(end, self._pos + size)
+            line = self._ahead[self._pos : end]
+            self._pos = end
+            return line
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        rest: bytes = self.body.readline(size)
+        return rest
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.body, name)
+
+
+def read_ahead(req: Any, sock: Any, limit: int) -> None:
+    """``ReadAheadBody`` in place of a POST's body, unless it is declared larger than ``limit``. A client
+    that waits for "100 Continue" gets it first (Gunicorn would send it later, when the app starts)."""
+    length = req.body is not None and getattr(req.body.reader, "length", None)
+    if req.body is None or (isinstance(length, int) and length > limit):
+        return
+    if req._expected_100_continue:
+        sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        req._expected_100_continue = False
+    req.body = ReadAheadBody(req.body, limit)
+
+
 def write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
     """What Gunicorn answers a request it cannot parse (a bad request line, method or header, a head
     over the limits, an unknown expectation), as JSON like every other error of the runtime, instead of
@@ -198,7 +270,8 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     write to the model process and one read back (``ipc.MuxTransport``).
 
     **Request slots** (``--threads``, as gthread's thread count bounded it before): at most that many
-    POSTs per worker are in the model process at once; the others wait for a slot, in arrival order.
+    POSTs per worker are in the model process at once; the others wait for a slot, in arrival order. A
+    POST's body is read before it waits (``read_ahead``): a slow or stalled upload holds no slot.
 
     **Queueing delay** (``admission.py``): a request has waited for the event loop (a turn of the loop
     that serves other requests first: the loop's *lag*, measured by a greenlet that sleeps
@@ -227,6 +300,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         # After the fork and the monkey-patching: the slots and the lag probe belong to this worker.
         config = getattr(self.app, "runtime_config", None)
         self._slots = Slots(getattr(config, "threads", 16))
+        self._body_limit = getattr(config, "max_request_bytes", 64 * 1024 * 1024)
         gunicorn.util.write_error = write_json_error  # this process's: the worker's handle_error uses it
         gevent.spawn(self._measure_lag)
         real = gevent.monkey.get_original  # the thread's own lock and id, not gevent's patched ones
@@ -264,6 +338,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
             if req.method != "POST":  # probes and /metrics never wait behind model requests
                 served = super().handle_request(listener_name, req, sock, addr)
             else:
+                read_ahead(req, sock, self._body_limit)  # before the slot: a slow upload holds none
                 queued_at = time.monotonic() - self._lag
                 with self._slots:
                     admission.set_queued_at(queued_at)

@@ -254,6 +254,44 @@ def test_a_request_gunicorn_cannot_parse_gets_its_4xx_as_json_not_an_html_page(
     assert error.startswith(status.split(" ", 1)[1] + ": ") and words in error, error
 
 
+def test_uploads_that_stall_hold_no_request_slot_and_finish_when_their_bytes_come(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # One worker with two request slots, and three clients that send a head and a little of the body.
+    server = start_server(
+        tmp_path,
+        "--model_name=linear",
+        f"--model_base_path={model_root / 'linear'}",
+        "--workers=1",
+        "--threads=2",
+    )
+    server.wait_ready()
+    host, port = server.url.removeprefix("http://").split(":")
+    body = b'{"instances": [[1, 2, 3, 4]]}'.ljust(100)
+    head = (
+        b"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    stalled = [socket.create_connection((host, int(port)), timeout=30) for _ in range(3)]
+    try:
+        for sock in stalled:
+            sock.sendall(head + body[:10])
+        time.sleep(0.5)
+        # Before, the stalled uploads held both slots and this request waited with no end.
+        fine = requests.post(
+            server.url + "/v1/models/linear:predict", json={"instances": [[1, 2, 3, 4]]}, timeout=10
+        )
+        assert fine.status_code == 200, fine.text
+        for sock in stalled:
+            sock.sendall(body[10:])
+            status, _, reply = answer(sock.makefile("rb"))
+            assert status == "HTTP/1.1 200 OK" and json.loads(reply) == fine.json(), reply
+    finally:
+        for sock in stalled:
+            sock.close()
+        stop(server)
+
+
 def test_metrics_are_merged_across_workers(served: tuple[Server, Path]) -> None:
     server, _ = served
     with requests.Session() as session:
