@@ -183,16 +183,19 @@ class ReadAheadBody:
     A slot bounds what a worker has in the model process, not what it is receiving: while the app read
     the body inside its slot, a client that sent a head and then the body slowly, or not at all, held
     the slot for as long; ``--threads`` such clients left a worker's other POSTs waiting with no end
-    (no 503, no answer). Up to ``--max_request_bytes`` + 1 bytes are read ahead (a body declared larger
-    is refused from its Content-Length and is not read); what fails while reading (the client went
-    away, a bad chunk) is raised where the app reads, as it was. Everything else (``failed``,
-    ``reader``, ...) is the Gunicorn body's."""
+    (no 503, no answer). Up to ``READ_AHEAD_BYTES`` are read ahead: every body of a usual request, while
+    what a worker holds for connections without a slot stays bounded (connections x 256 KiB, where
+    reading all of a 64 MiB body ahead would allow connections x 64 MiB); the rest of a larger body is
+    read by the app in its slot, as before. What fails while reading (the client went away, a bad chunk)
+    is raised where the app reads, as it was. ``failed``, ``reader`` and ``buf`` are the Gunicorn
+    body's (``finish_body``); the worker puts that body back once the request is done, so an idle
+    kept-alive connection holds no bytes of its last request."""
 
-    def __init__(self, body: Any, limit: int) -> None:
+    def __init__(self, body: Any, size: int) -> None:
         self.body = body
         self._error: Exception | None = None
         try:
-            self._ahead: bytes = body.read(limit + 1)
+            self._ahead: bytes = body.read(size)
         except Exception as exc:  # re-raised where the app reads, as it was before
             self._ahead, self._error = b"", exc
         self._pos = 0
@@ -231,20 +234,29 @@ class ReadAheadBody:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
 
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return list(self)
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.body, name)
+        if name in ("failed", "reader", "buf"):
+            return getattr(self.body, name)
+        raise AttributeError(name)
+
+
+READ_AHEAD_BYTES = 256 * 1024  # as offload.HEAVY_BYTES: larger bodies are rare, and read in the slot
 
 
 def read_ahead(req: Any, sock: Any, limit: int) -> None:
-    """``ReadAheadBody`` in place of a POST's body, unless it is declared larger than ``limit``. A client
-    that waits for "100 Continue" gets it first (Gunicorn would send it later, when the app starts)."""
+    """``ReadAheadBody`` in place of a POST's body, unless it is declared larger than ``limit`` (the app
+    refuses it from its Content-Length). A client that waits for "100 Continue" gets it first (Gunicorn
+    would send it later, when the app starts)."""
     length = req.body is not None and getattr(req.body.reader, "length", None)
     if req.body is None or (isinstance(length, int) and length > limit):
         return
     if req._expected_100_continue:
         sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         req._expected_100_continue = False
-    req.body = ReadAheadBody(req.body, limit)
+    req.body = ReadAheadBody(req.body, min(limit + 1, READ_AHEAD_BYTES))
 
 
 def write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
@@ -353,6 +365,8 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         # answer said keep-alive (its head left before the stop) stays open for the client's next
         # request, answered with a close, or until it has been idle long enough (_close_idle).
         finish_body(req)
+        if isinstance(req.body, ReadAheadBody):  # Gunicorn keeps the request until the next one comes
+            req.body = req.body.body
         self._idle[sock] = time.monotonic()  # only now: a body still being read off is not idle
         return served
 

@@ -11,7 +11,7 @@ from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.errors import InvalidChunkSize
 from gunicorn.http.unreader import SocketUnreader
 
-from modelservice_runtime.gunicorn_conf import ReadAheadBody, finish_body, read_ahead
+from modelservice_runtime.gunicorn_conf import READ_AHEAD_BYTES, ReadAheadBody, finish_body, read_ahead
 from tests.unit.runtime.test_finish_body import NEXT_REQUEST, Source
 
 
@@ -56,7 +56,7 @@ def test_reads_of_any_size_lines_and_iteration_see_the_same_bytes() -> None:
     req, client = post(payload, len(payload))
     read_ahead(req, client, limit=1024)
     assert req.body.readline() == b"line one\n" and req.body.readline(4) == b"line"
-    assert list(req.body) == [b" two\n", b"three"]
+    assert req.body.readlines() == [b" two\n", b"three"]
 
 
 def test_a_chunked_body_over_the_limit_shows_the_app_one_byte_more_and_the_rest_stays_on_the_connection() -> (
@@ -98,3 +98,13 @@ def test_a_bad_chunk_met_while_reading_ahead_is_raised_where_the_app_reads() -> 
     with pytest.raises(InvalidChunkSize):
         req.body.read(1024)
     assert req.body.failed  # Gunicorn's body knows: it closes the connection
+
+
+def test_a_body_larger_than_the_read_ahead_is_read_ahead_in_part_and_the_rest_in_the_slot() -> None:
+    payload = bytes(range(256)) * (READ_AHEAD_BYTES // 256 * 3 + 7)
+    req, client = post(payload + NEXT_REQUEST, len(payload))
+    read_ahead(req, client, limit=len(payload))
+    assert len(req.body._ahead) == READ_AHEAD_BYTES  # what a worker holds for a connection without a slot
+    assert req.body.read(len(payload)) == payload
+    finish_body(req)
+    assert req.unreader.read() == NEXT_REQUEST
