@@ -283,7 +283,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
 
     **Request slots** (``--threads``, as gthread's thread count bounded it before): at most that many
     POSTs per worker are in the model process at once; the others wait for a slot, in arrival order. A
-    POST's body is read before it waits (``read_ahead``): a slow or stalled upload holds no slot.
+    POST's body (its first 256 KiB) is read before it waits (``read_ahead``): a small slow upload holds no slot.
 
     **Queueing delay** (``admission.py``): a request has waited for the event loop (a turn of the loop
     that serves other requests first: the loop's *lag*, measured by a greenlet that sleeps
