@@ -336,11 +336,10 @@ _CONTENTS = {  # V2 datatype -> the typed field of InferTensorContents that carr
 
 
 def _v2_version(text: str) -> int | None:
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit()) or int(text) > 2**63 - 1:  # not '²': int() refuses it
-        raise InvalidArgument(f"Model version must be a non-negative integer, got '{text}'")
-    return int(text)
+    """The REST API's rule and words (``v2._version``); gRPC's unset string is ""."""
+    from .protocols.v2 import _version
+
+    return _version(text or None)
 
 
 def _parameter(parameters: Any, key: str) -> Any:
