@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from . import admission, metrics, offload
 from .admission import QueueDelayShedder
@@ -224,6 +224,14 @@ def create_app(
             f"Request body is larger than the limit of {config.max_request_bytes} bytes "
             "(--max_request_bytes)",
             413,
+        )
+
+    @app.errorhandler(RequestTimeout)
+    def body_timed_out(_: RequestTimeout) -> Response:
+        return _error(
+            f"Request body stopped arriving: no byte of it for {config.client_timeout_seconds:g}s "
+            "(--client_timeout_seconds)",
+            408,
         )
 
     @app.errorhandler(HTTPException)

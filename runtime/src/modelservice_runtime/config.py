@@ -10,6 +10,7 @@ environment follows the ``tensorflow/serving`` image: ``MODEL_NAME`` and ``MODEL
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -122,6 +123,7 @@ class RuntimeConfig:
     threads: int = 16
     worker_timeout_seconds: int = 60
     graceful_timeout_seconds: int = 30
+    client_timeout_seconds: float = 60.0
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     enable_model_warmup: bool = True
@@ -545,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="requests per worker at once (in the model process); more wait for a slot")  # fmt: skip
     ours.add_argument("--worker_timeout_seconds", type=int, default=60)
     ours.add_argument("--graceful_timeout_seconds", type=int, default=30)
+    ours.add_argument("--client_timeout_seconds", type=float, default=60.0,
+                      help="while a request is served, how long its connection may go without a byte of the "
+                      "body arriving (then 408) or of the answer leaving (then it is closed); 0: no limit")  # fmt: skip
     ours.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024,
                       help="larger request bodies get 413")  # fmt: skip
     ours.add_argument("--max_queue_delay_ms", type=int, default=0,
@@ -667,9 +672,12 @@ def config_from_args(
         prometheus_path = parse_monitoring_config_text(text, source=args.monitoring_config_file)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be a TCP port or 0 (no gRPC), got {args.port}")
-    for flag in ("workers", "max_queue_delay_ms", "drain_seconds"):
+    for flag in ("workers", "max_queue_delay_ms", "drain_seconds", "client_timeout_seconds"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} must not be negative, got {getattr(args, flag)}")
+    for flag in ("drain_seconds", "client_timeout_seconds"):
+        if not math.isfinite(getattr(args, flag)):
+            raise ConfigError(f"--{flag} must be a number of seconds, got {getattr(args, flag)}")
     if args.drain_seconds >= args.graceful_timeout_seconds > 0:
         raise ConfigError(
             f"--drain_seconds ({args.drain_seconds}) must be shorter than --graceful_timeout_seconds "
@@ -687,6 +695,7 @@ def config_from_args(
         threads=args.rest_api_num_threads or args.threads,
         worker_timeout_seconds=args.worker_timeout_seconds,
         graceful_timeout_seconds=args.graceful_timeout_seconds,
+        client_timeout_seconds=args.client_timeout_seconds,
         tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
         enable_model_warmup=args.enable_model_warmup,

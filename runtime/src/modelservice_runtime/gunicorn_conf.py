@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -121,6 +121,9 @@ class FairSocket:
     def hold_head(self) -> None:
         self._holding = True
 
+    def settimeout(self, seconds: float | None) -> None:
+        self._sock.settimeout(seconds)
+
     @property
     def wrote(self) -> bool:
         """Whether the response has begun since ``hold_head()``: its head, held or sent, is fixed."""
@@ -186,18 +189,22 @@ class ReadAheadBody:
     (no 503, no answer). Up to ``READ_AHEAD_BYTES`` are read ahead: every body of a usual request, while
     what a worker holds for connections without a slot stays bounded (connections x 256 KiB, where
     reading all of a 64 MiB body ahead would allow connections x 64 MiB); the rest of a larger body is
-    read by the app in its slot, as before. What fails while reading (the client went away, a bad chunk)
-    is raised where the app reads, as it was. ``failed``, ``reader`` and ``buf`` are the Gunicorn
+    read by the app in its slot, as before. What fails while reading (the client went away, a bad chunk,
+    ``--client_timeout_seconds`` without a byte) is raised where the app reads, as it was, and calls
+    ``on_failure`` (the request's ``force_close``: its answer says "Connection: close", since where the
+    next request would start is unknown). ``failed``, ``reader`` and ``buf`` are the Gunicorn
     body's (``finish_body``); the worker puts that body back once the request is done, so an idle
     kept-alive connection holds no bytes of its last request."""
 
-    def __init__(self, body: Any, size: int) -> None:
+    def __init__(self, body: Any, size: int, on_failure: Callable[[], None]) -> None:
         self.body = body
+        self._on_failure = on_failure
         self._error: Exception | None = None
         try:
             self._ahead: bytes = body.read(size)
         except Exception as exc:  # re-raised where the app reads, as it was before
             self._ahead, self._error = b"", exc
+            on_failure()
         self._pos = 0
 
     def read(self, size: int | None = None) -> bytes:
@@ -214,7 +221,11 @@ class ReadAheadBody:
                 return ahead
             error, self._error = self._error, None
             raise error
-        rest: bytes = self.body.read(None if want < 0 else want - len(ahead))
+        try:
+            rest: bytes = self.body.read(None if want < 0 else want - len(ahead))
+        except Exception:
+            self._on_failure()
+            raise
         return ahead + rest if ahead else rest
 
     def readline(self, size: int | None = None) -> bytes:
@@ -228,7 +239,11 @@ class ReadAheadBody:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        rest: bytes = self.body.readline(size)
+        try:
+            rest: bytes = self.body.readline(size)
+        except Exception:
+            self._on_failure()
+            raise
         return rest
 
     def __iter__(self) -> Iterator[bytes]:
@@ -256,7 +271,7 @@ def read_ahead(req: Any, sock: Any, limit: int) -> None:
     if req._expected_100_continue:
         sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         req._expected_100_continue = False
-    req.body = ReadAheadBody(req.body, min(limit + 1, READ_AHEAD_BYTES))
+    req.body = ReadAheadBody(req.body, min(limit + 1, READ_AHEAD_BYTES), req.force_close)
 
 
 def write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
@@ -313,6 +328,7 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         config = getattr(self.app, "runtime_config", None)
         self._slots = Slots(getattr(config, "threads", 16))
         self._body_limit = getattr(config, "max_request_bytes", 64 * 1024 * 1024)
+        self._client_timeout = getattr(config, "client_timeout_seconds", 60.0) or None
         gunicorn.util.write_error = write_json_error  # this process's: the worker's handle_error uses it
         gevent.spawn(self._measure_lag)
         real = gevent.monkey.get_original  # the thread's own lock and id, not gevent's patched ones
@@ -345,6 +361,24 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         self._idle.pop(sock, None)
         self._busy[sock] = req
+        # While the request is served, its body's reads and its answer's writes wait at most this long
+        # each (``--client_timeout_seconds``), as nginx's client_body_timeout and send_timeout: a read
+        # that times out fails the body (the app answers 408), a write closes the connection. Waiting for
+        # the next request is the keep-alive's timeout (Gunicorn's), so the socket's is lifted after.
+        sock.settimeout(self._client_timeout)
+        try:
+            served = self._serve(listener_name, req, sock, addr)
+        except TimeoutError:
+            self.log.info(
+                "Closed the connection of %s %s from %s: its answer waited %gs for the client to read it",
+                req.method, req.path, addr, self._client_timeout,
+            )  # fmt: skip
+            raise StopIteration from None  # Gunicorn's handle() closes the connection
+        sock.settimeout(None)
+        self._idle[sock] = time.monotonic()  # only now: a body still being read off is not idle
+        return served
+
+    def _serve(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         sock.hold_head()
         try:
             if req.method != "POST":  # probes and /metrics never wait behind model requests
@@ -367,7 +401,6 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
         finish_body(req)
         if isinstance(req.body, ReadAheadBody):  # Gunicorn keeps the request until the next one comes
             req.body = req.body.body
-        self._idle[sock] = time.monotonic()  # only now: a body still being read off is not idle
         return served
 
     def handle_exit(self, sig: int, frame: Any) -> None:

@@ -22,6 +22,7 @@ def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
     described = {
         400: "Bad request: malformed JSON, wrong dtype or shape, unknown signature or label",
         404: "Unknown model or version",
+        408: "Request body stopped arriving for --client_timeout_seconds (the connection closes)",
         413: "Request body larger than --max_request_bytes",
         429: "A model's RESOURCE_EXHAUSTED (Retry-After: 1)",
         503: "Overloaded (queueing delay above --max_queue_delay_ms), model not ready or its process "
@@ -108,14 +109,14 @@ def build_document() -> dict[str, Any]:
         "operationId": "predict", "tags": ["TensorFlow Serving"], "requestBody": predict_body,
         "responses": _responses(_json_ok("predictions (row) or outputs (columnar)",
                                          {"$ref": "#/components/schemas/PredictResponse"}),
-                                400, 404, 413, 429, 503, 504),
+                                400, 404, 408, 413, 429, 503, 504),
     }, "post"))  # fmt: skip
     for method, summary in (("classify", "Classify tf.Examples"), ("regress", "Regress tf.Examples")):
         paths.update(_variants(f":{method}", {
             "summary": summary, "operationId": method, "tags": ["TensorFlow Serving"],
             "requestBody": examples_body,
             "responses": _responses(_json_ok("results", {"$ref": "#/components/schemas/ResultsResponse"}),
-                                    400, 404, 413, 503, 504),
+                                    400, 404, 408, 413, 503, 504),
         }, "post"))  # fmt: skip
     paths["/v1/models"] = {"get": {
         "summary": "List served models (KServe V1)", "operationId": "listModels", "tags": ["TensorFlow Serving"],
@@ -254,7 +255,7 @@ def _v2_paths() -> dict[str, Any]:
                 "application/octet-stream": {"schema": binary_body}}},
             "responses": _responses({"description": "Outputs; binary ones follow the JSON header", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/InferResponse"}},
-                "application/octet-stream": {"schema": binary_body}}}, 400, 404, 413, 429, 503, 504),
+                "application/octet-stream": {"schema": binary_body}}}, 400, 404, 408, 413, 429, 503, 504),
         }}  # fmt: skip
     return paths
 

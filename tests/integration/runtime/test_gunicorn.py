@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -289,6 +290,93 @@ def test_uploads_that_stall_hold_no_request_slot_and_finish_when_their_bytes_com
     finally:
         for sock in stalled:
             sock.close()
+        stop(server)
+
+
+def test_a_body_that_stops_arriving_gets_408_after_the_client_timeout_and_its_slot_goes_to_the_next(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # One worker with one request slot and a client timeout of one second. Two clients send a head and
+    # part of the body, then nothing: a small body (read ahead of the slot) and one over 256 KiB, whose
+    # rest is read in the slot, so it holds the worker's only slot while it stalls.
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=1",
+        "--threads=1", "--client_timeout_seconds=1",
+    )  # fmt: skip
+    server.wait_ready()
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: {}\r\n\r\n"
+    )
+    small, large = (socket.create_connection((host, int(port)), timeout=30) for _ in range(2))
+    try:
+        started = time.monotonic()
+        small.sendall(head.format(100).encode() + b'{"instances": ')
+        large.sendall(head.format(400 * 1024).encode() + b"[" * (300 * 1024))
+        time.sleep(0.3)
+        # Waits for the slot that the large upload holds, until that upload times out.
+        fine = requests.post(
+            server.url + "/v1/models/linear:predict", json={"instances": [[1, 2, 3, 4]]}, timeout=10
+        )
+        assert fine.status_code == 200, fine.text
+        for sock in (small, large):
+            stream = sock.makefile("rb")
+            status, headers, reply = answer(stream)
+            assert status.split()[1] == "408", (status, reply)
+            assert json.loads(reply) == {
+                "error": "Request body stopped arriving: no byte of it for 1s (--client_timeout_seconds)"
+            }
+            assert headers["connection"] == "close", sock is small
+            assert stream.read() == b""  # and the connection is closed
+        assert 0.9 < time.monotonic() - started < 10
+    finally:
+        small.close()
+        large.close()
+        stop(server)
+
+
+def test_an_answer_the_client_does_not_read_is_dropped_after_the_client_timeout(
+    model_root: Path, tmp_path: Path
+) -> None:
+    # 400,000 rows answer about 9 MB, more than the kernel buffers between the two ends hold while the
+    # client reads nothing: the worker's write waits, for one second, then it closes the connection.
+    # (Batching off: its queue takes at most 10,000 rows by default.)
+    server = start_server(
+        tmp_path, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=1",
+        "--client_timeout_seconds=1", "--enable_batching=false",
+    )  # fmt: skip
+    server.wait_ready()
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"instances": [[1, 2, 3, 4]] * 400_000}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    try:
+        sock.connect((host, int(port)))
+        sock.sendall(
+            b"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        server.wait_for_log_entries(
+            lambda entries: any(
+                "its answer waited 1s for the client" in e.get("message", "") for e in entries
+            ),
+            timeout=30,
+        )
+        # Meanwhile the worker serves others, and what reaches the client ends short of the answer.
+        fine = requests.post(
+            server.url + "/v1/models/linear:predict", json={"instances": [[1, 2, 3, 4]]}, timeout=10
+        )
+        assert fine.status_code == 200, fine.text
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        assert 0 < received < 8_800_000
+    finally:
+        sock.close()
         stop(server)
 
 

@@ -239,6 +239,26 @@ def test_drain_must_end_before_the_graceful_timeout() -> None:
         config_from_args(["--drain_seconds=30", "--graceful_timeout_seconds=30"])
 
 
+def test_the_client_timeout_defaults_to_a_minute_and_zero_turns_it_off() -> None:
+    assert config_from_args([]).client_timeout_seconds == 60.0
+    assert config_from_args(["--client_timeout_seconds=0"]).client_timeout_seconds == 0.0
+    assert config_from_args(["--client_timeout_seconds=2.5"]).client_timeout_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--client_timeout_seconds=-1", "--client_timeout_seconds must not be negative, got -1.0"),
+        ("--client_timeout_seconds=nan", "--client_timeout_seconds must be a number of seconds, got nan"),
+        ("--client_timeout_seconds=inf", "--client_timeout_seconds must be a number of seconds, got inf"),
+        ("--drain_seconds=nan", "--drain_seconds must be a number of seconds, got nan"),
+    ],
+)
+def test_timeouts_that_are_not_a_number_of_seconds_are_refused(flag: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_args([flag])
+
+
 def _ssl_text(key: str, cert: str, ca: str = "", client_verify: bool = False) -> str:
     def quoted(pem: str) -> str:
         return '"' + pem.replace("\n", "\\n") + '"'

@@ -25,13 +25,20 @@ class Client(Source):
         return len(data)
 
 
-def post(data: bytes, length: int | None, expect_continue: bool = False) -> tuple[SimpleNamespace, Client]:
+class Request(SimpleNamespace):
+    must_close = False
+
+    def force_close(self) -> None:  # Gunicorn's: the answer says "Connection: close"
+        self.must_close = True
+
+
+def post(data: bytes, length: int | None, expect_continue: bool = False) -> tuple[Request, Client]:
     client = Client(data)
     unreader = SocketUnreader(client)
     reader = (
         LengthReader(unreader, length) if length is not None else ChunkedReader(SimpleNamespace(), unreader)
     )
-    req = SimpleNamespace(body=Body(reader), _expected_100_continue=expect_continue, unreader=unreader)
+    req = Request(body=Body(reader), _expected_100_continue=expect_continue, unreader=unreader)
     return req, client
 
 
@@ -95,9 +102,34 @@ def test_a_bad_chunk_met_while_reading_ahead_is_raised_where_the_app_reads() -> 
     req, client = post(b"zz\r\nhello\r\n0\r\n\r\n", None)
     read_ahead(req, client, limit=1024)  # nothing raised here, in the worker
     assert isinstance(req.body, ReadAheadBody)
+    assert req.must_close  # the app's answer (400) says the connection closes
     with pytest.raises(InvalidChunkSize):
         req.body.read(1024)
     assert req.body.failed  # Gunicorn's body knows: it closes the connection
+
+
+class Stalled(Client):
+    """A client that sends ``data`` and then nothing: the next read times out, as a gevent socket with
+    ``--client_timeout_seconds`` set raises."""
+
+    def recv(self, size: int) -> bytes:
+        data = super().recv(size)
+        if not data:
+            raise TimeoutError("timed out")
+        return data
+
+
+def test_a_body_that_stops_arriving_past_the_read_ahead_fails_where_the_app_reads_and_closes() -> None:
+    payload = b"x" * (READ_AHEAD_BYTES + 100)
+    req, _ = post(b"", len(payload) + 50)
+    client = Stalled(payload)
+    req.body = Body(LengthReader(SocketUnreader(client), len(payload) + 50))
+    read_ahead(req, client, limit=len(payload) + 50)
+    assert not req.must_close  # the first 256 KiB came
+    assert req.body.read(READ_AHEAD_BYTES) == payload[:READ_AHEAD_BYTES]
+    with pytest.raises(TimeoutError):  # the app answers 408 (limits.request_body)
+        req.body.read(1000)
+    assert req.must_close and req.body.failed
 
 
 def test_a_body_larger_than_the_read_ahead_is_read_ahead_in_part_and_the_rest_in_the_slot() -> None:

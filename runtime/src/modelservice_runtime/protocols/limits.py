@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, request
 from gunicorn.http.errors import ParseException
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 from ..errors import InvalidArgument
 from ..logs import current_request
@@ -55,6 +55,8 @@ def request_body() -> bytes:
 def _read(environ: dict[str, Any], size: int) -> bytes:
     try:
         body: bytes = environ["wsgi.input"].read(size)
+    except TimeoutError:  # no byte of it for --client_timeout_seconds (gunicorn_conf.RuntimeWorker)
+        raise RequestTimeout() from None
     except OSError:  # the client went away mid-body (Gunicorn's NoMoreData): 400, as Werkzeug answers
         raise ClientDisconnected() from None
     except ParseException as exc:  # Gunicorn refused the body's framing (a bad chunk size, ...)
