@@ -12,6 +12,7 @@ import gc
 import os
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -350,6 +351,9 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
             self._lag = max(0.0, time.monotonic() - start - self.LAG_PERIOD_S)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        if isinstance(client, ssl.SSLSocket) and not self._handshake(client, addr):
+            client.close()
+            return
         client = FairSocket(client)
         # A connection is idle while it waits for its next request: at stop, such are closed (_stop).
         self._idle[client] = time.monotonic()
@@ -357,6 +361,19 @@ class RuntimeWorker(GeventWorker):  # type: ignore[misc]
             super().handle(listener, client, addr)
         finally:
             self._idle.pop(client, None)
+
+    def _handshake(self, client: Any, addr: Any) -> bool:
+        # TLS (tls.CurrentContext leaves the handshake to here): a client gets --client_timeout_seconds
+        # to complete it; then waiting for its request is the keep-alive's timeout, as without TLS.
+        # Gunicorn's handle() asks for the handshake again, which then returns at once.
+        client.settimeout(self._client_timeout)
+        try:
+            client.do_handshake()
+        except (OSError, ValueError) as exc:  # a timeout, not TLS (plain HTTP), a reset, ...
+            self.log.debug("TLS handshake with %s failed: %s", addr, exc)
+            return False
+        client.settimeout(None)
+        return True
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         self._idle.pop(sock, None)

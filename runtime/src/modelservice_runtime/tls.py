@@ -24,14 +24,17 @@ _rest_context: Reloading | None = None
 
 class CurrentContext:
     """What Gunicorn's gevent worker gets from the ``ssl_context`` hook, once, for the life of the
-    worker: each connection is wrapped by the context of the files as they are now."""
+    worker: each connection is wrapped by the context of the files as they are now. The handshake is
+    left to the worker (``RuntimeWorker.handle``), which bounds it by ``--client_timeout_seconds``: done
+    here, in gevent's server, it had no time limit, so a client that connected and sent nothing held
+    one of the worker's connections for good."""
 
     def __init__(self, contexts: Reloading) -> None:
         self._contexts = contexts
 
     def wrap_socket(self, sock: Any, **kwargs: Any) -> Any:
         context: ssl.SSLContext = self._contexts.get()
-        return context.wrap_socket(sock, **kwargs)
+        return context.wrap_socket(sock, **kwargs, do_handshake_on_connect=False)
 
 
 def gunicorn_ssl_context(

@@ -3,6 +3,7 @@ certificate, plain HTTP is refused, and a rotated certificate is served without 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -34,6 +35,7 @@ def tls_server(
     server = start_server(
         directory, "--model_name=linear", f"--model_base_path={model_root / 'linear'}", "--workers=2",
         f"--tls_cert_file={directory / 'tls.crt'}", f"--tls_key_file={directory / 'tls.key'}", f"--port={port}",
+        "--client_timeout_seconds=2",
     )  # fmt: skip
     https = server.url.replace("http://", "https://")
     deadline = time.monotonic() + 120
@@ -80,6 +82,31 @@ def test_rest_and_grpc_serve_the_certificate_and_plain_http_is_refused(
         requests.post(server.url + "/v1/models/linear:predict", json=ROW, timeout=10)
     with pytest.raises(requests.exceptions.SSLError):  # a client that does not trust the CA
         requests.get(https_url(server) + "/v2/health/live", timeout=10)
+
+
+def test_a_client_that_connects_and_never_starts_tls_is_closed_after_the_client_timeout(
+    tls_server: tuple[Server, int, Path],
+) -> None:
+    # Before, the handshake waited with no end: each such connection held one of a worker's
+    # connections (1,000 each) for good.
+    server, _, directory = tls_server
+    rest_port = int(server.url.rsplit(":", 1)[1])
+    silent = [socket.create_connection(("127.0.0.1", rest_port), timeout=15) for _ in range(4)]
+    try:
+        started = time.monotonic()
+        answer = requests.post(
+            https_url(server) + "/v1/models/linear:predict", json=ROW, verify=str(directory / "first-CA.crt"),
+            timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 200
+        for sock in silent:
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""  # closed by the server
+        assert 1.5 < time.monotonic() - started < 10
+    finally:
+        for sock in silent:
+            sock.close()
+    assert "Traceback" not in server.log()
 
 
 def _peer_issuer(port: int, ca: Path) -> str:
