@@ -34,7 +34,7 @@ class CurrentContext:
 
     def wrap_socket(self, sock: Any, **kwargs: Any) -> Any:
         context: ssl.SSLContext = self._contexts.get()
-        return context.wrap_socket(sock, **kwargs, do_handshake_on_connect=False)
+        return context.wrap_socket(sock, **{**kwargs, "do_handshake_on_connect": False})
 
 
 def gunicorn_ssl_context(
