@@ -14,7 +14,9 @@ what they mean there:
   on a second thread at a model call's full fixed cost; full batches still run side by side).
 - ``max_enqueued_batches``: the queue bound, in batches. A request that would need more answers at once
   with UNAVAILABLE (503) "The batch scheduling queue to which this task was submitted is full", instead of
-  queueing without bound.
+  queueing without bound; one that even an empty queue cannot hold (more than ``max_batch_size`` x
+  ``max_enqueued_batches`` rows) with INVALID_ARGUMENT (400) "Task size N is larger than maximum input
+  batch size M", as TF Serving answers a task over its input limit: a retry cannot help it.
 - ``num_batch_threads``: batches run at the same time, shared by every queue (TF's shared scheduler).
 - ``allowed_batch_sizes``: a batch is padded up to the next allowed size, with copies of its first row;
   the padding rows' outputs are dropped.
@@ -241,6 +243,13 @@ class BatchQueue:
         size = batch_size_of(inputs)
         key = compatibility_key(inputs, self.params.pad_variable_length_inputs)
         limit = self.params.max_batch_size
+        capacity = limit * self.params.max_enqueued_batches
+        if size > capacity:  # not even an empty queue holds it: a retry cannot help (TF Serving: 400 too)
+            raise InvalidArgument(
+                f"Task size {size} is larger than maximum input batch size {capacity} (max_batch_size "
+                f"{limit} x max_enqueued_batches {self.params.max_enqueued_batches}; "
+                "--enable_batching=false serves requests of any size)"
+            )
         open_batch = self.batches[-1] if self.batches else None
         room = limit - open_batch.size if open_batch is not None and open_batch.key == key else 0
         chunks = [min(room, size)] if room > 0 else []

@@ -253,8 +253,9 @@ def test_overload_sheds_by_queueing_delay_with_503_and_every_answer_is_json(
             t.start()
         for t in threads:
             t.join(timeout=60)
-        # A request that needs more batches than the queue holds is refused whole, at once.
-        too_big = requests.post(url, json={"instances": [[1, 2, 3, 4]] * 5})
+        # A request that needs more batches than even an empty queue holds is refused whole, at once,
+        # as bad input: no retry could get it served.
+        too_big = requests.post(url, json={"instances": [[1, 2, 3, 4]] * 5}, timeout=30)
         assert requests.get(server.url + "/v2/health/live", timeout=5).status_code == 200
         metrics = requests.get(server.url + "/metrics", timeout=5).text
     finally:
@@ -264,8 +265,8 @@ def test_overload_sheds_by_queueing_delay_with_503_and_every_answer_is_json(
     # Refusals say why: the queue for threads stood above target, or the batch queue was full.
     assert all("Server overloaded" in b or "batch scheduling queue" in b for _, b in bodies)
     assert any("Server overloaded" in b for _, b in bodies)
-    assert too_big.status_code == 503 and too_big.headers["Retry-After"] == "1"
-    assert "batch scheduling queue" in too_big.json()["error"]
+    assert too_big.status_code == 400 and "Retry-After" not in too_big.headers
+    assert too_big.json()["error"].startswith("Task size 5 is larger than maximum input batch size 2")
     assert re.search(r'^modelservice_requests_shed_total\{api="v1"\} [1-9]', metrics, re.M)
 
 

@@ -207,6 +207,20 @@ def test_after_a_413_the_upload_is_drained_and_the_connection_serves_on_with_the
     assert set(server.processes()["workers"]) == workers
 
 
+def test_a_request_larger_than_the_batch_queue_holds_gets_400_not_a_503_to_retry(
+    served: tuple[Server, Path],
+) -> None:
+    server, _ = served  # batching on, as by default: 1000 x 10 rows at most in the queue
+    url = server.url + "/v1/models/linear:predict"
+    too_large = requests.post(url, json={"instances": [[1, 2, 3, 4]] * 10_001}, timeout=60)
+    assert too_large.status_code == 400 and "Retry-After" not in too_large.headers
+    assert too_large.json()["error"].startswith(
+        "Task size 10001 is larger than maximum input batch size 10000"
+    )
+    at_the_limit = requests.post(url, json={"instances": [[1, 2, 3, 4]] * 10_000}, timeout=60)
+    assert at_the_limit.status_code == 200 and len(at_the_limit.json()["predictions"]) == 10_000
+
+
 def test_bad_requests_over_http_are_4xx_json(served: tuple[Server, Path]) -> None:
     server, _ = served
     r = requests.post(

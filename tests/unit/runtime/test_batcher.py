@@ -221,11 +221,25 @@ def test_a_full_queue_refuses_at_once_and_keeps_what_it_holds() -> None:
     assert queue.enqueued_tasks == 2
 
 
-def test_a_request_that_would_need_too_many_batches_is_refused_whole() -> None:
+def test_a_request_that_would_need_more_batches_than_are_free_is_refused_whole_with_503() -> None:
+    queue = BatchQueue(params(max_batch_size=2, max_enqueued_batches=3))
+    queue.submit(rows(0, 2), None, now=0.0)
+    with pytest.raises(Unavailable, match=QUEUE_FULL):  # fits an empty queue: worth a retry
+        queue.submit(rows(2, 5), None, now=0.0)
+    assert queue.enqueued_tasks == 1
+
+
+def test_a_request_larger_than_an_empty_queue_holds_is_a_400_naming_the_limit_not_a_503() -> None:
     queue = BatchQueue(params(max_batch_size=2, max_enqueued_batches=2))
-    with pytest.raises(Unavailable):
+    with pytest.raises(InvalidArgument) as raised:
         queue.submit(rows(0, 5), None, now=0.0)
+    assert raised.value.status == 400
+    assert raised.value.message == (
+        "Task size 5 is larger than maximum input batch size 4 (max_batch_size 2 x max_enqueued_batches 2; "
+        "--enable_batching=false serves requests of any size)"
+    )
     assert not queue.batches
+    queue.submit(rows(0, 4), None, now=0.0)  # at the limit: taken
 
 
 def test_a_task_past_its_deadline_is_dropped_when_its_batch_forms() -> None:
